@@ -1,0 +1,52 @@
+"""Shared helpers for benchmarks: timing, relative errors, JSON + PNG output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_time(fn, repeat: int = 3) -> float:
+    """Best wall-clock seconds of ``repeat`` calls of ``fn()`` (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def rel_fro(approx: np.ndarray, exact: np.ndarray) -> float:
+    """‖approx − exact‖_F / ‖exact‖_F."""
+    return float(np.linalg.norm(approx - exact) / np.linalg.norm(exact))
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "numpy": np.__version__}
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """Write ``results/<name>.json`` and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    return path
+
+
+def gemm_gflops(n: int = 4096, d: int = 512, m: int = 4096, dtype=np.float32) -> float:
+    """Measured float32 GEMM rate of this machine (GFLOP/s) for an (n×d)·(d×m) product."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, d)).astype(dtype)
+    b = rng.standard_normal((d, m)).astype(dtype)
+    t = best_time(lambda: a @ b)
+    return 2.0 * n * d * m / t / 1e9

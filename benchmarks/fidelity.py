@@ -1,0 +1,208 @@
+"""Fidelity benchmark: sketch error vs feature count and throughput, beside scikit-learn peers.
+
+For each kernel family, one run measures on the same data:
+  - relative Frobenius error ‖FFᵀ − K‖_F / ‖K‖_F of dsketch's features against the exact
+    kernel (and of scikit-learn's RBFSampler / Nystroem / PolynomialCountSketch where they
+    approximate the same kernel), averaged over seeds;
+  - rows/s of the transform (fitted map applied to a larger batch);
+  - the time ratio exact kernel / sketch for the same n (features + Gram);
+  - for the FC NTK sketch: GEMM-equivalent GFLOP/s (2·n·d·m / time of the map) against this
+    machine's measured float32 GEMM rate.
+
+Writes ``benchmarks/results/fidelity.json`` and ``fidelity.png``.
+Usage: ``python benchmarks/fidelity.py`` (full) or ``--quick`` (CI-sized, ~1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, best_time, gemm_gflops, rel_fro, write_results  # noqa: E402
+
+from dsketch import nets  # noqa: E402
+from dsketch.sketch import kernels  # noqa: E402
+
+
+def _data(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Digits rows (real data) rescaled to norms spread over two decades, padded/cut to d."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    x = x[rng.permutation(len(x))[:n]]
+    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    if d < x.shape[1]:
+        x = x[:, :d]
+    elif d > x.shape[1]:
+        x = np.hstack([x, rng.standard_normal((len(x), d - x.shape[1]))])
+    scale = 10 ** rng.uniform(-1, 1, size=(len(x), 1))
+    return x * scale / np.sqrt(d)
+
+
+def _net_family(name, net, x, x_big, ms, seeds, which):
+    t0 = time.perf_counter()
+    exact = getattr(net.kernel(x), which)
+    t_exact = time.perf_counter() - t0
+    rows = []
+    for m in ms:
+        errs = []
+        for s in range(seeds):
+            f = getattr(net.sketch(x.shape[1:], m, seed=s)(x), which).astype(np.float64)
+            errs.append(rel_fro(f @ f.T, exact))
+        fmap = net.sketch(x.shape[1:], m, seed=0)
+        t_big = best_time(lambda: fmap(x_big), repeat=2)
+        t_small = best_time(lambda: getattr(fmap(x), which) @ getattr(fmap(x), which).T, repeat=2)
+        rows.append({"m": m, "error": float(np.mean(errs)), "error_std": float(np.std(errs)),
+                     "rows_per_s": len(x_big) / t_big, "seconds_big": t_big,
+                     "exact_over_sketch": t_exact / t_small})
+    return {"family": name, "kernel": which, "n": len(x), "d": int(np.prod(x.shape[1:])),
+            "exact_seconds": t_exact, "dsketch": rows}
+
+
+def _map_family(name, make, exact_fn, x, x_big, ms, seeds, peers):
+    k = exact_fn(x)
+    out = {"family": name, "n": len(x), "d": x.shape[1], "dsketch": [], "peers": {}}
+    for m in ms:
+        errs = [rel_fro((lambda f: f @ f.T)(make(m, s)(x).astype(np.float64)), k) for s in range(seeds)]
+        fmap = make(m, 0)
+        t = best_time(lambda: fmap(x_big), repeat=2)
+        out["dsketch"].append({"m": m, "error": float(np.mean(errs)), "error_std": float(np.std(errs)),
+                               "rows_per_s": len(x_big) / t})
+    for pname, pmake in peers.items():
+        rows = []
+        for m in ms:
+            errs = []
+            for s in range(seeds):
+                est = pmake(m, s).fit(x)
+                f = est.transform(x)
+                errs.append(rel_fro(f @ f.T, k))
+            est = pmake(m, 0).fit(x)
+            t = best_time(lambda: est.transform(x_big), repeat=2)
+            rows.append({"m": m, "error": float(np.mean(errs)), "rows_per_s": len(x_big) / t})
+        out["peers"][pname] = rows
+    return out
+
+
+def run(quick: bool) -> dict:
+    from sklearn.kernel_approximation import Nystroem, PolynomialCountSketch, RBFSampler
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    ms = [256, 1024] if quick else [512, 1024, 2048, 4096, 8192]
+    seeds = 2 if quick else 3
+    n, d = (200, 32) if quick else (500, 64)
+    n_big = 2000 if quick else 20000
+    x = _data(n, d)
+    x_big = np.vstack([_data(min(n_big, 1797), d, seed=1)] * int(np.ceil(n_big / 1797)))[:n_big]
+    results = {"quick": quick, "families": []}
+
+    acts = {"relu": nets.Relu(), "erf": nets.Erf(), "gelu": nets.Gelu(), "tanh": nets.Elementwise("tanh")}
+    for aname, act in acts.items():
+        net = nets.fully_connected(depth=2, activation=act, W_std=1.5, b_std=0.1)
+        for which in ("ntk", "nngp"):
+            results["families"].append(_net_family(f"fc2-{aname}", net, x, x_big, ms, seeds, which))
+
+    # CNTK on small images: Myrtle-5 on 8x8 crops of digits (real images)
+    from sklearn.datasets import load_digits
+
+    imgs = load_digits().images.astype(np.float64)[:, :, :, None] / 16.0
+    imgs = imgs - imgs.mean()
+    n_img = 40 if quick else 150
+    cnet = nets.myrtle(5)
+    results["families"].append(_net_family("myrtle5-8x8", cnet, imgs[:n_img], imgs[:400 if quick else 1500],
+                                           ms[:2] if quick else ms[:4], 1 if quick else 2, "ntk"))
+
+    # Polynomial kernels (gamma<x,y> + c)^p vs scikit-learn's PolynomialCountSketch
+    xp_ = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for p in (2, 4):
+        gamma, coef0 = 1.0, 1.0
+        results["families"].append(_map_family(
+            f"poly-p{p}",
+            lambda m, s, p=p: kernels.PolynomialSketch(input_dim=d, n_features=m, degree=p, gamma=gamma,
+                                                       coef0=coef0, seed=s),
+            lambda a, p=p: (gamma * a @ a.T + coef0) ** p, xp_, np.vstack([xp_] * (n_big // n)), ms, seeds,
+            {"sklearn.PolynomialCountSketch": lambda m, s, p=p: PolynomialCountSketch(
+                degree=p, gamma=gamma, coef0=coef0, n_components=m, random_state=s)}))
+
+    # Gaussian kernel exp(-gamma |x-y|^2) vs RBFSampler and Nystroem
+    gamma = 0.5 / np.median(np.sum((x[:, None] - x[None]) ** 2, -1))
+    results["families"].append(_map_family(
+        "gaussian-rff",
+        lambda m, s: kernels.RandomFourierFeatures(input_dim=d, n_features=m, gamma=gamma, seed=s),
+        lambda a: rbf_kernel(a, gamma=gamma), x, x_big, ms, seeds,
+        {"sklearn.RBFSampler": lambda m, s: RBFSampler(gamma=gamma, n_components=m, random_state=s),
+         "sklearn.Nystroem": lambda m, s: Nystroem(gamma=gamma, n_components=min(m, n), random_state=s)}))
+
+    # FC NTK throughput against the measured GEMM rate
+    gemm = gemm_gflops()
+    m = 1024 if quick else 4096
+    fmap = nets.fully_connected(2, nets.Relu()).sketch((d,), m, seed=0)
+    t = best_time(lambda: fmap(x_big), repeat=2)
+    results["gemm"] = {"machine_gemm_gflops": gemm, "m": m, "rows": len(x_big),
+                       "fc_ntk_equiv_gflops": 2.0 * len(x_big) * d * m / t / 1e9,
+                       "note": "GEMM-equivalent: 2·n·d·m / time of the whole sketch (a lower bound on work done)"}
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = results["families"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for fam in fams:
+        label = f"{fam['family']}" + (f" {fam['kernel']}" if "kernel" in fam else "")
+        ms = [r["m"] for r in fam["dsketch"]]
+        axes[0].loglog(ms, [r["error"] for r in fam["dsketch"]], "o-", label=f"dsketch {label}")
+        for pname, rows in fam.get("peers", {}).items():
+            axes[0].loglog([r["m"] for r in rows], [r["error"] for r in rows], "x--",
+                           label=f"{pname} ({fam['family']})")
+        axes[1].loglog(ms, [r["rows_per_s"] for r in fam["dsketch"]], "o-", label=f"dsketch {label}")
+        for pname, rows in fam.get("peers", {}).items():
+            axes[1].loglog([r["m"] for r in rows], [r["rows_per_s"] for r in rows], "x--", label=pname)
+    axes[0].set(xlabel="features m", ylabel="relative Frobenius error", title="Kernel fidelity")
+    axes[1].set(xlabel="features m", ylabel="rows / s", title="Transform throughput")
+    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def table(results: dict) -> str:
+    lines = [f"{'family':<22}{'m':>6}{'error':>9}{'peer error':>12}{'rows/s':>11}{'peer rows/s':>13}"]
+    for fam in results["families"]:
+        peers = fam.get("peers", {})
+        for i, r in enumerate(fam["dsketch"]):
+            name = fam["family"] + (f"/{fam['kernel']}" if "kernel" in fam else "")
+            pe = " ".join(f"{rows[i]['error']:.3f}" for rows in peers.values())
+            pr = " ".join(f"{rows[i]['rows_per_s']:.0f}" for rows in peers.values())
+            lines.append(f"{name:<22}{r['m']:>6}{r['error']:>9.4f}{pe:>12}{r['rows_per_s']:>11.0f}{pr:>13}")
+    g = results["gemm"]
+    lines.append(f"GEMM rate {g['machine_gemm_gflops']:.1f} GFLOP/s; FC NTK sketch m={g['m']}: "
+                 f"{g['fc_ntk_equiv_gflops']:.1f} GEMM-equivalent GFLOP/s "
+                 f"({100 * g['fc_ntk_equiv_gflops'] / g['machine_gemm_gflops']:.0f}%)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI-sized run (small n, two widths)")
+    args = ap.parse_args(argv)
+    res = run(args.quick)
+    name = "fidelity-quick" if args.quick else "fidelity"
+    path = write_results(name, res)
+    plot(res, RESULTS / f"{name}.png")
+    print(table(res))
+    print(f"wrote {path} and {RESULTS / (name + '.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,496 @@
+"""The ``dsketch`` command: demo, ingest, fit, predict, evaluate, info.
+
+Owns argument parsing, cluster connection (``dsketch.engine.connect``: ``--scheduler``,
+``--scheduler-file``, ``DASK_SCHEDULER_ADDRESS``, else an embedded local cluster sized to
+the machine), human or ``--json`` output, progress and exit codes.  All modelling is done
+by :mod:`dsketch.estimators` and :mod:`dsketch.model_io`; no maths here.
+
+Exit codes
+----------
+0  success
+1  failure while running (cluster, I/O or numerical error)
+2  bad usage or bad input (unknown option, missing or malformed data, an output that
+   exists without ``--overwrite``); one line on stderr names what is wrong
+   (``--debug`` adds the traceback).
+
+Outputs (models, prediction stores) are written atomically and never replace existing
+ones without ``--overwrite``; a failed run leaves earlier output intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+import click
+
+from . import __version__
+
+__all__ = ["main"]
+
+KERNELS = ("ntk", "nngp", "cntk", "rff", "poly", "arccos")
+_CLOSED_FORM_ACTIVATIONS = ("relu", "erf", "gelu", "abs", "sign", "step", "sin", "cos", "exp",
+                            "gaussian", "identity")
+
+
+class InputError(click.ClickException):
+    """Bad usage or input: exit code 2."""
+
+    exit_code = 2
+
+
+class RunFailure(click.ClickException):
+    """A failure while running: exit code 1."""
+
+    exit_code = 1
+
+
+# ============================================================================== helpers
+def _say(ctx_obj, text: str = "", *, err: bool = False) -> None:
+    """Human output (suppressed on stdout under --json; stderr lines always go out)."""
+    if ctx_obj.get("json") and not err:
+        return
+    click.echo(text, err=err)
+
+
+def common_options(func):
+    """--scheduler/--scheduler-file/--json/--debug on every command."""
+
+    @click.option("--scheduler", "scheduler", metavar="ADDRESS", default=None,
+                  help="Address of a running dask scheduler (tcp://host:8786). Default: "
+                       "$DASK_SCHEDULER_ADDRESS, else an embedded local cluster.")
+    @click.option("--scheduler-file", type=click.Path(dir_okay=False), default=None,
+                  help="Scheduler file written by `dask scheduler --scheduler-file`.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+    @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+    @functools.wraps(func)
+    def wrapper(scheduler, scheduler_file, as_json, debug, **kwargs):
+        obj = {"scheduler": scheduler, "scheduler_file": scheduler_file, "json": as_json,
+               "debug": debug}
+        try:
+            return func(obj, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                IsADirectoryError, KeyError, TypeError) as exc:
+            if debug:
+                traceback.print_exc()
+            raise InputError(_one_line(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            if debug:
+                traceback.print_exc()
+            raise RunFailure(f"{type(exc).__name__}: {_one_line(exc)}") from None
+
+    return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        text = f"missing key {exc.args[0]!r}"
+    return " ".join(text.split())
+
+
+def _emit(obj, result: dict, human: list[str]) -> None:
+    if obj["json"]:
+        click.echo(json.dumps(result, indent=1, default=str))
+    else:
+        for line in human:
+            click.echo(line)
+
+
+@contextlib.contextmanager
+def _cluster(obj):
+    """Connect (or start an embedded cluster), print the dashboard links on stderr."""
+    from . import dashboard, engine
+
+    dashboard.enable()
+    with engine.connect(obj["scheduler"], scheduler_file=obj["scheduler_file"], quiet=True) as client:
+        link = engine.dashboard_link(client)
+        if link:
+            click.echo(f"dashboard: {link}  (dsketch fits: {dashboard.page_url(client)})", err=True)
+        obj["dashboard"] = link
+        yield client
+
+
+def _check_output(path: str, overwrite: bool, what: str) -> None:
+    if os.path.exists(path) and not overwrite:
+        raise InputError(f"{what} {path!r} already exists; pass --overwrite to replace it")
+
+
+def _float_list(values: tuple[str, ...], name: str) -> list[float]:
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                x = float(part)
+            except ValueError:
+                raise InputError(f"{name}: {part!r} is not a number") from None
+            if not math.isfinite(x) or x <= 0:
+                raise InputError(f"{name} must be finite and > 0, got {part}")
+            out.append(x)
+    return out
+
+
+def _activation(name: str):
+    from . import nets
+
+    key = name.lower()
+    closed = {"relu": nets.Relu, "erf": nets.Erf, "gelu": nets.Gelu, "abs": nets.Abs,
+              "sign": nets.Sign, "step": nets.Step, "sin": nets.Sin, "cos": nets.Cos,
+              "exp": nets.Exp, "gaussian": nets.Gaussian, "identity": nets.Identity}
+    if key in closed:
+        return closed[key]()
+    try:
+        return nets.Elementwise(key)
+    except ValueError:
+        raise InputError(f"--activation: unknown activation {name!r} (closed forms: "
+                         f"{', '.join(_CLOSED_FORM_ACTIVATIONS)}; or a name from "
+                         "dsketch.nets.activations.ACTIVATION_FUNCTIONS)") from None
+
+
+def build_sketch(kernel: str, *, n_features: int, seed: int, depth: int | None, activation: str,
+                 W_std: float | None, b_std: float, degree: int | None, gamma: float, coef0: float,
+                 order: int, image_shape: tuple | None):
+    """The transformer for ``dsketch fit``'s kernel options."""
+    from . import estimators as E
+    from . import nets
+
+    if kernel in ("ntk", "nngp"):
+        w = math.sqrt(2.0) if W_std is None else W_std
+        net = nets.fully_connected(2 if depth is None else depth, _activation(activation), W_std=w, b_std=b_std)
+        cls = E.NTKSketch if kernel == "ntk" else E.NNGPSketch
+        return cls(net=net, n_components=n_features, random_state=seed,
+                   **({} if degree is None else {"degree": degree}))
+    if kernel == "cntk":
+        net = nets.myrtle(5 if depth is None else depth, W_std=math.sqrt(2.0) if W_std is None else W_std,
+                          b_std=b_std, activation=_activation(activation))
+        return E.CNTKSketch(net=net, image_shape=image_shape, n_components=n_features, random_state=seed,
+                            **({} if degree is None else {"degree": degree}))
+    if kernel == "rff":
+        return E.RandomFourierFeatures(gamma=gamma, n_components=n_features, random_state=seed)
+    if kernel == "poly":
+        return E.PolynomialSketch(degree=2 if degree is None else degree, gamma=gamma, coef0=coef0,
+                                  n_components=n_features, random_state=seed)
+    if kernel == "arccos":
+        return E.ArcCosineFeatures(order=order, n_components=n_features, random_state=seed)
+    raise InputError(f"--kernel: unknown kernel {kernel!r}")  # pragma: no cover - click.Choice
+
+
+def _is_label_dtype(dtype) -> bool:
+    import numpy as np
+
+    return np.dtype(dtype).kind in "biuUSO"
+
+
+def _open(url: str, *, y: bool):
+    from . import engine
+
+    if not (os.path.exists(url) or "://" in url):
+        raise InputError(f"data store {url!r} does not exist")
+    ds = engine.open_dataset(url, y="y" if y else None)
+    if y and ds.y is None:
+        raise InputError(f"data store {url!r} has no target array 'y'")
+    return ds
+
+
+def _load(path: str):
+    from .model_io import load_model
+
+    if not os.path.isdir(path):
+        raise InputError(f"model {path!r} does not exist (expected a directory written by `dsketch fit`)")
+    return load_model(path)
+
+
+# ============================================================================= commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dsketch")
+def main():
+    """dsketch: random-feature sketches of neural and classical kernels, ridge on Dask + Zarr.
+
+    Start with `dsketch demo`. Exit codes: 0 ok, 1 failure, 2 bad usage or input.
+    """
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Where to write data and models (default: a fresh temporary directory).")
+@click.option("--n-rows", type=click.IntRange(1000), default=200_000, show_default=True,
+              help="Rows of the generated regression set.")
+@click.option("--n-features", type=click.IntRange(16), default=1024, show_default=True,
+              help="Sketch width m of both models.")
+@common_options
+def demo(obj, workdir, n_rows, n_features):
+    """Fit an NTK-sketch classifier (digits) and regressor (generated) end to end."""
+    from .demo import format_report, run_demo
+
+    with _cluster(obj) as client:
+        with _progress(client, obj):
+            result = run_demo(workdir, n_rows=n_rows, n_features=n_features, client=client,
+                              log=None if obj["json"] else lambda s: click.echo(s, err=True))
+    result["dashboard"] = obj.get("dashboard")
+    _emit(obj, result, format_report(result))
+
+
+@contextlib.contextmanager
+def _progress(client, obj):
+    from .dashboard import TerminalProgress
+
+    if obj["json"]:
+        yield
+        return
+    with TerminalProgress(client):
+        yield
+
+
+@main.command()
+@click.argument("source")
+@click.argument("dest")
+@click.option("--y", "y_path", default=None, help="Targets (.npy/.csv) when SOURCE holds only X.")
+@click.option("--chunk-rows", type=click.IntRange(1), default=None, help="Rows per chunk.")
+@click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
+@common_options
+def ingest(obj, source, dest, y_path, chunk_rows, overwrite):
+    """Convert SOURCE (.npy, .csv with the target in the last column, svmlight) to a Zarr store DEST."""
+    from . import engine
+
+    if not os.path.exists(source):
+        raise InputError(f"source {source!r} does not exist")
+    _check_output(dest, overwrite, "destination")
+    start = time.perf_counter()
+    ctx = _cluster(obj) if (obj["scheduler"] or obj["scheduler_file"]) else contextlib.nullcontext()
+    with ctx:
+        url = engine.ingest(source, dest, y=y_path, chunk_rows=chunk_rows, overwrite=overwrite)
+        ds = _open_any(url)
+    info = _dataset_info(ds)
+    info.update(store=url, seconds=round(time.perf_counter() - start, 3))
+    _emit(obj, info, [f"wrote {url}: {info['n_rows']:,} rows × {info['row_shape']} "
+                      f"({info['dtype']}), y: {info['y_shape'] or 'none'}  [{info['seconds']:.1f} s]"])
+
+
+@main.command()
+@click.option("--data", required=True, help="Training store (arrays X and y).")
+@click.option("--model", "model_path", required=True, type=click.Path(), help="Model directory to write.")
+@click.option("--kernel", type=click.Choice(KERNELS), default="ntk", show_default=True)
+@click.option("--task", type=click.Choice(["auto", "regress", "classify"]), default="auto",
+              show_default=True, help="auto: classify when y holds integer or string labels.")
+@click.option("--depth", type=click.IntRange(0), default=None,
+              help="Hidden layers (ntk/nngp, default 2) or Myrtle depth 5/7/10 (cntk, default 5).")
+@click.option("--activation", default="relu", show_default=True,
+              help="relu, erf, gelu, tanh, sigmoid, ... (ntk/nngp/cntk).")
+@click.option("--W-std", "W_std", type=float, default=None, help="Weight std (default √2).")
+@click.option("--b-std", "b_std", type=float, default=0.0, show_default=True, help="Bias std.")
+@click.option("--n-features", type=click.IntRange(1), default=1024, show_default=True, help="Sketch width m.")
+@click.option("--degree", type=click.IntRange(1), default=None,
+              help="Polynomial degree (poly, default 2) or expansion degree (ntk/nngp/cntk, default 8).")
+@click.option("--gamma", type=float, default=1.0, show_default=True, help="rff/poly gamma.")
+@click.option("--coef0", type=float, default=0.0, show_default=True, help="poly coef0.")
+@click.option("--order", type=click.IntRange(0, 2), default=1, show_default=True, help="arccos order.")
+@click.option("--image-shape", default=None, help="H,W,C for cntk on flat rows.")
+@click.option("--alpha", multiple=True, default=("1.0",), show_default=True,
+              help="Ridge penalty; repeat or comma-separate for a grid chosen by --cv.")
+@click.option("--cv", type=click.IntRange(2), default=5, show_default=True, help="Folds for an alpha grid.")
+@click.option("--solver", type=click.Choice(["auto", "direct", "cg"]), default="auto", show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
+@common_options
+def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_features, degree,
+        gamma, coef0, order, image_shape, alpha, cv, solver, seed, overwrite):
+    """Fit sketched kernel ridge regression / classification on a store and save the model."""
+    from . import estimators as E
+    from .model_io import save_model
+
+    alphas = _float_list(alpha, "--alpha")
+    if not alphas:
+        raise InputError("--alpha: give at least one value")
+    shape = None
+    if image_shape:
+        try:
+            shape = tuple(int(s) for s in image_shape.split(","))
+        except ValueError:
+            raise InputError(f"--image-shape must be H,W,C integers, got {image_shape!r}") from None
+    if kernel == "cntk" and depth is not None and depth not in (5, 7, 10):
+        raise InputError("--depth for cntk must be 5, 7 or 10")
+    _check_output(model_path, overwrite, "model")
+    sketch = build_sketch(kernel, n_features=n_features, seed=seed, depth=depth, activation=activation,
+                          W_std=W_std, b_std=b_std, degree=degree, gamma=gamma, coef0=coef0,
+                          order=order, image_shape=shape)
+    ds = _open(data, y=True)
+    classify = task == "classify" or (task == "auto" and _is_label_dtype(ds.y.dtype))
+    cls = E.SketchRidgeClassifier if classify else E.SketchRidge
+    est = cls(sketch=sketch, alpha=alphas[0] if len(alphas) == 1 else alphas, solver=solver, cv=cv)
+    start = time.perf_counter()
+    with _cluster(obj) as client:
+        with _progress(client, obj):
+            est.fit(ds.X, ds.y)
+    seconds = time.perf_counter() - start
+    path = save_model(est, model_path, overwrite=overwrite)
+    rep = est.fit_report_
+    result = {"model": path, "estimator": cls.__name__, "kernel": kernel, "n_samples": rep.get("n_samples"),
+              "n_features": n_features, "alpha": est.alpha_, "solver": rep.get("solver"),
+              "iterations": rep.get("iterations"), "residual": (rep.get("residuals") or [None])[-1],
+              "cv": est.cv_results_, "seconds": round(seconds, 3), "dashboard": obj.get("dashboard")}
+    if classify:
+        result["classes"] = [c.item() if hasattr(c, "item") else c for c in est.classes_]
+    human = [f"fitted {cls.__name__} ({kernel}, m={n_features}) on {rep.get('n_samples'):,} rows "
+             f"in {seconds:.1f} s; solver {rep.get('solver')}, alpha {est.alpha_:.3g}"]
+    if est.cv_results_:
+        curve = est.cv_results_.get("mean_test_mse") or est.cv_results_.get("gcv_mse")
+        human.append("CV MSE per alpha: " + ", ".join(
+            f"{a:.3g}: {v:.4g}" for a, v in zip(est.cv_results_["alphas"], curve)))
+    if result["residual"] is not None:
+        human.append(f"CG: {rep.get('iterations')} iterations, final residual {result['residual']:.2e}")
+    human.append(f"model saved to {path}")
+    _emit(obj, result, human)
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, help="Model directory from `dsketch fit`.")
+@click.option("--data", required=True, help="Store with the input array X.")
+@click.option("--out", required=True, help="Store to write the array 'predictions' into.")
+@click.option("--name", default="predictions", show_default=True, help="Name of the output array.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output array.")
+@common_options
+def predict(obj, model_path, data, out, name, overwrite):
+    """Predict on a store and write the predictions to a Zarr store."""
+    from . import engine
+
+    est = _load(model_path)
+    if not overwrite and _has_array(out, name):
+        raise InputError(f"output {out!r} already holds an array {name!r}; pass --overwrite to replace it")
+    ds = _open(data, y=False)
+    start = time.perf_counter()
+    with _cluster(obj) as client:
+        pred = est.predict(ds.X)
+        with _progress(client, obj):
+            url = engine.write_array(pred, out, name=name, overwrite=overwrite)
+    seconds = time.perf_counter() - start
+    result = {"out": url, "name": name, "n_rows": int(pred.shape[0]), "shape": list(pred.shape),
+              "dtype": str(pred.dtype), "seconds": round(seconds, 3), "dashboard": obj.get("dashboard")}
+    _emit(obj, result, [f"wrote {name} {tuple(pred.shape)} ({pred.dtype}) to {url} in {seconds:.1f} s"])
+
+
+def _has_array(url: str, name: str) -> bool:
+    if not (os.path.exists(url) or "://" in url):
+        return False
+    try:
+        import zarr
+
+        group = zarr.open_group(url, mode="r")
+        return name in group
+    except Exception:
+        return os.path.exists(os.path.join(url, name))
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, help="Model directory from `dsketch fit`.")
+@click.option("--data", required=True, help="Store with X and y.")
+@common_options
+def evaluate(obj, model_path, data):
+    """Accuracy (classifiers) or RMSE and R² (regressors) of a model on a store."""
+    est = _load(model_path)
+    ds = _open(data, y=True)
+    start = time.perf_counter()
+    with _cluster(obj) as client:
+        with _progress(client, obj):
+            metrics = evaluate_model(est, ds.X, ds.y)
+    metrics.update(seconds=round(time.perf_counter() - start, 3), model=model_path, data=data,
+                   dashboard=obj.get("dashboard"))
+    if "accuracy" in metrics:
+        human = [f"accuracy {metrics['accuracy']:.4f} on {metrics['n_rows']:,} rows"]
+    else:
+        human = [f"RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {metrics['n_rows']:,} rows"]
+    _emit(obj, metrics, human)
+
+
+def evaluate_model(est, X, y) -> dict:
+    """Metrics of ``est`` on dask ``X``/``y`` in one pass (one ``compute``)."""
+    import dask
+    import dask.array as da
+    import numpy as np
+
+    pred = est.predict(X)
+    y = y.rechunk({0: pred.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
+    if hasattr(est, "classes_"):
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        (correct,) = dask.compute((pred == y).sum())
+        n = int(y.shape[0])
+        return {"n_rows": n, "accuracy": float(correct) / n}
+    yf = y.astype(np.float64)
+    pf = pred.astype(np.float64).reshape(yf.shape)
+    sse, s1, s2 = dask.compute(((pf - yf) ** 2).sum(axis=0), yf.sum(axis=0), (yf ** 2).sum(axis=0))
+    n = int(y.shape[0])
+    sst = s2 - s1 ** 2 / n
+    r2 = np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1), 0.0)
+    return {"n_rows": n, "rmse": float(np.sqrt(np.sum(sse) / (n * max(np.size(sse), 1)))),
+            "r2": float(np.mean(r2))}
+
+
+def _open_any(url: str):
+    """Open a store with its targets when it has them (metadata only, nothing computed)."""
+    from . import engine
+
+    try:
+        return engine.open_dataset(url, y="y", validate=False)
+    except KeyError:
+        return engine.open_dataset(url, y=None, validate=False)
+
+
+def _dataset_info(ds) -> dict:
+    X, y = ds.X, ds.y
+    return {"kind": "dataset", "url": ds.url, "n_rows": int(X.shape[0]),
+            "row_shape": list(X.shape[1:]), "dtype": str(X.dtype),
+            "row_chunks": len(X.chunks[0]) if hasattr(X, "chunks") else None,
+            "sparse": bool(getattr(ds, "sparse", False)),
+            "y_shape": list(y.shape) if y is not None else None,
+            "y_dtype": str(y.dtype) if y is not None else None}
+
+
+@main.command()
+@click.argument("path")
+@common_options
+def info(obj, path):
+    """Summarize a model directory or a dataset store (no cluster needed)."""
+    from . import engine
+    from .model_io import read_model_info
+
+    if not (os.path.exists(path) or "://" in path):
+        raise InputError(f"{path!r} does not exist")
+    if os.path.isfile(os.path.join(path, "model.json")):
+        doc = read_model_info(path)
+        est = doc["estimator"]
+        sketch = est["params"].get("sketch", {}).get("estimator", {})
+        summ = doc.get("summary", {})
+        result = {"kind": "model", "path": path, "estimator": est.get("class"),
+                  "sketch": sketch.get("class"), "dsketch_version": doc.get("dsketch_version"),
+                  "format_version": doc.get("format_version"),
+                  "sketch_params": {k: v.get("json", v.get("spec")) for k, v in sketch.get("params", {}).items()},
+                  "summary": summ}
+        human = [f"{path}: {result['estimator']} on {result['sketch']} features "
+                 f"(dsketch {result['dsketch_version']}, format {result['format_version']})"]
+        for k in ("n_samples", "n_features", "alpha", "solver", "iterations", "seconds"):
+            if summ.get(k) is not None:
+                human.append(f"  {k}: {summ[k]}")
+        if summ.get("classes") is not None:
+            human.append(f"  classes: {summ['classes']}")
+        _emit(obj, result, human)
+        return
+    ds = _open_any(path)
+    result = _dataset_info(ds)
+    _emit(obj, result, [f"{path}: {result['n_rows']:,} rows × {result['row_shape']} ({result['dtype']}, "
+                        f"{result['row_chunks']} row chunks{', sparse' if result['sparse'] else ''}); "
+                        f"y: {result['y_shape'] or 'none'} {result['y_dtype'] or ''}".rstrip()])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

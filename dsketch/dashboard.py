@@ -1,0 +1,378 @@
+"""Progress of dsketch fits: published to the scheduler, shown on its dashboard and terminal.
+
+How progress travels
+--------------------
+* A fit on a ``distributed`` cluster (``SketchRidge.fit`` on dask input) opens a
+  :class:`FitProgress`.  At each phase change (``gram``, ``solve``, ``cg``...), CG
+  iteration and at the end it writes a small JSON-able record to the scheduler with
+  ``Client.set_metadata(["dsketch-progress", fit_id], record)`` — the scheduler's public
+  metadata store, so it works on any scheduler (local or remote) without a plugin.
+* Rows done are *live*: the record names the task groups of the fit's feature array Φ;
+  the page (or :func:`snapshot`, run on the scheduler) counts the finished tasks of those
+  groups in ``Scheduler.task_groups`` and scales by the row count.
+* The page: this module exposes ``routes`` for the scheduler's
+  ``distributed.scheduler.http.routes`` config.  :func:`enable` adds it to the dask config
+  of this process (do it before a ``LocalCluster`` starts, as ``dsketch.engine.connect``
+  and the CLI do); a stand-alone scheduler needs the module in its config, e.g.
+  ``DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES='["distributed.http.scheduler.prometheus",
+  "distributed.http.scheduler.info", "distributed.http.scheduler.json",
+  "distributed.http.health", "distributed.http.proxy", "distributed.http.statics",
+  "dsketch.dashboard"]'``.  Then ``http://<scheduler>:8787/dsketch`` shows every fit
+  (phase, rows done, CG residual curve, CV curve) and ``/dsketch/json`` the same as JSON.
+* In a terminal, :class:`TerminalProgress` draws one line on stderr for the fit running in
+  this process.
+
+Task names: the engine names its tasks ``dsketch-embed-<kernel>``, ``dsketch-gram``,
+``dsketch-cg-matvec``, ``dsketch-predict`` (alphabetic words, so ``key_split`` keeps them
+whole on the dashboard's task stream and progress bars).
+
+Progress never breaks a fit: publishing errors are logged and ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import logging
+import math
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+__all__ = ["enable", "FitProgress", "track_fit", "snapshot", "routes", "TerminalProgress",
+           "METADATA_KEY", "ROUTE_MODULE"]
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "dsketch-progress"
+ROUTE_MODULE = "dsketch.dashboard"
+_MAX_KEPT = 20  # finished fits kept on the scheduler for display
+_DONE_STATES = ("memory", "forgotten", "released", "erred")
+
+
+# =============================================================================== config
+def enable() -> None:
+    """Add this module to ``distributed.scheduler.http.routes`` in this process's config.
+
+    Idempotent.  Affects schedulers started afterwards in this process (``LocalCluster``).
+    """
+    import dask.config
+
+    current = list(dask.config.get("distributed.scheduler.http.routes", []) or [])
+    if ROUTE_MODULE not in current:
+        dask.config.set({"distributed.scheduler.http.routes": current + [ROUTE_MODULE]})
+
+
+def page_url(client) -> str | None:
+    """The URL of the dsketch page on ``client``'s scheduler dashboard, if it has one."""
+    link = getattr(client, "dashboard_link", None)
+    if not link:
+        return None
+    return link.rsplit("/", 1)[0] + "/dsketch" if link.endswith("/status") else link.rstrip("/") + "/dsketch"
+
+
+# ============================================================================ publisher
+_local_lock = threading.Lock()
+_local_active: list["FitProgress"] = []
+
+
+class FitProgress:
+    """Progress record of one fit, published to the scheduler on every change.
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+        ``None`` makes every method a cheap no-op publish (state is still kept locally).
+    estimator : str
+    n_rows, n_features : int
+    Phi : dask.array.Array, optional
+        The fit's feature array: its task-group name lets the page count rows done live.
+    """
+
+    def __init__(self, client, *, estimator: str, n_rows: int, n_features: int, Phi=None):
+        self.client = client
+        self.id = f"{estimator}-{uuid.uuid4().hex[:8]}"
+        now = time.time()
+        self.state: dict[str, Any] = {
+            "id": self.id, "estimator": estimator, "status": "running", "phase": "start",
+            "n_rows": int(n_rows), "n_features": int(n_features), "rows_done": 0,
+            "groups": [Phi.name] if Phi is not None and hasattr(Phi, "name") else [],
+            "chunks": _row_chunks(Phi), "residuals": [], "alpha": None, "cv": None,
+            "started": now, "updated": now, "passes": 0,
+        }
+        self._publish()
+
+    # -------------------------------------------------------------------- updates
+    def update(self, **fields) -> None:
+        self.state.update({k: _jsonable(v) for k, v in fields.items()})
+        self.state["updated"] = time.time()
+        self._publish()
+
+    def phase(self, name: str, **fields) -> None:
+        """Enter phase ``name`` (``gram``, ``solve``, ``cg``, ``predict``...)."""
+        self.update(phase=name, **fields)
+
+    def residual(self, value: float, *args, **kwargs) -> None:
+        """Record one CG residual (usable directly as a solver callback)."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return
+        self.state["residuals"] = list(self.state["residuals"]) + [value]
+        self.update(phase="cg")
+
+    def close(self, status: str = "done") -> None:
+        if status == "done":
+            self.update(status=status, phase="done", rows_done=self.state["n_rows"])
+        else:
+            self.update(status=status)
+
+    # ----------------------------------------------------------------- publishing
+    def _publish(self) -> None:
+        if self.client is None:
+            return
+        try:
+            self.client.set_metadata([METADATA_KEY, self.id], dict(self.state))
+            if self.state["status"] != "running":
+                self.client.run_on_scheduler(_prune, _MAX_KEPT)
+        except Exception:  # pragma: no cover - progress must never break a fit
+            logger.debug("could not publish dsketch progress", exc_info=True)
+
+
+@contextlib.contextmanager
+def track_fit(client, **kwargs) -> Iterator[FitProgress]:
+    """``with track_fit(client, estimator=..., n_rows=..., n_features=..., Phi=...) as p``.
+
+    Marks the fit ``done`` on normal exit and ``failed`` on an exception; while it runs the
+    record is visible to :class:`TerminalProgress` in this process.
+    """
+    progress = FitProgress(client, **kwargs)
+    with _local_lock:
+        _local_active.append(progress)
+    try:
+        yield progress
+    except BaseException as exc:
+        progress.update(error=f"{type(exc).__name__}: {exc}")
+        progress.close("failed")
+        raise
+    else:
+        progress.close("done")
+    finally:
+        with _local_lock:
+            _local_active.remove(progress)
+
+
+def _row_chunks(Phi) -> list[int] | None:
+    chunks = getattr(Phi, "chunks", None)
+    if not chunks:
+        return None
+    return [int(c) for c in chunks[0]] if all(not math.isnan(c) for c in chunks[0]) else None
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        return v.item()
+    return v
+
+
+# ============================================================== scheduler-side reading
+def _prune(keep: int = _MAX_KEPT, dask_scheduler=None) -> None:
+    fits = dask_scheduler.task_metadata.get(METADATA_KEY, {})
+    done = sorted((f.get("updated", 0), k) for k, f in fits.items() if f.get("status") != "running")
+    for _, key in done[:-keep] if len(done) > keep else []:
+        fits.pop(key, None)
+
+
+def _live_rows(scheduler, fit: dict) -> int:
+    """Rows whose feature blocks have finished, from the scheduler's task-group counts."""
+    if fit.get("status") != "running" or fit.get("phase") not in ("gram", "cg", "embed"):
+        return int(fit.get("rows_done", 0) or 0)
+    best = int(fit.get("rows_done", 0) or 0) if fit.get("phase") != "cg" else 0
+    for name in fit.get("groups", []):
+        tg = getattr(scheduler, "task_groups", {}).get(name)
+        if tg is None:
+            continue
+        total = sum(tg.states.values())
+        if not total:
+            continue
+        done = sum(tg.states.get(s, 0) for s in _DONE_STATES)
+        best = max(best, int(round(fit["n_rows"] * done / total)))
+    return min(best, int(fit.get("n_rows", best)))
+
+
+def snapshot(dask_scheduler=None) -> dict[str, dict]:
+    """Every published fit with live ``rows_done`` (run on the scheduler)."""
+    fits = dask_scheduler.task_metadata.get(METADATA_KEY, {}) if dask_scheduler else {}
+    out = {}
+    for key, fit in list(fits.items()):
+        fit = dict(fit)
+        fit["rows_done"] = _live_rows(dask_scheduler, fit)
+        out[key] = fit
+    return out
+
+
+# =============================================================================== pages
+def _svg_curve(values: list[float], *, log: bool, width=360, height=120, label="") -> str:
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or not log)]
+    if len(vals) < 1:
+        return '<span class="muted">none yet</span>'
+    ys = [math.log10(v) for v in vals] if log else list(vals)
+    lo, hi = min(ys), max(ys)
+    span = (hi - lo) or 1.0
+    n = len(ys)
+    pts = " ".join(f"{6 + (width - 12) * (i / max(n - 1, 1)):.1f},"
+                   f"{6 + (height - 12) * (1 - (y - lo) / span):.1f}" for i, y in enumerate(ys))
+    top = f"1e{hi:.1f}" if log else f"{hi:.3g}"
+    bottom = f"1e{lo:.1f}" if log else f"{lo:.3g}"
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(label)}">'
+            f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ccc"/>'
+            f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/>'
+            f'<text x="8" y="14" font-size="10">{top}</text>'
+            f'<text x="8" y="{height - 4}" font-size="10">{bottom}</text></svg>')
+
+
+def _fmt_alpha(a) -> str:
+    return "" if a is None else f"{a:.3g}"
+
+
+def render_page(fits: dict[str, dict]) -> str:
+    """HTML of the dsketch page for the records of :func:`snapshot`."""
+    rows = []
+    order = sorted(fits.values(), key=lambda f: (f.get("status") != "running", -f.get("started", 0)))
+    for f in order:
+        n = max(int(f.get("n_rows", 0) or 0), 1)
+        done = int(f.get("rows_done", 0) or 0)
+        pct = 100.0 * done / n
+        res = f.get("residuals") or []
+        cv = f.get("cv") or {}
+        cv_vals = cv.get("mean_test_mse") or cv.get("gcv_mse") or []
+        elapsed = (f.get("updated", 0) - f.get("started", 0))
+        rows.append(
+            "<tr>"
+            f"<td><code>{html.escape(str(f.get('id')))}</code></td>"
+            f"<td class='status-{html.escape(str(f.get('status')))}'>{html.escape(str(f.get('status')))}</td>"
+            f"<td class='phase'>{html.escape(str(f.get('phase')))}</td>"
+            f"<td><div class='bar'><div style='width:{pct:.1f}%'></div></div>"
+            f"rows done: {done:,} / {int(f.get('n_rows', 0)):,}</td>"
+            f"<td>{int(f.get('n_features', 0)):,}</td>"
+            f"<td>{_fmt_alpha(f.get('alpha'))}</td>"
+            f"<td>{elapsed:.1f} s</td>"
+            f"<td>CG residuals ({len(res)}): {', '.join(f'{r:.2e}' for r in res[-3:])}<br>"
+            f"{_svg_curve(res, log=True, label='CG residual curve')}</td>"
+            f"<td>{_svg_curve(cv_vals, log=False, label='CV curve') if cv_vals else ''}</td>"
+            + (f"<td class='error'>{html.escape(str(f.get('error')))}</td>" if f.get("error") else "<td></td>")
+            + "</tr>")
+    body = "".join(rows) or "<tr><td colspan='10'>No dsketch fit has run on this scheduler yet.</td></tr>"
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>dsketch fits</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 6px; vertical-align: top; }}
+.bar {{ width: 160px; height: 10px; background: #eee; }} .bar div {{ height: 10px; background: #2ca02c; }}
+.status-running {{ color: #1f77b4; }} .status-failed, .error {{ color: #d62728; }} .muted {{ color: #888; }}
+</style></head><body>
+<h1>dsketch fits</h1>
+<p>Phases: <b>gram</b> (one pass: features and ΦᵀΦ, ΦᵀY), <b>solve</b> (factor the Gram, regularization path),
+<b>cg</b> (conjugate gradients, one pass per iteration). Tasks on the status page:
+<code>dsketch-embed-*</code>, <code>dsketch-gram</code>, <code>dsketch-cg-*</code>, <code>dsketch-predict</code>.
+<a href="dsketch/json">JSON</a></p>
+<table><tr><th>fit</th><th>status</th><th>phase</th><th>progress</th><th>features</th><th>alpha</th>
+<th>time</th><th>CG residual curve</th><th>CV curve (MSE per alpha)</th><th></th></tr>
+{body}</table></body></html>"""
+
+
+def _handlers():
+    from distributed.http.utils import RequestHandler
+
+    class DsketchPage(RequestHandler):
+        def get(self):
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.write(render_page(snapshot(self.server)))
+
+    class DsketchJSON(RequestHandler):
+        def get(self):
+            self.set_header("Content-Type", "application/json")
+            self.write(json.dumps(snapshot(self.server)))
+
+    return DsketchPage, DsketchJSON
+
+
+_Page, _JSON = _handlers()
+routes = [("dsketch", _Page, {}), ("dsketch/json", _JSON, {})]
+
+
+# ============================================================================ terminal
+class TerminalProgress:
+    """One updating stderr line for the fit running in this process (a context manager).
+
+    Shows the phase, rows done (live, from the scheduler), the last CG residual and the
+    elapsed time; on a non-terminal stream it prints one line per phase change instead.
+    """
+
+    def __init__(self, client=None, stream=None, interval: float = 0.5):
+        self.client = client
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dsketch-progress", daemon=True)
+        self._last_phase = None
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self._tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _current(self) -> dict | None:
+        with _local_lock:
+            active = list(_local_active)
+        if not active:
+            return None
+        fit = dict(active[-1].state)
+        if self.client is not None and fit.get("phase") in ("gram", "cg"):
+            try:
+                live = self.client.run_on_scheduler(snapshot)
+                fit["rows_done"] = live.get(fit["id"], fit).get("rows_done", fit["rows_done"])
+            except Exception:  # pragma: no cover
+                pass
+        return fit
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            fit = self._current()
+            if fit is None:
+                continue
+            line = self.format(fit)
+            if self._tty:
+                self.stream.write("\r" + line[:119].ljust(119))
+                self.stream.flush()
+            elif fit.get("phase") != self._last_phase:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            self._last_phase = fit.get("phase")
+
+    @staticmethod
+    def format(fit: dict) -> str:
+        n = max(int(fit.get("n_rows", 0) or 0), 1)
+        done = int(fit.get("rows_done", 0) or 0)
+        width = 24
+        full = int(width * min(done / n, 1.0))
+        bar = "#" * full + "-" * (width - full)
+        res = fit.get("residuals") or []
+        tail = f"  residual {res[-1]:.2e}" if res else ""
+        elapsed = time.time() - fit.get("started", time.time())
+        return f"[{fit.get('phase', '?'):>5}] [{bar}] {done:,}/{n:,} rows{tail}  {elapsed:5.1f}s"

@@ -1,0 +1,135 @@
+"""The embed graph: a lazy ``map_blocks`` of a feature map over row chunks.
+
+Owns turning a row-chunked dask array ``X`` into the lazy feature array ``Φ = fmap(X)``
+with readable task names (``dsketch-embed-<word>``), correct ``meta`` (dtype, NumPy or
+CuPy) and no random matrix in the graph: the only thing a task carries is the feature
+map's small frozen spec; each worker derives (and caches) its random matrices from the
+spec's seed.  Must not contain kernel maths (that is ``dsketch.nets`` / ``dsketch.sketch``)
+and must never compute anything.
+
+Memory: a task holds one input chunk and its features, ``rows × (d + m) × itemsize``
+plus the feature map's own working memory for that chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["embed", "task_word", "check_feature_map"]
+
+
+def task_word(fmap: Any, name: str | None = None) -> str:
+    """The alphabetic word naming ``fmap``'s tasks (``dsketch-embed-<word>``).
+
+    ``dask.utils.key_split`` keeps hyphen words only while purely alphabetic, so digits
+    and punctuation are dropped.  Order of preference: ``name``, ``fmap.task_name``,
+    ``fmap.which`` (``"ntk"``/``"nngp"`` of ``net.sketch(...).output(which)``), the class
+    name in lower case.
+    """
+    for cand in (name, getattr(fmap, "task_name", None), getattr(fmap, "which", None),
+                 type(fmap).__name__):
+        if isinstance(cand, str):
+            parts = ["".join(ch for ch in p.lower() if ch.isalpha()) for p in cand.split("-")]
+            parts = [p for p in parts if p]
+            if parts:
+                return "-".join(parts)
+    return "features"
+
+
+def check_feature_map(fmap: Any) -> None:
+    """Raise ``TypeError`` unless ``fmap`` follows the engine's feature-map protocol."""
+    missing = [a for a in ("n_features", "dtype") if not hasattr(fmap, a)]
+    if missing or not callable(fmap):
+        raise TypeError(f"{type(fmap).__name__} is not a feature map: needs n_features, dtype, "
+                        f"input_shape and __call__(block) (missing {missing or ['__call__']})")
+    try:
+        hash(fmap)
+    except TypeError:
+        raise TypeError(f"{type(fmap).__name__} must be hashable (a frozen spec), so that "
+                        f"workers can cache its random matrices") from None
+
+
+def _apply(block, fmap, m: int, dtype):
+    """One task: features of one row chunk (NumPy/CuPy in, same device out)."""
+    out = fmap(block)
+    if out.ndim != 2 or out.shape[0] != block.shape[0] or out.shape[1] != m:
+        raise ValueError(f"{type(fmap).__name__} returned shape {tuple(out.shape)} for a "
+                         f"block of {block.shape[0]} rows; expected ({block.shape[0]}, {m})")
+    if out.dtype != dtype:
+        out = out.astype(dtype)
+    return out
+
+
+def _spec_token(fmap) -> str:
+    from dask.base import tokenize
+
+    # repr of a frozen dataclass spec is deterministic and skips cache fields (repr=False)
+    return tokenize(type(fmap).__module__, type(fmap).__qualname__, repr(fmap))
+
+
+def embed(X, fmap, *, name: str | None = None):
+    """Lazy features ``Φ = fmap(X)`` of a row-chunked dask array.
+
+    Parameters
+    ----------
+    X : dask.array.Array
+        ``(n, d)`` or ``(n, H, W, C)`` with NumPy or CuPy blocks, or ``(n, d)`` with
+        ``scipy.sparse`` blocks (passed to ``fmap`` unchanged: only maps that accept sparse
+        input work on them).  Chunks along non-row axes are merged (whole rows per block).
+    fmap : feature map
+        Hashable spec with ``n_features``, ``dtype``, ``input_shape`` and
+        ``__call__(block) -> (rows, n_features)``; row ``i``'s features must not depend on
+        the block it sits in.  It is the only object the graph carries per task.
+    name : str, optional
+        Word for the task names (``dsketch-embed-<name>``); default from ``fmap``
+        (see :func:`task_word`).
+
+    Returns
+    -------
+    dask.array.Array
+        ``(n, m)`` of ``fmap.dtype``, row chunks equal to ``X``'s, one chunk along
+        features; block type follows ``X`` (CuPy in, CuPy out; sparse in, NumPy out).
+
+    Notes
+    -----
+    Peak memory per task: ``rows × (d + m)`` elements plus the map's working set for the
+    chunk; nothing is computed here.
+    """
+    import dask.array as da
+
+    if not isinstance(X, da.Array):
+        raise TypeError(f"X must be a dask array, got {type(X).__name__} (use dask.array.from_array "
+                        f"or dsketch.engine.open_dataset)")
+    check_feature_map(fmap)
+    m = int(fmap.n_features)
+    dtype = np.dtype(fmap.dtype)
+    in_shape = getattr(fmap, "input_shape", None)
+    if in_shape is not None and tuple(X.shape[1:]) != tuple(in_shape):
+        raise ValueError(f"X rows have shape {tuple(X.shape[1:])} but the feature map expects "
+                         f"{tuple(in_shape)}")
+    if X.ndim < 2:
+        raise ValueError(f"X must have at least 2 dimensions (rows, features), got shape {X.shape}")
+    split = [ax for ax in range(1, X.ndim) if len(X.chunks[ax]) > 1]
+    if split:
+        import warnings
+
+        warnings.warn(f"X is chunked along axis {split}; rechunking to whole rows per block "
+                      f"before embedding", UserWarning, stacklevel=2)
+        X = X.rechunk({ax: -1 for ax in split})
+    meta_mod = type(X._meta).__module__.split(".")[0] if X._meta is not None else "numpy"
+    if meta_mod == "cupy":
+        import cupy
+
+        meta = cupy.empty((0, 0), dtype=dtype)
+    else:
+        meta = np.empty((0, 0), dtype=dtype)
+    from dask.base import tokenize
+
+    key = f"dsketch-embed-{task_word(fmap, name)}-{tokenize(X.name, _spec_token(fmap))}"
+    kw = {}
+    if X.ndim > 2:
+        kw["drop_axis"] = list(range(2, X.ndim))
+    return da.map_blocks(_apply, X, fmap, m, dtype, chunks=(X.chunks[0], (m,)), dtype=dtype,
+                         meta=meta, name=key, **kw)

@@ -1,0 +1,339 @@
+"""Dual-activation numerics: Gaussian moments, Gauss–Hermite quadrature, Hermite series.
+
+Owns the pieces every activation's exact face and sketch face share:
+
+- :func:`moments`: the variances, standard deviations and correlation of a pair of
+  jointly Gaussian pre-activations, made safe for zero variances, ``|ρ| = 1`` and huge
+  norms (correlation clipped to [-1, 1], zero products floored), in the arrays' dtype;
+- :func:`gauss_hermite` and :func:`bivariate_expectation`: E[f(u) g(v)] for
+  (u, v) ~ N(0, [[v1, c], [c, v2]]) by tensor Gauss–Hermite quadrature
+  (``numpy.polynomial.hermite_e.hermegauss``), vectorized over any batch of pairs;
+- :func:`hermite_radial`: the radial Hermite factors R_l(v) = E[f(√v z) He_l(z)]/√(l!)
+  of a function, so that E[f(u) f(v)] = Σ_l R_l(v1) R_l(v2) ρ^l;
+- closed-form Hermite moments used by activations with known expansions
+  (:func:`phi_cdf_moments`, :func:`phi_pdf_moments`, :func:`relu_power_moments`,
+  :func:`monomial_moments`) and the exact dual of a rectified monomial
+  (:func:`rectified_monomial_dual`).
+
+Everything takes and returns arrays of the caller's module (NumPy or CuPy); only the
+tiny node/coefficient tables are built on the host.  No Dask and no random state here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+from numpy.polynomial import hermite_e
+from numpy.polynomial import polynomial as P
+
+from ..backend import get_namespace, to_namespace
+
+__all__ = [
+    "Moments", "moments", "gauss_hermite", "bivariate_expectation", "hermite_radial",
+    "normalized_hermite", "phi_cdf_moments", "phi_pdf_moments", "relu_power_moments",
+    "monomial_moments", "rectified_monomial_dual", "half_normal_moment",
+]
+
+
+# ------------------------------------------------------------------------------ moments
+class Moments(NamedTuple):
+    """Second moments of a Gaussian pair, sanitized (see :func:`moments`)."""
+
+    v1: object   # variance of u (≥ 0)
+    v2: object   # variance of v (≥ 0)
+    s1: object   # √v1
+    s2: object   # √v2
+    rho: object  # correlation in [-1, 1]; 0 where a variance is 0
+
+    @property
+    def prod(self):
+        """√(v1 v2), computed without overflow."""
+        return self.s1 * self.s2
+
+    @property
+    def cov(self):
+        """Covariance consistent with the clipped correlation: ρ √(v1 v2)."""
+        return self.rho * self.s1 * self.s2
+
+    @property
+    def sin(self):
+        """√(1 − ρ²), computed as √((1 − ρ)(1 + ρ)) to keep precision near |ρ| = 1."""
+        xp = get_namespace(self.rho)
+        return xp.sqrt(xp.maximum((1 - self.rho) * (1 + self.rho), 0))
+
+
+def moments(var1, var2, cov) -> Moments:
+    """Broadcast and sanitize the moments of (u, v) ~ N(0, [[var1, cov], [cov, var2]]).
+
+    Negative variances (round-off) are clipped to 0, the correlation ρ = cov/√(var1 var2)
+    is clipped to [-1, 1] and set to 0 where √(var1 var2) underflows to 0. The result keeps
+    the floating dtype of the inputs (float32 stays float32).
+    """
+    xp = get_namespace(var1, var2, cov)
+    var1, var2, cov = (xp.asarray(a) for a in (var1, var2, cov))
+    dt = np.result_type(var1.dtype, var2.dtype, cov.dtype)
+    if dt.kind != "f":
+        dt = np.dtype(np.float64)
+    var1, var2, cov = (a.astype(dt, copy=False) for a in (var1, var2, cov))
+    v1 = xp.maximum(var1, 0)
+    v2 = xp.maximum(var2, 0)
+    s1 = xp.sqrt(v1)
+    s2 = xp.sqrt(v2)
+    prod = s1 * s2
+    tiny = np.finfo(dt).tiny
+    ok = prod > tiny
+    rho = xp.where(ok, cov / xp.where(ok, prod, 1), 0)
+    rho = xp.clip(rho, -1, 1)
+    shape = np.broadcast_shapes(v1.shape, v2.shape, rho.shape)
+    rho = xp.broadcast_to(rho, shape)
+    return Moments(v1, v2, s1, s2, rho)
+
+
+# --------------------------------------------------------------------------- quadrature
+MAX_QUAD_DEGREE = 300  # hermegauss weights underflow beyond ~350 nodes
+
+
+@functools.lru_cache(maxsize=64)
+def _gauss_hermite_host(degree: int):
+    t, w = hermite_e.hermegauss(degree)
+    w = w / math.sqrt(2 * math.pi)
+    t.setflags(write=False)
+    w.setflags(write=False)
+    return t, w
+
+
+def gauss_hermite(degree: int, xp=np, dtype=np.float64):
+    """Nodes and weights with Σ w_i f(t_i) ≈ E f(z), z ~ N(0, 1) (``hermegauss``, normalized)."""
+    if int(degree) != degree or not 1 <= degree <= MAX_QUAD_DEGREE:
+        raise ValueError(f"quadrature degree must be an integer in [1, {MAX_QUAD_DEGREE}], "
+                         f"got {degree!r}")
+    t, w = _gauss_hermite_host(int(degree))
+    return to_namespace(t.astype(dtype), xp), to_namespace(w.astype(dtype), xp)
+
+
+def bivariate_expectation(f: Callable, g: Callable, m: Moments, degree: int):
+    """E[f(u) g(v)] for the Gaussian pair described by ``m``, by Gauss–Hermite quadrature.
+
+    Uses u = √v1 z1, v = √v2 (ρ z1 + √(1−ρ²) z2), exact for polynomials f·g of degree
+    < 2·``degree`` in (z1, z2). Memory is O(batch · degree) (the outer sum is a loop).
+    """
+    xp = get_namespace(m.rho)
+    dt = m.rho.dtype
+    t, w = gauss_hermite(degree, xp, dt)
+    shape = m.rho.shape
+    s1 = xp.broadcast_to(m.s1, shape)[..., None]
+    s2 = xp.broadcast_to(m.s2, shape)[..., None]
+    rho = m.rho[..., None]
+    sin = m.sin[..., None]
+    fvals = f(s1 * t)                               # (..., degree)
+    out = xp.zeros(shape, dtype=dt)
+    for i in range(int(degree)):
+        inner = g(s2 * (rho * t[i] + sin * t)) @ w  # E over z2 given z1 = t_i
+        out = out + w[i] * fvals[..., i] * inner
+    return out
+
+
+# ----------------------------------------------------------------------- Hermite series
+def normalized_hermite(t, degree: int):
+    """h_l(t) = He_l(t)/√(l!) for l = 0..degree, stacked on a new last axis.
+
+    Uses the stable recurrence h_{l+1} = (t h_l − √l h_{l−1})/√(l+1).
+    """
+    xp = get_namespace(t)
+    out = [xp.ones_like(t)]
+    if degree >= 1:
+        out.append(t)
+    for l in range(1, degree):
+        out.append((t * out[l] - math.sqrt(l) * out[l - 1]) / math.sqrt(l + 1))
+    return xp.stack(out, axis=-1)
+
+
+def hermite_radial(f: Callable, var, degree: int, quad_degree: int):
+    """R_l(v) = E[f(√v z) He_l(z)]/√(l!), l = 0..degree, by Gauss–Hermite quadrature.
+
+    Returns an array ``var.shape + (degree + 1,)``; with these,
+    E[f(u) f(v)] = Σ_l R_l(v1) R_l(v2) ρ^l (Mehler's formula).
+    """
+    xp = get_namespace(var)
+    var = xp.asarray(var)
+    dt = var.dtype if var.dtype.kind == "f" else xp.float64
+    t, w = gauss_hermite(quad_degree, xp, np.float64)
+    h = normalized_hermite(t, degree) * w[:, None]          # (Q, degree+1)
+    s = xp.sqrt(xp.maximum(var.astype(xp.float64), 0))[..., None]
+    vals = f(s * t)                                          # (..., Q)
+    return (vals @ h).astype(dt, copy=False)
+
+
+def _double_factorial_ratio(k: int) -> float:
+    """(k−1)!!/√(k!) for even k ≥ 0 (= √((k−1)!!/k!!))."""
+    r = 1.0
+    for j in range(2, k + 1, 2):
+        r *= (j - 1) / j
+    return math.sqrt(r)
+
+
+def phi_pdf_moments(s, degree: int):
+    """E[φ_N(s z) He_k(z)]/√(k!) for k = 0..degree, φ_N the standard normal density.
+
+    Closed form: nonzero only for even k, (−1)^{k/2} (k−1)!! s^k (1+s²)^{−(k+1)/2}/√(2π),
+    stable for s → 0 and s → ∞. ``s`` is any array; output ``s.shape + (degree+1,)``.
+    """
+    xp = get_namespace(s)
+    s = xp.asarray(s, dtype=xp.float64)
+    q = 1.0 / (1.0 + s * s)
+    ratio = s * s * q                                   # s²/(1+s²) ∈ [0, 1)
+    base = xp.sqrt(q) / math.sqrt(2 * math.pi)
+    out = []
+    for k in range(degree + 1):
+        if k % 2:
+            out.append(xp.zeros_like(s))
+        else:
+            c = (-1) ** (k // 2) * _double_factorial_ratio(k)
+            out.append(c * base * ratio ** (k // 2))
+    return xp.stack(out, axis=-1)
+
+
+def phi_cdf_moments(s, degree: int):
+    """E[Φ(s z) He_k(z)]/√(k!) for k = 0..degree, Φ the standard normal CDF.
+
+    k = 0 gives 1/2; odd k = 2i+1 give (−1)^i (2i−1)!! s^k (1+s²)^{−k/2}/(√(2π) √(k!));
+    even k ≥ 2 give 0 (Stein's identity applied k times).
+    """
+    xp = get_namespace(s)
+    s = xp.asarray(s, dtype=xp.float64)
+    q = 1.0 / (1.0 + s * s)
+    unit = s * xp.sqrt(q)                               # s/√(1+s²) ∈ [0, 1)
+    out = [xp.full_like(s, 0.5)]
+    for k in range(1, degree + 1):
+        if k % 2 == 0:
+            out.append(xp.zeros_like(s))
+            continue
+        i = (k - 1) // 2
+        # (2i−1)!!/√(k!) = (2i−1)!!/√((2i)! (2i+1)) = ratio(2i)/√(2i+1)
+        c = (-1) ** i * _double_factorial_ratio(2 * i) / math.sqrt(k) / math.sqrt(2 * math.pi)
+        out.append(c * unit ** k)
+    return xp.stack(out, axis=-1)
+
+
+def half_normal_moment(k: int) -> float:
+    """E[z^k 1(z > 0)] for z ~ N(0, 1) (= 1/2 for k = 0)."""
+    return 2.0 ** (k / 2 - 1) * math.gamma((k + 1) / 2) / math.sqrt(math.pi)
+
+
+@functools.lru_cache(maxsize=128)
+def relu_power_moments(q: int, degree: int) -> tuple:
+    """E[max(z,0)^q He_l(z)]/√(l!) for l = 0..degree (max(z,0)^0 = Heaviside step).
+
+    Stein's identity E[f He_l] = E[f' He_{l−1}] gives q!/(q−l)! E[max(z,0)^{q−l}] for
+    l ≤ q and q! φ_N(0) He_{l−q−1}(0) for l > q.
+    """
+    out = []
+    for l in range(degree + 1):
+        if l <= q:
+            a = math.exp(math.lgamma(q + 1) - math.lgamma(q - l + 1) - 0.5 * math.lgamma(l + 1))
+            out.append(a * half_normal_moment(q - l))
+        else:
+            j = l - q - 1                                   # He_j(0)
+            if j % 2:
+                out.append(0.0)
+                continue
+            # q! (j−1)!! (−1)^{j/2} / (√(2π) √(l!))
+            logv = (math.lgamma(q + 1) + _log_double_factorial(j - 1)
+                    - 0.5 * math.lgamma(l + 1) - 0.5 * math.log(2 * math.pi))
+            out.append((-1) ** (j // 2) * math.exp(logv))
+    return tuple(out)
+
+
+def _log_double_factorial(k: int) -> float:
+    """log(k!!) for k ≥ −1 (with (−1)!! = 0!! = 1)."""
+    return sum(math.log(j) for j in range(k, 0, -2)) if k > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=128)
+def monomial_moments(q: int, degree: int) -> tuple:
+    """E[z^q He_l(z)]/√(l!) for l = 0..degree: q!/(q−l)! (q−l−1)!!/√(l!) if q−l even ≥ 0."""
+    out = []
+    for l in range(degree + 1):
+        if l > q or (q - l) % 2:
+            out.append(0.0)
+        else:
+            logv = (math.lgamma(q + 1) - math.lgamma(q - l + 1) + _log_double_factorial(q - l - 1)
+                    - 0.5 * math.lgamma(l + 1))
+            out.append(math.exp(logv))
+    return tuple(out)
+
+
+# ------------------------------------------------------------ rectified monomial duals
+def _arcsin_sqrt_integral(n: int):
+    """Antiderivative of t^n/√(1−t²) as (Q, R): Q·arcsin(t) + R(t)·√(1−t²), Q a constant."""
+    if n == 0:
+        return 1.0, np.zeros(1)
+    if n == 1:
+        return 0.0, np.array([-1.0])
+    q_prev, r_prev = _arcsin_sqrt_integral(n - 2)
+    r = np.zeros(n)
+    r[n - 1] = -1.0 / n
+    r = P.polyadd(r, (n - 1) / n * r_prev)
+    return (n - 1) / n * q_prev, r
+
+
+def _integrate_triple(p, q, r):
+    """∫_0^t [p(s) + q(s) arcsin s + r(s) √(1−s²)] ds as a triple (p', q', r') of polynomials."""
+    # polynomial part
+    pi = P.polyint(p)
+    # ∫ s^n arcsin s = s^{n+1}/(n+1) arcsin s − 1/(n+1) ∫ s^{n+1}/√(1−s²)
+    qi = P.polyint(q)
+    extra_q, extra_r = 0.0, np.zeros(1)
+    for n, coef in enumerate(q):
+        if coef == 0:
+            continue
+        aq, ar = _arcsin_sqrt_integral(n + 1)
+        extra_q -= coef / (n + 1) * aq
+        extra_r = P.polyadd(extra_r, -coef / (n + 1) * ar)
+    # ∫ s^n √(1−s²) = ∫ (s^n − s^{n+2})/√(1−s²)
+    for n, coef in enumerate(r):
+        if coef == 0:
+            continue
+        for m, sgn in ((n, 1.0), (n + 2, -1.0)):
+            aq, ar = _arcsin_sqrt_integral(m)
+            extra_q += sgn * coef * aq
+            extra_r = P.polyadd(extra_r, sgn * coef * ar)
+    qi = P.polyadd(qi, [extra_q])
+    ri = extra_r
+    # value at 0: p(0) + q(0)·0 + r(0)·1 -> subtract to start the integral at 0
+    pi = P.polysub(pi, [pi[0] + ri[0]])
+    return pi, qi, ri
+
+
+@functools.lru_cache(maxsize=32)
+def _rectified_monomial_triple(q: int):
+    """k_q(ρ) = E[max(z1,0)^q max(z2,0)^q] for unit-variance z with correlation ρ, as
+    P(ρ) + Q(ρ) arcsin ρ + R(ρ) √(1−ρ²) (coefficients ascending).
+
+    Built from k_0(ρ) = 1/4 + arcsin(ρ)/(2π) by Price's theorem, dk_q/dρ = q² k_{q−1},
+    k_q(0) = E[max(z,0)^q]².
+    """
+    if q == 0:
+        return np.array([0.25]), np.array([1 / (2 * math.pi)]), np.zeros(1)
+    p0, q0, r0 = _rectified_monomial_triple(q - 1)
+    pi, qi, ri = _integrate_triple(p0, q0, r0)
+    pi = P.polyadd(q * q * pi, [half_normal_moment(q) ** 2])
+    return pi, q * q * qi, q * q * ri
+
+
+def rectified_monomial_dual(q: int, rho):
+    """Normalized dual E[max(z1,0)^q max(z2,0)^q], unit variances, correlation ``rho``."""
+    xp = get_namespace(rho)
+    p, qq, r = _rectified_monomial_triple(int(q))
+    sin = xp.sqrt(xp.maximum((1 - rho) * (1 + rho), 0))
+    return _polyval(p, rho) + _polyval(qq, rho) * xp.arcsin(rho) + _polyval(r, rho) * sin
+
+
+def _polyval(coefs, x):
+    out = 0 * x + float(coefs[-1])
+    for c in coefs[-2::-1]:
+        out = out * x + float(c)
+    return out

@@ -1,0 +1,152 @@
+"""The ``dsketch`` command on a real local cluster: round trips, exit codes, error lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.datasets import load_digits
+
+from dsketch.cli import main
+from dsketch.model_io import load_model
+
+
+@pytest.fixture(scope="module")
+def address():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
+    return result
+
+
+def runj(*args):
+    return json.loads(run(*args, "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def digits_files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("digits")
+    d = load_digits()
+    X, y = d.data / 16, d.target
+    train = np.column_stack([X[:1400], y[:1400]])
+    np.savetxt(tmp / "train.csv", train, delimiter=",", header=",".join([f"p{i}" for i in range(64)] + ["label"]),
+               comments="")
+    np.save(tmp / "test_X.npy", X[1400:])
+    np.save(tmp / "test_y.npy", y[1400:])
+    return tmp, X[1400:], y[1400:]
+
+
+def test_classification_round_trip(address, digits_files):
+    tmp, Xte, yte = digits_files
+    sched = ["--scheduler", address]
+    info = runj("ingest", tmp / "train.csv", tmp / "train.zarr")
+    assert info["n_rows"] == 1400 and info["row_shape"] == [64] and info["y_shape"] == [1400]
+    runj("ingest", tmp / "test_X.npy", tmp / "test.zarr", "--y", tmp / "test_y.npy")
+    # CSV labels are stored as floats: --task classify makes it a classifier anyway
+    fit = runj("fit", "--data", tmp / "train.zarr", "--model", tmp / "model", "--kernel", "ntk",
+               "--n-features", 256, "--alpha", "0.01,0.1", "--alpha", "1", "--cv", 3,
+               "--task", "classify", *sched)
+    assert fit["estimator"] == "SketchRidgeClassifier" and fit["alpha"] in (0.01, 0.1, 1.0)
+    assert len(fit["classes"]) == 10 and fit["n_samples"] == 1400
+    assert len(fit["cv"]["mean_test_mse"]) == 3
+    out = run("predict", "--model", tmp / "model", "--data", tmp / "test.zarr", "--out",
+              tmp / "preds.zarr", *sched)
+    assert "wrote predictions" in out.stdout
+    import zarr
+
+    preds = zarr.open_group(str(tmp / "preds.zarr"), mode="r")["predictions"][:]
+    np.testing.assert_array_equal(preds, load_model(tmp / "model").predict(Xte))
+    ev = runj("evaluate", "--model", tmp / "model", "--data", tmp / "test.zarr", *sched)
+    assert ev["accuracy"] > 0.9 and ev["n_rows"] == len(yte)
+    assert abs(ev["accuracy"] - float(np.mean(preds == yte))) < 1e-12
+    minfo = runj("info", tmp / "model")
+    assert minfo["kind"] == "model" and minfo["sketch"] == "NTKSketch"
+    dinfo = run("info", tmp / "test.zarr").stdout
+    assert "397 rows" in dinfo
+
+
+def test_regression_round_trip_and_human_output(address, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2]
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    run("ingest", tmp_path / "X.npy", tmp_path / "d.zarr", "--y", tmp_path / "y.npy", "--chunk-rows", 1000)
+    out = run("fit", "--data", tmp_path / "d.zarr", "--model", tmp_path / "m", "--kernel", "rff",
+              "--gamma", "0.2", "--n-features", 128, "--alpha", "0.1", "--solver", "cg",
+              "--scheduler", address)
+    assert "fitted SketchRidge" in out.stdout and "CG:" in out.stdout and "model saved to" in out.stdout
+    ev = runj("evaluate", "--model", tmp_path / "m", "--data", tmp_path / "d.zarr", "--scheduler", address)
+    assert ev["r2"] > 0.8 and ev["rmse"] > 0
+
+
+def test_bad_input_is_one_line_exit_2(address, digits_files, tmp_path):
+    tmp, _, _ = digits_files
+    r = run("fit", "--data", tmp_path / "nope.zarr", "--model", tmp_path / "m", code=2)
+    assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run("fit", "--data", tmp / "train.zarr", "--model", tmp_path / "m", "--alpha", "-1", code=2)
+    assert "--alpha must be finite and > 0" in r.stderr
+    run("fit", "--bogus", code=2)
+    r = run("evaluate", "--model", tmp_path / "missing", "--data", tmp / "test.zarr", code=2)
+    assert "model" in r.stderr and "does not exist" in r.stderr
+
+
+def test_outputs_never_overwritten_without_flag(address, digits_files):
+    tmp, _, _ = digits_files
+    if not (tmp / "model").exists():
+        pytest.skip("needs the classification round trip")
+    before = (tmp / "model" / "model.json").read_bytes()
+    r = run("fit", "--data", tmp / "train.zarr", "--model", tmp / "model", "--task", "classify", code=2)
+    assert "already exists" in r.stderr and "--overwrite" in r.stderr
+    assert (tmp / "model" / "model.json").read_bytes() == before
+    r = run("predict", "--model", tmp / "model", "--data", tmp / "test.zarr", "--out", tmp / "preds.zarr",
+            "--scheduler", address, code=2)
+    assert "already holds an array 'predictions'" in r.stderr
+    r = run("ingest", tmp / "train.csv", tmp / "train.zarr", code=2)
+    assert "already exists" in r.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = run("info", tmp_path / "nothing", "--debug", code=2)
+    assert "does not exist" in r.stderr
+
+
+def test_console_script_process_exit_codes(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dsketch.cli", "info", str(tmp_path / "x")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"Error: '{tmp_path / 'x'}' does not exist"]
+    proc = subprocess.run([sys.executable, "-m", "dsketch.cli", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "dsketch" in proc.stdout
+
+
+def test_demo_small(address, tmp_path):
+    out = runj("demo", "--workdir", tmp_path / "demo", "--n-rows", 4000, "--n-features", 256,
+               "--scheduler", address)
+    assert out["digits"]["accuracy"] > 0.9 and out["digits"]["exact_ntk_accuracy"] > 0.9
+    assert out["regression"]["r2"] > 0.3
+    assert os.path.isdir(out["digits"]["model"]) and os.path.isdir(out["regression"]["model"])
+    back = load_model(out["regression"]["model"])
+    assert back.sketch_.n_components == 256
+
+
+@pytest.mark.slow
+def test_demo_full_size(tmp_path):
+    """`dsketch demo` exactly as the README runs it (embedded cluster, 200k rows)."""
+    proc = subprocess.run([sys.executable, "-m", "dsketch.cli", "demo", "--workdir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "total time" in proc.stdout and "models:" in proc.stdout

@@ -1,0 +1,97 @@
+"""The dsketch page on a real scheduler's dashboard, fetched over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from dsketch import dashboard
+
+
+@pytest.fixture(scope="module")
+def client():
+    import dask.config
+    from distributed import Client, LocalCluster
+
+    routes = list(dask.config.get("distributed.scheduler.http.routes"))
+    with dask.config.set({"distributed.scheduler.http.routes": routes + [dashboard.ROUTE_MODULE]}):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+            yield c
+
+
+def _base(client) -> str:
+    port = client.cluster.scheduler.http_server.port
+    return f"http://127.0.0.1:{port}"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - loopback only
+        assert r.status == 200
+        return r.read().decode()
+
+
+def test_enable_adds_route_module_once():
+    import dask.config
+
+    with dask.config.set({"distributed.scheduler.http.routes": ["distributed.http.health"]}):
+        dashboard.enable()
+        dashboard.enable()
+        assert dask.config.get("distributed.scheduler.http.routes") == [
+            "distributed.http.health", dashboard.ROUTE_MODULE]
+
+
+def test_page_shows_a_running_fit_phase_rows_and_residuals(client):
+    p = dashboard.FitProgress(client, estimator="SketchRidge", n_rows=50_000, n_features=256)
+    p.phase("cg", rows_done=12_345)
+    for r in (1.0, 0.1, 0.01):
+        p.residual(r)
+    page = _get(_base(client) + "/dsketch")
+    assert p.id in page and "running" in page and ">cg<" in page
+    assert "rows done: 12,345 / 50,000" in page
+    assert "1.00e-02" in page and "<polyline" in page  # residual curve drawn
+    data = json.loads(_get(_base(client) + "/dsketch/json"))
+    assert data[p.id]["residuals"] == [1.0, 0.1, 0.01]
+    p.close("done")
+    data = json.loads(_get(_base(client) + "/dsketch/json"))
+    assert data[p.id]["status"] == "done" and data[p.id]["rows_done"] == 50_000
+
+
+def test_a_real_fit_publishes_its_progress(client):
+    import dask.array as da
+
+    from dsketch.estimators import RandomFourierFeatures, SketchRidge
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 4))
+    y = np.sin(X[:, 0])
+    Xd, yd = da.from_array(X, chunks=500), da.from_array(y, chunks=500)
+    est = SketchRidge(sketch=RandomFourierFeatures(n_components=64, random_state=0), alpha=0.1, solver="cg")
+    est.fit(Xd, yd)
+    grid = SketchRidge(sketch=RandomFourierFeatures(n_components=64, random_state=0), alpha=[0.01, 0.1, 1.0], cv=3)
+    grid.fit(Xd, yd)
+    data = json.loads(_get(_base(client) + "/dsketch/json"))
+    fits = [f for f in data.values() if f["estimator"] == "SketchRidge" and f["n_rows"] == 2000]
+    assert len(fits) >= 2 and all(f["status"] == "done" and f["rows_done"] == 2000 for f in fits)
+    cg = [f for f in fits if f["residuals"]]
+    assert cg and cg[0]["residuals"][-1] <= 1e-6 * 10
+    cv = [f for f in fits if f.get("cv")]
+    assert cv and cv[0]["alpha"] == grid.alpha_
+    page = _get(_base(client) + "/dsketch")
+    assert "CG residual curve" in page and "done" in page
+
+
+def test_terminal_line_format():
+    line = dashboard.TerminalProgress.format({"phase": "gram", "n_rows": 1000, "rows_done": 500,
+                                              "residuals": [0.5, 1e-3], "started": 0})
+    assert "[ gram]" in line and "500/1,000 rows" in line and "residual 1.00e-03" in line
+
+
+def test_page_url():
+    class C:
+        dashboard_link = "http://127.0.0.1:8787/status"
+
+    assert dashboard.page_url(C()) == "http://127.0.0.1:8787/dsketch"
