@@ -91,9 +91,11 @@ def common_options(func):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and exc.args:
-        text = f"missing key {exc.args[0]!r}"
+        text = str(exc.args[0])
+        text = text if " " in text else f"missing key {text!r}"
+    else:
+        text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
 
 
@@ -252,6 +254,17 @@ def _progress(client, obj):
         yield
 
 
+@contextlib.contextmanager
+def _tracked(client, est, rows, phase: str):
+    """Publish a predict/evaluate pass like a fit (dashboard page, terminal line)."""
+    from .dashboard import track_fit
+
+    with track_fit(client, estimator=f"{type(est).__name__}.{phase}", n_rows=int(rows.shape[0]),
+                   n_features=int(est.sketch_.n_components), Phi=rows) as progress:
+        progress.phase("predict")
+        yield progress
+
+
 @main.command()
 @click.argument("source")
 @click.argument("dest")
@@ -371,12 +384,24 @@ def predict(obj, model_path, data, out, name, overwrite):
     start = time.perf_counter()
     with _cluster(obj) as client:
         pred = est.predict(ds.X)
-        with _progress(client, obj):
+        with _progress(client, obj), _tracked(client, est, pred, "predict"):
             url = engine.write_array(pred, out, name=name, overwrite=overwrite)
     seconds = time.perf_counter() - start
     result = {"out": url, "name": name, "n_rows": int(pred.shape[0]), "shape": list(pred.shape),
               "dtype": str(pred.dtype), "seconds": round(seconds, 3), "dashboard": obj.get("dashboard")}
     _emit(obj, result, [f"wrote {name} {tuple(pred.shape)} ({pred.dtype}) to {url} in {seconds:.1f} s"])
+
+
+def _store_arrays(url: str) -> list[dict] | None:
+    """Name, shape and dtype of every array at the top of a Zarr group (None: not a group)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(url, mode="r")
+    except Exception:
+        return None
+    return [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
+            for k, v in sorted(group.arrays())]
 
 
 def _has_array(url: str, name: str) -> bool:
@@ -401,7 +426,7 @@ def evaluate(obj, model_path, data):
     ds = _open(data, y=True)
     start = time.perf_counter()
     with _cluster(obj) as client:
-        with _progress(client, obj):
+        with _progress(client, obj), _tracked(client, est, ds.X, "evaluate"):
             metrics = evaluate_model(est, ds.X, ds.y)
     metrics.update(seconds=round(time.perf_counter() - start, 3), model=model_path, data=data,
                    dashboard=obj.get("dashboard"))
@@ -485,7 +510,16 @@ def info(obj, path):
             human.append(f"  classes: {summ['classes']}")
         _emit(obj, result, human)
         return
-    ds = _open_any(path)
+    try:
+        ds = _open_any(path)
+    except KeyError:
+        arrays = _store_arrays(path)
+        if arrays is None:
+            raise
+        _emit(obj, {"kind": "store", "url": path, "arrays": arrays},
+              [f"{path}: no input array X; arrays: " + ", ".join(
+                  f"{a['name']} {tuple(a['shape'])} {a['dtype']}" for a in arrays)])
+        return
     result = _dataset_info(ds)
     _emit(obj, result, [f"{path}: {result['n_rows']:,} rows × {result['row_shape']} ({result['dtype']}, "
                         f"{result['row_chunks']} row chunks{', sparse' if result['sparse'] else ''}); "

@@ -7,9 +7,12 @@ How progress travels
   iteration and at the end it writes a small JSON-able record to the scheduler with
   ``Client.set_metadata(["dsketch-progress", fit_id], record)`` — the scheduler's public
   metadata store, so it works on any scheduler (local or remote) without a plugin.
-* Rows done are *live*: the record names the task groups of the fit's feature array Φ;
-  the page (or :func:`snapshot`, run on the scheduler) counts the finished tasks of those
-  groups in ``Scheduler.task_groups`` and scales by the row count.
+* Rows done are *live*: the record carries the fit's row chunks; the page (or
+  :func:`snapshot`, run on the scheduler) finds the task group of the pass running now
+  (``dsketch-gram-chunk-*``, ``dsketch-cg-matvec-chunk-*``... with one task per row chunk)
+  in ``Scheduler.task_groups`` and counts its finished tasks.  Two fits running at once on
+  one scheduler with the same number of chunks can be confused; the published phase,
+  residuals and final row count are always exact.
 * The page: this module exposes ``routes`` for the scheduler's
   ``distributed.scheduler.http.routes`` config.  :func:`enable` adds it to the dask config
   of this process (do it before a ``LocalCluster`` starts, as ``dsketch.engine.connect``
@@ -50,7 +53,10 @@ logger = logging.getLogger(__name__)
 METADATA_KEY = "dsketch-progress"
 ROUTE_MODULE = "dsketch.dashboard"
 _MAX_KEPT = 20  # finished fits kept on the scheduler for display
-_DONE_STATES = ("memory", "forgotten", "released", "erred")
+_DONE_STATES = ("memory", "forgotten", "erred")
+_PASS_PHASES = ("gram", "cg", "embed", "predict")
+_PASS_PREFIXES = ("dsketch-gram-chunk", "dsketch-cg-setup-chunk", "dsketch-cg-matvec-chunk",
+                  "dsketch-embed", "dsketch-predict", "dsketch-write")
 
 
 # =============================================================================== config
@@ -191,20 +197,27 @@ def _prune(keep: int = _MAX_KEPT, dask_scheduler=None) -> None:
 
 
 def _live_rows(scheduler, fit: dict) -> int:
-    """Rows whose feature blocks have finished, from the scheduler's task-group counts."""
-    if fit.get("status") != "running" or fit.get("phase") not in ("gram", "cg", "embed"):
-        return int(fit.get("rows_done", 0) or 0)
-    best = int(fit.get("rows_done", 0) or 0) if fit.get("phase") != "cg" else 0
-    for name in fit.get("groups", []):
-        tg = getattr(scheduler, "task_groups", {}).get(name)
-        if tg is None:
-            continue
-        total = sum(tg.states.values())
-        if not total:
-            continue
-        done = sum(tg.states.get(s, 0) for s in _DONE_STATES)
-        best = max(best, int(round(fit["n_rows"] * done / total)))
-    return min(best, int(fit.get("n_rows", best)))
+    """Rows of the current pass whose chunks have finished, from the scheduler's task groups.
+
+    A pass over the data is one task group of one task per row chunk: the engine's
+    ``dsketch-gram-chunk-*``, ``dsketch-cg-setup-chunk-*``, ``dsketch-cg-matvec-chunk-*``
+    (into which the ``dsketch-embed-*`` tasks of Φ fuse) or Φ's own group.  The newest such
+    group with as many tasks as the fit has row chunks is the pass running now.
+    """
+    published = int(fit.get("rows_done", 0) or 0)
+    chunks = fit.get("chunks") or []
+    if fit.get("status") != "running" or fit.get("phase") not in _PASS_PHASES or not chunks:
+        return published
+    names = tuple(fit.get("groups", [])) + _PASS_PREFIXES
+    current = None
+    for name, tg in list(getattr(scheduler, "task_groups", {}).items()):
+        if name.startswith(names) and sum(tg.states.values()) == len(chunks):
+            current = tg
+    if current is None:
+        return published
+    done = sum(current.states.get(s, 0) for s in _DONE_STATES)
+    n = int(fit.get("n_rows", 0) or 0)
+    return min(n, int(round(n * done / len(chunks))))
 
 
 def snapshot(dask_scheduler=None) -> dict[str, dict]:

@@ -705,9 +705,10 @@ class _SketchRidgeBase(BaseEstimator):
     def _fit(self, X, y):
         alphas = self._alphas()
         grid = alphas.size > 1
-        if grid and self.solver == "cg":
-            raise ValueError("an alpha grid is selected from the m×m Gram matrix (solver='direct' "
-                             "or 'auto'); with solver='cg' pass a single alpha")
+        if (grid or self.posterior_std) and self.solver == "cg":
+            what = "an alpha grid is selected" if grid else "posterior_std is computed"
+            raise ValueError(f"{what} from the m×m Gram matrix (solver='direct' or 'auto'); "
+                             "with solver='cg' pass a single alpha and posterior_std=False")
         if _is_store(X):
             ds = _open_store(X, with_y=y is None)
             X, y = ds.X, (ds.y if y is None else y)
@@ -719,6 +720,8 @@ class _SketchRidgeBase(BaseEstimator):
             Phi = self.sketch_.transform(X)
             n = int(X.shape[0])
         else:
+            if y is None:
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
             X, y = self._validate_X(X, y, reset=True)
             Y = self._encode_y(y)
             self.sketch_ = clone(self._sketch_template()).fit(X)
@@ -780,7 +783,7 @@ class _SketchRidgeBase(BaseEstimator):
                               iterations=None, residuals=[], converged=True)
             elif lazy:
                 alpha = float(alphas[0])
-                progress.phase("solve")
+                progress.phase("gram")  # the first pass: the Gram, or CG's setup pass
                 W, rep = engine.fit_ridge(Phi, Y, alpha=alpha, solver=solver, tol=self.tol,
                                           maxiter=self.max_iter,
                                           **_maybe_callback(engine.fit_ridge, progress))
@@ -797,6 +800,7 @@ class _SketchRidgeBase(BaseEstimator):
             progress.update(residuals=report.get("residuals", []))
         self.alpha_ = alpha
         self.fit_report_ = report
+        self.n_iter_ = int(report.get("iterations") or 1)
         self._set_coef(W)
 
     def _set_coef(self, W):
@@ -892,7 +896,9 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
         (or ``gcv_mse`` when ``cv=None``).
     fit_report_ : dict
         solver, reason, n_samples, n_features, n_targets, alpha, iterations, residuals,
-        converged, seconds.
+        converged, seconds (plus the engine's extra fields for dask input).
+    n_iter_ : int
+        CG iterations; 1 for the direct solver (one pass over the data).
     posterior_factor_ : ndarray (m, m)
         Only with ``posterior_std=True``; see Notes.
     n_features_in_ : int

@@ -283,7 +283,7 @@ class _Reader:
         if not isinstance(entry, dict) or len(entry) == 0:
             raise ValueError(f"{where}: malformed entry {entry!r}")
         if "estimator" in entry:
-            return self.estimator(entry["estimator"], where)
+            return self.estimator(entry["estimator"], where, fitted=not param)
         if "spec" in entry:
             return from_spec(entry["spec"], where)
         if "array" in entry and not param:
@@ -292,7 +292,7 @@ class _Reader:
             return from_spec(entry["json"], where) if param else entry["json"]
         raise ValueError(f"{where}: malformed entry with keys {sorted(entry)}")
 
-    def estimator(self, doc: Any, where: str):
+    def estimator(self, doc: Any, where: str, *, fitted: bool = True):
         if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict) \
                 or not isinstance(doc.get("attributes"), dict):
             raise ValueError(f"{where}: malformed estimator entry")
@@ -307,12 +307,15 @@ class _Reader:
             est = cls(**params)
         except TypeError as exc:
             raise ValueError(f"{where}: bad parameters for {name}: {exc}") from None
+        if not fitted and doc["attributes"]:
+            raise ValueError(f"{where}: a parameter estimator must not carry fitted attributes")
         for key, entry in doc["attributes"].items():
             if not ((key.endswith("_") and not key.startswith("_") and key.isidentifier())
                     or key in _PRIVATE_ATTRS):
                 raise ValueError(f"{where}: attribute name {key!r} not allowed")
             setattr(est, key, self.value(entry, f"{where}.{key}"))
-        _check_consistency(est, where)
+        if fitted:
+            _check_consistency(est, where)
         return est
 
 

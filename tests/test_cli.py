@@ -119,8 +119,11 @@ def test_outputs_never_overwritten_without_flag(address, digits_files):
 
 
 def test_debug_shows_traceback(tmp_path):
-    r = run("info", tmp_path / "nothing", "--debug", code=2)
-    assert "does not exist" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run("info", tmp_path / "empty", code=2)
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("info", tmp_path / "empty", "--debug", code=2)
+    assert "Traceback" in r.stderr
 
 
 def test_console_script_process_exit_codes(tmp_path):

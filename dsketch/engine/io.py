@@ -379,6 +379,15 @@ def _open_csr(group, url: str, name: str):
     return da.Array(graph, key, chunks=chunks, meta=sp.csr_matrix((0, d), dtype=dtype))
 
 
+def _zarr_id(z) -> tuple:
+    """Identity of a stored array for task names: where it is, what it is, when written."""
+    try:
+        stamp = z.metadata.to_dict()
+    except Exception:  # pragma: no cover
+        stamp = None
+    return (str(z.store), z.path, z.shape, str(z.dtype), repr(stamp))
+
+
 def _open_dense(z, name: str, chunk_rows: int | None):
     import dask.array as da
 
@@ -388,7 +397,10 @@ def _open_dense(z, name: str, chunk_rows: int | None):
     else:
         rows = block
     chunks = (rows,) + tuple(int(s) for s in z.shape[1:])
-    return da.from_zarr(z, chunks=chunks)
+    # named dsketch-read-*, zarr array inlined (a few hundred bytes): fused task names then
+    # read dsketch-... end to end on the dashboard
+    return da.from_zarr(z, chunks=chunks, inline_array=True,
+                        name=f"dsketch-read-{_alpha_word(name)}-{_token(_zarr_id(z), chunks)}")
 
 
 def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options=None,
@@ -442,7 +454,9 @@ def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options
             raise ValueError(f"{url}/{y} must be a dense array")
         import dask.array as da
 
-        Y = da.from_zarr(zy, chunks=(_storage_row_block(zy),) + tuple(zy.shape[1:]))
+        ych = (_storage_row_block(zy),) + tuple(zy.shape[1:])
+        Y = da.from_zarr(zy, chunks=ych, inline_array=True,
+                         name=f"dsketch-read-{_alpha_word(y)}-{_token(_zarr_id(zy), ych)}")
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"{url}: {x} has {X.shape[0]} rows but {y} has {Y.shape[0]}")
         if Y.ndim not in (1, 2):

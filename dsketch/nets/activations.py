@@ -113,10 +113,11 @@ class Activation(Layer):
 
     def _dual(self, m: D.Moments, need_dot: bool):
         """(E[φ(u)φ(v)], E[φ'(u)φ'(v)] or None) for the sanitized moments ``m``."""
-        q = self._quad_degree()
-        nngp = D.bivariate_expectation(self._dual_fn, self._dual_fn, m, q)
-        dot = D.bivariate_expectation(self._dual_deriv, self._dual_deriv, m, q) if need_dot else None
-        return nngp, dot
+        pairs = [(self._dual_fn, self._dual_fn)]
+        if need_dot:
+            pairs.append((self._dual_deriv, self._dual_deriv))
+        out = D.bivariate_expectations(pairs, m, self._quad_degree())
+        return out[0], (out[1] if need_dot else None)
 
     def dual(self, var1, var2, cov):
         """Dual activation: ``(E[φ(u)φ(v)], E[φ'(u)φ'(v)])`` for
@@ -167,7 +168,15 @@ class Activation(Layer):
         xp = get_namespace(var)
         var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0)
         R, Rdot = self.expansion(var, degree)
-        total, total_dot = self._dual(D.moments(var, var, var), True)
+        if type(self)._dual is Activation._dual:
+            # numerical duals: the diagonal by the same 1-D rule as the coefficients
+            t, w = D.gauss_hermite(_EXPANSION_NODES, xp)
+            s = xp.sqrt(var)[..., None] * t
+            total = (self._dual_fn(s) ** 2) @ w
+            total_dot = (self._dual_deriv(s) ** 2) @ w
+        else:
+            s = xp.sqrt(var)
+            total, total_dot = self._dual(D.Moments(var, var, s, s, xp.ones_like(var)), True)
         return (_full(total, var) - xp.sum(R * R, axis=-1),
                 _full(total_dot, var) - xp.sum(Rdot * Rdot, axis=-1))
 

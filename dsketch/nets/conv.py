@@ -112,40 +112,65 @@ def _pad_axes(a, axes, lo: int, hi: int):
     return xp.pad(a, widths)
 
 
+def _offset_range(g: _Axis, d: int):
+    """Output positions p whose input position s·p + d − lo lies inside the image.
+
+    Returns ``(out_slice, in_slice)`` or ``None`` when no output position sees offset d.
+    """
+    o = d - g.lo
+    p_lo = max(0, -(o // g.stride)) if o < 0 else 0
+    while g.stride * p_lo + o < 0:
+        p_lo += 1
+    p_hi = min(g.out - 1, (g.size - 1 - o) // g.stride)
+    if p_hi < p_lo:
+        return None
+    start = g.stride * p_lo + o
+    stop = g.stride * p_hi + o + 1
+    return slice(p_lo, p_hi + 1), slice(start, stop, g.stride)
+
+
+def _window_apply(a, axes: tuple, g: _Axis):
+    """Σ_d a[.., s p + d − lo, ..] with the same offset d on every axis of ``axes``.
+
+    Zero padding is implicit: each offset adds into the part of the output it reaches, so
+    no padded copy is made.  Temporaries: the output (plus one strided view per offset).
+    """
+    xp = get_namespace(a)
+    shape = list(a.shape)
+    for ax in axes:
+        shape[ax] = g.out
+    ranges = [_offset_range(g, d) for d in range(g.window)]
+    full = next((r for r in ranges if r is not None and r[0] == slice(0, g.out)), None)
+    if full is not None:
+        idx = [slice(None)] * a.ndim
+        for ax in axes:
+            idx[ax] = full[1]
+        acc = a[tuple(idx)].copy()
+    else:
+        acc = xp.zeros(tuple(shape), dtype=a.dtype)
+    for r in ranges:
+        if r is None or r is full:
+            continue
+        o_idx = [slice(None)] * a.ndim
+        i_idx = [slice(None)] * a.ndim
+        for ax in axes:
+            o_idx[ax], i_idx[ax] = r
+        acc[tuple(o_idx)] += a[tuple(i_idx)]
+    return acc
+
+
 def diag_window_sum(a, axes: tuple, g: _Axis):
     """Σ_d a[.., s p + d, .., s q + d, ..] over the pair of axes ``axes`` (zero padded).
 
     ``axes`` are the two axes of one spatial dimension (pixel of x1, pixel of x2).  The
     same offset d moves both: a convolution's filter is shared by the two inputs.
-    Temporaries: one padded copy of ``a`` and the output.
     """
-    a = _pad_axes(a, axes, g.lo, g.hi)
-    acc = None
-    for d in range(g.window):
-        idx = [slice(None)] * a.ndim
-        for ax in axes:
-            idx[ax] = slice(d, d + g.span, g.stride)
-        part = a[tuple(idx)]
-        if acc is None:
-            acc = part.copy()
-        else:
-            acc += part
-    return acc
+    return _window_apply(a, tuple(axes), g)
 
 
 def window_sum(a, axis: int, g: _Axis):
     """Σ_d a[.., s p + d, ..] along one ``axis`` (zero padded): pooling windows."""
-    a = _pad_axes(a, (axis,), g.lo, g.hi)
-    acc = None
-    for d in range(g.window):
-        idx = [slice(None)] * a.ndim
-        idx[axis] = slice(d, d + g.span, g.stride)
-        part = a[tuple(idx)]
-        if acc is None:
-            acc = part.copy()
-        else:
-            acc += part
-    return acc
+    return _window_apply(a, (axis,), g)
 
 
 def conv_pairs(a, geom):
@@ -246,9 +271,11 @@ class Conv(Layer):
                 out += b2
             return out
 
+        new = map_kernel_arrays(k, affine, spatial=(geom[0].out, geom[1].out))
+        if not k.ntk.any():  # first layer: Θ = 0, skip its window sums
+            return new.replace(ntk=new.nngp.copy())
         ntk = conv_pairs(k.ntk, geom)
         ntk *= scale
-        new = map_kernel_arrays(k, affine, spatial=(geom[0].out, geom[1].out))
         ntk += new.nngp
         return new.replace(ntk=ntk)
 
@@ -283,7 +310,7 @@ class _Reduce:
             return x
         from ..sketch.primitives import SRHT
 
-        return SRHT(self.d_in, self.d_out, self.seed, self.path)(x)
+        return SRHT(self.d_in, self.d_out, self.seed, self.path)(x, check=False)
 
 
 def shifted_patches(x, geom, scale: float):

@@ -33,7 +33,7 @@ from ..backend import get_namespace, to_namespace
 
 __all__ = [
     "Moments", "moments", "gauss_hermite", "bivariate_expectation", "hermite_radial",
-    "normalized_hermite", "phi_cdf_moments", "phi_pdf_moments", "relu_power_moments",
+    "normalized_hermite", "bivariate_expectations", "phi_cdf_moments", "phi_pdf_moments", "relu_power_moments",
     "monomial_moments", "rectified_monomial_dual", "half_normal_moment",
 ]
 
@@ -120,6 +120,11 @@ def bivariate_expectation(f: Callable, g: Callable, m: Moments, degree: int):
     Uses u = √v1 z1, v = √v2 (ρ z1 + √(1−ρ²) z2), exact for polynomials f·g of degree
     < 2·``degree`` in (z1, z2). Memory is O(batch · degree) (the outer sum is a loop).
     """
+    return bivariate_expectations(((f, g),), m, degree)[0]
+
+
+def bivariate_expectations(pairs, m: Moments, degree: int) -> list:
+    """[E[f(u) g(v)] for (f, g) in pairs], sharing the quadrature nodes' arguments."""
     xp = get_namespace(m.rho)
     dt = m.rho.dtype
     t, w = gauss_hermite(degree, xp, dt)
@@ -127,13 +132,14 @@ def bivariate_expectation(f: Callable, g: Callable, m: Moments, degree: int):
     s1 = xp.broadcast_to(m.s1, shape)[..., None]
     s2 = xp.broadcast_to(m.s2, shape)[..., None]
     rho = m.rho[..., None]
-    sin = m.sin[..., None]
-    fvals = f(s1 * t)                               # (..., degree)
-    out = xp.zeros(shape, dtype=dt)
+    sin_t = m.sin[..., None] * t                      # (..., degree)
+    outer = [f(s1 * t) for f, _ in pairs]             # (..., degree)
+    outs = [xp.zeros(shape, dtype=dt) for _ in pairs]
     for i in range(int(degree)):
-        inner = g(s2 * (rho * t[i] + sin * t)) @ w  # E over z2 given z1 = t_i
-        out = out + w[i] * fvals[..., i] * inner
-    return out
+        arg = s2 * (rho * t[i] + sin_t)               # v at z1 = t_i, all z2 nodes
+        for j, (_, g) in enumerate(pairs):
+            outs[j] += (w[i] * outer[j][..., i]) * (g(arg) @ w)
+    return outs
 
 
 # ----------------------------------------------------------------------- Hermite series

@@ -135,8 +135,9 @@ class Serial(Layer):
             rows_ntk.append(xp.concatenate(cols_ntk, axis=1))
         nngp = xp.concatenate(rows_nngp, axis=0)
         ntk = xp.concatenate(rows_ntk, axis=0)
-        if same:  # symmetrize away round-off between blocks
-            axes = (1, 0) + tuple(range(2, nngp.ndim))
+        if same:  # symmetrize away round-off: K[i, j, p, q] = K[j, i, q, p]
+            s = (nngp.ndim - 2) // 2
+            axes = (1, 0) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s))
             nngp = (nngp + nngp.transpose(axes)) / 2
             ntk = (ntk + ntk.transpose(axes)) / 2
         return KernelResult(nngp, ntk)

@@ -164,8 +164,12 @@ def _hadamard_side(x2, signs, n: int, d: int):
     r = x2.shape[0]
     blocks = signs.shape[0]
     dtype = np.result_type(x2.dtype, signs.dtype)
-    z = xp.zeros((r, blocks, n), dtype=dtype)
-    z[:, :, :d] = x2[:, None, :] * signs[None, :, :d]
+    if d == n:
+        z = x2[:, None, :] * signs[None, :, :]
+    else:
+        z = xp.empty((r, blocks, n), dtype=dtype)
+        z[:, :, d:] = 0
+        xp.multiply(x2[:, None, :], signs[None, :, :d], out=z[:, :, :d])
     return fwht(z).reshape(r, blocks * n)
 
 

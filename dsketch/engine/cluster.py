@@ -1,0 +1,250 @@
+"""Starting or joining a ``dask.distributed`` cluster, and showing what it does.
+
+Owns the choice of cluster (explicit scheduler address, scheduler file,
+``DASK_SCHEDULER_ADDRESS``, else an embedded ``LocalCluster(processes=True)`` sized to the
+machine, or ``dask_cuda.LocalCUDACluster`` for ``gpu=True``), printing the dashboard link,
+the progress bar of long computations, and questions about the workers (memory, count).
+Must not contain kernel maths or data I/O.
+
+Memory contract of the engine (stated here once, relied on everywhere): nothing ``n × m``
+is ever gathered on the client; a worker task holds at most one row chunk of inputs and
+features (``rows × (d + m)`` elements) plus float64 partial sums of size ``m × m``
+(Gram) or ``m × k`` (CG), and reduction tasks hold ``split_every + 1`` partials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator
+
+__all__ = ["connect", "dashboard_link", "show_progress", "worker_memory", "machine_size",
+           "is_interactive", "PeakRSS"]
+
+
+def machine_size(n_workers: int | None = None, threads_per_worker: int | None = None) -> tuple[int, int]:
+    """Workers and threads per worker filling this machine's usable cores.
+
+    Uses the CPU affinity mask (containers, SLURM cgroups) and distributed's own split
+    (``distributed.deploy.utils.nprocesses_nthreads``) when neither is given.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cores = os.cpu_count() or 1
+    cores = max(1, cores)
+    if n_workers is None and threads_per_worker is None:
+        from distributed.deploy.utils import nprocesses_nthreads
+
+        return nprocesses_nthreads(cores)
+    if n_workers is None:
+        return max(1, cores // max(1, threads_per_worker)), int(threads_per_worker)
+    if threads_per_worker is None:
+        return int(n_workers), max(1, cores // max(1, n_workers))
+    return int(n_workers), int(threads_per_worker)
+
+
+def dashboard_link(client) -> str | None:
+    """The dashboard URL of ``client``'s scheduler, or None when it serves none."""
+    try:
+        services = client.scheduler_info(n_workers=0).get("services", {})
+    except TypeError:  # pragma: no cover - older distributed
+        services = client.scheduler_info().get("services", {})
+    except Exception:
+        services = {}
+    if "dashboard" not in services:
+        return None
+    try:
+        return client.dashboard_link
+    except Exception:  # pragma: no cover
+        return None
+
+
+def is_interactive() -> bool:
+    """True in an interactive interpreter / notebook or when stderr is a terminal."""
+    if hasattr(sys, "ps1"):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def show_progress(futures, *, enabled: bool | None = None) -> None:
+    """``distributed.progress`` bar for ``futures`` — only when asked or interactive."""
+    if enabled is False or (enabled is None and not is_interactive()):
+        return
+    try:
+        from distributed import progress
+
+        progress(futures)
+    except Exception:  # progress is cosmetic
+        pass
+
+
+def worker_memory(client) -> dict:
+    """Workers' count and memory limits in bytes: ``{"workers", "min", "total"}``."""
+    from .solve import _worker_memory
+
+    w, mn, tot = _worker_memory(client)
+    return {"workers": w, "min": mn, "total": tot}
+
+
+def _enable_dashboard_page() -> None:
+    try:
+        from .. import dashboard
+
+        dashboard.enable()
+    except Exception:  # the page is optional
+        pass
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, *, scheduler_file: str | None = None,
+            n_workers: int | None = None, threads_per_worker: int | None = None,
+            memory_limit: str | None = None, gpu: bool = False, quiet: bool = False,
+            dashboard_address: str | None = ":8787", **cluster_kwargs) -> Iterator:
+    """Connect to a cluster, or start one on this machine; yield a ``distributed.Client``.
+
+    Order: ``scheduler`` address, ``scheduler_file``, the ``DASK_SCHEDULER_ADDRESS``
+    environment variable, else an embedded cluster: ``LocalCluster(processes=True)``
+    sized by :func:`machine_size` (``memory_limit`` per worker, default distributed's
+    share of the machine's memory), or ``dask_cuda.LocalCUDACluster`` (one worker per GPU)
+    when ``gpu=True``.  Prints the dashboard link unless ``quiet``.  On exit, closes the
+    client and whatever cluster it started (never a cluster it merely joined).
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        ``tcp://host:8786`` (or ``tls://``...).
+    scheduler_file : str, optional
+        JSON file written by ``dask scheduler --scheduler-file`` (SLURM, jobqueue).
+    n_workers, threads_per_worker, memory_limit : optional
+        Embedded cluster only.
+    gpu : bool
+        Embedded cluster on GPUs; needs ``dask-cuda`` (``pip install dsketch[gpu]``).
+    quiet : bool
+        Do not print the dashboard link.
+    dashboard_address : str or None
+        Embedded cluster's dashboard (``None``: no dashboard).
+    **cluster_kwargs
+        Passed to the embedded cluster's constructor.
+    """
+    from distributed import Client
+
+    cluster = None
+    address = scheduler or None
+    env = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        client = Client(address)
+    elif scheduler_file:
+        client = Client(scheduler_file=os.fspath(scheduler_file))
+    elif env:
+        client = Client(env)
+    else:
+        _enable_dashboard_page()
+        kw = dict(cluster_kwargs)
+        if dashboard_address is not None:
+            kw.setdefault("dashboard_address", dashboard_address)
+        if gpu:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as exc:
+                raise RuntimeError("gpu=True needs dask-cuda (pip install 'dsketch[gpu]'); "
+                                   f"import failed: {exc}") from None
+            if n_workers is not None:
+                kw.setdefault("n_workers", n_workers)
+            if threads_per_worker is not None:
+                kw.setdefault("threads_per_worker", threads_per_worker)
+            if memory_limit is not None:
+                kw.setdefault("memory_limit", memory_limit)
+            cluster = LocalCUDACluster(**kw)
+        else:
+            from distributed import LocalCluster
+
+            nw, tpw = machine_size(n_workers, threads_per_worker)
+            cluster = LocalCluster(n_workers=nw, threads_per_worker=tpw, processes=True,
+                                   memory_limit=memory_limit if memory_limit is not None else "auto",
+                                   **kw)
+        client = Client(cluster)
+    try:
+        if not quiet:
+            link = dashboard_link(client)
+            where = "embedded cluster" if cluster is not None else f"scheduler {client.scheduler.address}"
+            n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+            msg = f"dsketch: {where}, {n} worker(s)"
+            print(msg + (f"; dashboard: {link}" if link else "; no dashboard (install bokeh)"),
+                  file=sys.stderr)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ------------------------------------------------------------------ peak RSS sampling
+_SAMPLERS: dict = {}
+
+
+def _rss_start(token: str, interval: float) -> int:
+    """On a worker: sample this process's RSS every ``interval`` s in a daemon thread."""
+    import threading
+
+    import psutil
+
+    proc = psutil.Process()
+    state = {"peak": proc.memory_info().rss, "stop": threading.Event()}
+    state["start"] = state["peak"]
+
+    def loop():
+        while not state["stop"].wait(interval):
+            state["peak"] = max(state["peak"], proc.memory_info().rss)
+
+    threading.Thread(target=loop, daemon=True, name="dsketch-rss").start()
+    _SAMPLERS[token] = state
+    return state["start"]
+
+
+def _rss_stop(token: str) -> tuple[int, int]:
+    import psutil
+
+    state = _SAMPLERS.pop(token, None)
+    if state is None:  # a worker that started after the monitor (e.g. restarted)
+        rss = psutil.Process().memory_info().rss
+        return rss, rss
+    state["stop"].set()
+    state["peak"] = max(state["peak"], psutil.Process().memory_info().rss)
+    return state["start"], state["peak"]
+
+
+class PeakRSS:
+    """Peak resident memory of every worker process during a ``with`` block.
+
+    Each worker samples its own RSS in a thread (default every 20 ms), so the client
+    does no polling.  After the block, ``start`` and ``peak`` map worker address to bytes.
+    Workers that died during the block report only what their replacement saw.
+    """
+
+    def __init__(self, client, interval: float = 0.02):
+        import uuid
+
+        self.client = client
+        self.interval = float(interval)
+        self.token = uuid.uuid4().hex
+        self.start: dict = {}
+        self.peak: dict = {}
+
+    def __enter__(self) -> "PeakRSS":
+        self.start = self.client.run(_rss_start, self.token, self.interval)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        out = self.client.run(_rss_stop, self.token)
+        self.peak = {a: v[1] for a, v in out.items()}
+        for a, v in out.items():
+            self.start.setdefault(a, v[0])
+
+    @property
+    def max_peak(self) -> int:
+        return max(self.peak.values()) if self.peak else 0

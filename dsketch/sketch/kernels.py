@@ -1,0 +1,421 @@
+"""Random-feature maps of non-network kernels and their exact kernels.
+
+Owns the feature maps of the polynomial, Gaussian (random Fourier and Maclaurin routes),
+arc-cosine and ReLU-NTK kernels that the engine embeds directly. Each map is a frozen
+dataclass spec with ``input_dim``, ``n_features``, ``seed`` and ``dtype`` fields and
+
+- ``__call__(X) -> (n, n_features)``: exactly ``n_features`` wide, in ``dtype`` (float32
+  by default, float64 on request), NumPy in → NumPy out, CuPy in → CuPy out; row ``i``'s
+  features depend only on row ``i`` and the spec (chunk invariance);
+- ``kernel(X1, X2=None)``: the exact kernel the features approximate, in float64;
+- ``input_shape`` (``(input_dim,)``), ``output_shape`` and ``n_features``: the engine's
+  feature-map protocol (``dtype`` is stored as a ``numpy.dtype``).
+
+Random draws come from ``dsketch.backend.rng(seed, "<map>", ...)`` through the primitives
+of :mod:`dsketch.sketch.primitives`, materialized once per process and device.
+
+Must not import Dask.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backend import get_namespace, resolve_dtype, rng, to_namespace
+from .primitives import (
+    CtRPolySketch,
+    DotProductSketch,
+    PolySketch,
+    TensorSketchPower,
+    _check_sparse,
+    _is_sparse,
+    _pos_int,
+    _prepare,
+    _Random,
+    _rows,
+)
+
+__all__ = [
+    "PolynomialSketch",
+    "RandomFourierFeatures",
+    "GaussianMaclaurin",
+    "ArcCosineFeatures",
+    "NTKRandomFeatures",
+    "arccos_kernel",
+    "relu_ntk",
+]
+
+
+# ------------------------------------------------------------------------------ shared
+def _pos_float(obj, name: str, *, allow_zero: bool = False) -> None:
+    value = getattr(obj, name)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{type(obj).__name__}: {name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{type(obj).__name__}: {name} must be finite and {bound}, got {value!r}")
+    object.__setattr__(obj, name, v)
+
+
+class _KernelMap(_Random):
+    """Common validation, the engine protocol and the call/kernel plumbing."""
+
+    def _check_common(self) -> None:
+        _pos_int(self, "input_dim")
+        _pos_int(self, "n_features")
+        _pos_int(self, "seed", minimum=0)
+        object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
+
+    @property
+    def input_shape(self) -> tuple:
+        return (self.input_dim,)
+
+    @property
+    def output_shape(self) -> tuple:
+        return (self.n_features,)
+
+    def _features(self, x2):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, X):
+        """Features of the rows of ``X``: ``(..., input_dim) → (..., n_features)`` in ``dtype``."""
+        name = type(self).__name__
+        x = _prepare(X, self.input_dim, name, "X", field="input_dim").astype(self.dtype,
+                                                                             copy=False)
+        x2, lead = _rows(x, self.input_dim)
+        return self._features(x2).reshape(lead + (self.n_features,))
+
+    def _kernel_inputs(self, X1, X2):
+        name = type(self).__name__
+        x1 = _prepare(X1, self.input_dim, name, "X1", field="input_dim").astype(np.float64)
+        x1 = _rows(x1, self.input_dim)[0]
+        if X2 is None:
+            return x1, x1
+        x2 = _prepare(X2, self.input_dim, name, "X2", field="input_dim").astype(np.float64)
+        get_namespace(x1, x2)
+        return x1, _rows(x2, self.input_dim)[0]
+
+
+# ---------------------------------------------------------------------------- polynomial
+@dataclass(frozen=True)
+class PolynomialSketch(_KernelMap):
+    """Sketch of the polynomial kernel ``k(x, y) = (γ⟨x, y⟩ + c)ᵖ``.
+
+    The input is lifted to ``x' = [√γ·x, √c]`` (the last coordinate only when ``c > 0``),
+    so ``k(x, y) = ⟨x', y'⟩ᵖ``, and ``x'^{⊗p}`` is sketched to ``n_features`` by
+
+    - ``method="polysketch"`` (default): the Ahle et al. tree (:class:`PolySketch`,
+      degree-``p`` output), variance polynomial in ``p``;
+    - ``method="ctr"``: the complex-to-real tree (:class:`CtRPolySketch`);
+    - ``method="tensorsketch"``: Pham–Pagh TensorSketch (:class:`TensorSketchPower`), the
+      estimator of scikit-learn's ``PolynomialCountSketch``; O(nnz) and accepts 2-D
+      ``scipy.sparse`` input, variance exponential in ``p``.
+
+    ``leaf="countsketch"`` makes the polysketch leaves CountSketches (input-sparsity time,
+    sparse input accepted). All are unbiased: ``E⟨f(x), f(y)⟩ = k(x, y)``.
+
+    Parameters follow scikit-learn's ``PolynomialCountSketch`` (``gamma``, ``coef0``,
+    ``degree``). Draws at ``rng(seed, "polynomial", ...)``.
+    """
+
+    input_dim: int
+    n_features: int
+    degree: int
+    gamma: float = 1.0
+    coef0: float = 0.0
+    method: str = "polysketch"
+    seed: int = 0
+    dtype: Any = "float32"
+    leaf: str = "srht"
+
+    def __post_init__(self):
+        self._check_common()
+        _pos_int(self, "degree")
+        _pos_float(self, "gamma")
+        _pos_float(self, "coef0", allow_zero=True)
+        if self.method not in ("polysketch", "ctr", "tensorsketch"):
+            raise ValueError("PolynomialSketch: method must be 'polysketch', 'ctr' or "
+                             f"'tensorsketch', got {self.method!r}")
+        if self.leaf not in ("srht", "countsketch"):
+            raise ValueError(f"PolynomialSketch: leaf must be 'srht' or 'countsketch', "
+                             f"got {self.leaf!r}")
+        if self.method == "ctr" and self.leaf != "srht":
+            raise ValueError("PolynomialSketch: method='ctr' needs leaf='srht'")
+
+    @property
+    def _d(self) -> int:
+        return self.input_dim + (1 if self.coef0 > 0 else 0)
+
+    def _build(self, xp, dtype):
+        path = ("polynomial", self.method)
+        if self.method == "tensorsketch":
+            return TensorSketchPower(self._d, self.n_features, self.degree, self.seed, path)
+        if self.method == "ctr":
+            return CtRPolySketch(self._d, self.n_features, self.degree, self.seed, path)
+        return PolySketch(self._d, self.n_features, self.degree, self.seed, path, leaf=self.leaf)
+
+    def _lift(self, x2):
+        xp = get_namespace(x2)
+        x2 = x2 * math.sqrt(self.gamma)
+        if self.coef0 > 0:
+            c = xp.full((x2.shape[0], 1), math.sqrt(self.coef0), dtype=x2.dtype)
+            x2 = xp.concatenate([x2, c], axis=1)
+        return x2
+
+    def _features(self, x2):
+        sk = self._params(get_namespace(x2), self.dtype)
+        x2 = self._lift(x2)
+        if self.method == "tensorsketch":
+            return sk(x2, check=False)
+        return sk.top(x2, check=False)
+
+    def __call__(self, X):
+        """Features ``(n, n_features)``; 2-D sparse ``X`` too for the CountSketch-based methods."""
+        if _is_sparse(X):
+            if not (self.method == "tensorsketch" or self.leaf == "countsketch"):
+                raise ValueError("PolynomialSketch: sparse X needs method='tensorsketch' or "
+                                 "leaf='countsketch'")
+            x = _check_sparse(X, self.input_dim, type(self).__name__).astype(self.dtype)
+            x = x * math.sqrt(self.gamma)
+            if self.coef0 > 0:
+                if type(x).__module__.startswith("cupyx"):  # pragma: no cover - GPU only
+                    import cupyx.scipy.sparse as sp
+                else:
+                    import scipy.sparse as sp
+                col = sp.csr_matrix(np.full((x.shape[0], 1), math.sqrt(self.coef0), self.dtype))
+                x = sp.hstack([x, col], format="csr")
+            sk = self._params(get_namespace(x.data), self.dtype)
+            return sk(x) if self.method == "tensorsketch" else sk.top(x)
+        return super().__call__(X)
+
+    def kernel(self, X1, X2=None):
+        """Exact ``(γ⟨x, y⟩ + c)ᵖ`` (float64); dense inputs."""
+        x1, x2 = self._kernel_inputs(X1, X2)
+        return (self.gamma * (x1 @ x2.T) + self.coef0) ** self.degree
+
+
+# ------------------------------------------------------------------------------ Gaussian
+def _sq_dists(x1, x2):
+    xp = get_namespace(x1, x2)
+    d = (x1 * x1).sum(1)[:, None] + (x2 * x2).sum(1)[None, :] - 2.0 * (x1 @ x2.T)
+    return xp.maximum(d, 0.0)
+
+
+@dataclass(frozen=True)
+class RandomFourierFeatures(_KernelMap):
+    """Random Fourier features (Rahimi & Recht) of the Gaussian kernel ``exp(−γ‖x − y‖²)``.
+
+    ``γ`` follows scikit-learn's ``RBFSampler`` (``gamma``). Frequencies ``ω ~ N(0, 2γ I)``.
+    We use **cos/sin pairs**: with ``h = ⌊m/2⌋`` frequencies,
+    ``f(x) = [cos(Ωᵀx), sin(Ωᵀx)] / √h``, so ``⟨f(x), f(y)⟩ = (1/h) Σ cos(ω_j·(x − y))``.
+    For the Gaussian kernel this has lower variance than ``√2·cos(ωᵀx + b)`` features with
+    ``m`` frequencies (RBFSampler's): per frequency, pairs give
+    ``Var = (1 + k(2δ))/2 − k(δ)²`` over ``m/2`` frequencies, offsets give that plus ``1/2``
+    over ``m`` (Sutherland & Schneider 2015); pairs win iff ``k(2δ) ≤ 2k(δ)²``, always true
+    here since ``k(2δ) = k(δ)⁴``. For odd ``m`` the last feature is one offset feature
+    ``√2·cos(ωᵀx + b)`` and the divisor is ``h + 1``. Draws at ``rng(seed, "rff")``.
+    """
+
+    input_dim: int
+    n_features: int
+    gamma: float = 1.0
+    seed: int = 0
+    dtype: Any = "float32"
+
+    def __post_init__(self):
+        self._check_common()
+        _pos_float(self, "gamma")
+
+    def _build(self, xp, dtype):
+        h, odd = divmod(self.n_features, 2)
+        gen = rng(self.seed, "rff")
+        omega = gen.standard_normal((self.input_dim, h + odd)) * math.sqrt(2.0 * self.gamma)
+        b = gen.uniform(0.0, 2.0 * math.pi, size=odd)
+        return to_namespace(omega.astype(dtype), xp), to_namespace(b.astype(dtype), xp)
+
+    def _features(self, x2):
+        xp = get_namespace(x2)
+        omega, b = self._params(xp, self.dtype)
+        h, odd = divmod(self.n_features, 2)
+        z = x2 @ omega
+        scale = 1.0 / math.sqrt(h + odd)
+        parts = [xp.cos(z[:, :h]) * scale, xp.sin(z[:, :h]) * scale]
+        if odd:
+            parts.append(xp.cos(z[:, h:] + b) * (math.sqrt(2.0) * scale))
+        return xp.concatenate(parts, axis=1)
+
+    def kernel(self, X1, X2=None):
+        """Exact ``exp(−γ‖x − y‖²)`` (float64)."""
+        x1, x2 = self._kernel_inputs(X1, X2)
+        get_namespace(x1)
+        return get_namespace(x1).exp(-self.gamma * _sq_dists(x1, x2))
+
+
+@dataclass(frozen=True)
+class GaussianMaclaurin(_KernelMap):
+    """Gaussian kernel through its Maclaurin series and a polynomial sketch.
+
+    ``exp(−γ‖x − y‖²) = e^{−γ‖x‖²} e^{−γ‖y‖²} Σ_k (2γ)ᵏ ⟨x, y⟩ᵏ / k!``, truncated at
+    ``degree``; each ``⟨x, y⟩ᵏ`` is sketched by one shared :class:`PolySketch` tree of the
+    unit vectors ``x̂`` (``method="ctr"``: the complex-to-real tree), weighted per row by
+    ``a_k(x) = e^{−γ‖x‖²} √((2γ)ᵏ/k!) ‖x‖ᵏ`` (computed in the log domain, so large norms do
+    not overflow), concatenated and compressed to ``n_features − 1`` by one SRHT after the
+    exact constant feature ``a_0(x) = e^{−γ‖x‖²}`` (:class:`DotProductSketch`). Unbiased for
+    the **truncated** series (:meth:`truncated_kernel`); :meth:`kernel` is the Gaussian
+    itself. The truncation is accurate while ``2γ‖x‖‖y‖`` is well below ``degree``: scale
+    the data (or raise ``degree``) accordingly. Draws at ``rng(seed, "maclaurin", ...)``.
+
+    ``poly_width`` is the internal tree width (default ``n_features``).
+    """
+
+    input_dim: int
+    n_features: int
+    gamma: float = 1.0
+    degree: int = 10
+    seed: int = 0
+    dtype: Any = "float32"
+    method: str = "polysketch"
+    poly_width: Any = None
+
+    def __post_init__(self):
+        self._check_common()
+        _pos_float(self, "gamma")
+        _pos_int(self, "degree")
+        if self.n_features < 2:
+            raise ValueError("GaussianMaclaurin: n_features must be ≥ 2")
+        if self.poly_width is not None:
+            _pos_int(self, "poly_width")
+        if self.method not in ("polysketch", "ctr"):
+            raise ValueError(f"GaussianMaclaurin: method must be 'polysketch' or 'ctr', "
+                             f"got {self.method!r}")
+
+    def _coeffs(self) -> tuple:
+        return tuple((2.0 * self.gamma) ** k / math.factorial(k) for k in range(self.degree + 1))
+
+    def _build(self, xp, dtype):
+        return DotProductSketch(self.input_dim, self.n_features, self._coeffs(), self.seed,
+                                ("maclaurin",), width=self.poly_width, method=self.method)
+
+    def _features(self, x2):
+        xp = get_namespace(x2)
+        dps = self._params(xp, self.dtype)
+        sq = (x2.astype(np.float64) ** 2).sum(axis=1, keepdims=True)
+        r = xp.sqrt(sq)
+        unit = x2 / xp.where(r > 0, r, 1.0).astype(x2.dtype)
+        log_r = xp.log(xp.where(r > 0, r, 1.0))
+        scales = []
+        for k in range(self.degree + 1):
+            log_a = -self.gamma * sq + 0.5 * (k * math.log(2.0 * self.gamma) - math.lgamma(k + 1))
+            a = xp.exp(log_a + k * log_r)
+            if k > 0:
+                a = xp.where(r > 0, a, 0.0)
+            scales.append(a.astype(x2.dtype))
+        return dps._compose(unit, scales)
+
+    def kernel(self, X1, X2=None):
+        """Exact Gaussian kernel ``exp(−γ‖x − y‖²)`` (float64)."""
+        x1, x2 = self._kernel_inputs(X1, X2)
+        return get_namespace(x1).exp(-self.gamma * _sq_dists(x1, x2))
+
+    def truncated_kernel(self, X1, X2=None):
+        """The degree-``degree`` Maclaurin truncation the features are unbiased for."""
+        x1, x2 = self._kernel_inputs(X1, X2)
+        xp = get_namespace(x1)
+        g = x1 @ x2.T
+        s = 0.0
+        for c in reversed(self._coeffs()):
+            s = s * g + c
+        n1 = (x1 * x1).sum(1)[:, None]
+        n2 = (x2 * x2).sum(1)[None, :]
+        return xp.exp(-self.gamma * (n1 + n2)) * s
+
+
+# ---------------------------------------------------------------------------- arc-cosine
+def _arccos_J(order: int, theta, xp):
+    """``J_n(θ)`` of Cho & Saul: closed form for n ≤ 2, Gauss–Legendre otherwise."""
+    s, c = xp.sin(theta), xp.cos(theta)
+    pi = math.pi
+    if order == 0:
+        return pi - theta
+    if order == 1:
+        return s + (pi - theta) * c
+    if order == 2:
+        return 3.0 * s * c + (pi - theta) * (1.0 + 2.0 * c * c)
+    # J_n(θ) = 2ⁿ n! ∫_{θ−π/2}^{π/2} cosⁿφ cosⁿ(φ−θ) dφ  (a smooth integrand on a finite
+    # interval; 2-D polar form of 2∫ Θ(w·x)Θ(w·y)(w·x)ⁿ(w·y)ⁿ dN(w)).
+    nodes, weights = np.polynomial.legendre.leggauss(24 + 2 * order)
+    half = (pi - theta) / 2.0
+    mid = theta / 2.0  # interval [θ − π/2, π/2] has midpoint θ/2
+    acc = 0.0
+    for t, w in zip(nodes, weights):
+        phi = mid + half * float(t)
+        acc = acc + float(w) * (xp.cos(phi) * xp.cos(phi - theta)) ** order
+    return (2.0 ** order) * math.factorial(order) * half * acc
+
+
+def arccos_kernel(x1, x2, order: int):
+    """Cho & Saul arc-cosine kernel ``k_n(x, y) = (1/π)‖x‖ⁿ‖y‖ⁿ J_n(θ)`` (float64, 2-D inputs).
+
+    ``k_n(x, y) = 2 E_{w~N(0,I)}[Θ(w·x)Θ(w·y)(w·x)ⁿ(w·y)ⁿ]``: ``k_0(x, x) = 1``,
+    ``k_1(x, x) = ‖x‖²``, ``k_2(x, x) = 3‖x‖⁴``. ``J_0 = π − θ``, ``J_1 = sin θ + (π − θ)cos θ``,
+    ``J_2 = 3 sin θ cos θ + (π − θ)(1 + 2cos²θ)``; higher orders by Gauss–Legendre
+    quadrature of the polar integral. With ``Θ(0) = 0``, a zero row has kernel 0.
+    """
+    xp = get_namespace(x1, x2)
+    n1 = xp.sqrt((x1 * x1).sum(1))[:, None]
+    n2 = xp.sqrt((x2 * x2).sum(1))[None, :]
+    prod = n1 * n2
+    cos = xp.clip((x1 @ x2.T) / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
+    theta = xp.arccos(cos)
+    k = _arccos_J(order, theta, xp) / math.pi
+    if order:
+        k = k * prod ** order
+    return xp.where(prod > 0, k, 0.0)
+
+
+@dataclass(frozen=True)
+class ArcCosineFeatures(_KernelMap):
+    """Random features of the Cho & Saul arc-cosine kernel of order ``q``.
+
+    ``f(x) = √(2/m) · Θ(Wᵀx) ⊙ (Wᵀx)^q`` with ``W`` i.i.d. N(0, 1) (``d × m``) and
+    ``Θ`` the Heaviside step (``Θ(0) = 0``): ``E⟨f(x), f(y)⟩ = k_q(x, y)`` in Cho & Saul's
+    normalization ``k_q(x, y) = (1/π)‖x‖^q‖y‖^q J_q(θ)`` (see :func:`arccos_kernel`;
+    ``k_0 = 1 − θ/π``, ``k_1(x, x) = ‖x‖²``). Note neural-tangents' ReLU dual is ``k_1/2``.
+    Draws at ``rng(seed, "arccos")``.
+    """
+
+    input_dim: int
+    n_features: int
+    order: int = 1
+    seed: int = 0
+    dtype: Any = "float32"
+
+    def __post_init__(self):
+        self._check_common()
+        _pos_int(self, "order", minimum=0)
+
+    def _build(self, xp, dtype):
+        w = rng(self.seed, "arccos").standard_normal((self.input_dim, self.n_features))
+        return to_namespace(w.astype(dtype), xp)
+
+    def _features(self, x2):
+        xp = get_namespace(x2)
+        z = x2 @ self._params(xp, self.dtype)
+        scale = math.sqrt(2.0 / self.n_features)
+        if self.order == 0:
+            return (z > 0).astype(x2.dtype) * scale
+        return xp.maximum(z, 0) ** self.order * scale
+
+    def kernel(self, X1, X2=None):
+        """Exact ``k_q(x, y)`` (float64)."""
+        x1, x2 = self._kernel_inputs(X1, X2)
+        return arccos_kernel(x1, x2, self.order)
+
+
+from .ntk_random_features import NTKRandomFeatures, relu_ntk  # noqa: E402

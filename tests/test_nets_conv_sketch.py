@@ -1,0 +1,184 @@
+"""Sketch face of Conv / AvgPool / GlobalAvgPool / Flatten (CNTK features linear in pixels).
+
+References are the exact faces (checked against naive loops and finite nets in
+``test_nets_conv_exact.py``):
+- linear conv nets whose features are never reduced give the exact kernel (every pixel
+  pair) and the exact per-pixel variances;
+- with SRHT reductions the features are unbiased (mean over seeds → exact kernel) and the
+  error shrinks as n_features grows;
+- nets with ReLU (the activation sketch faces): error of F Fᵀ against the exact CNTK
+  shrinks from m = 256 to m = 2048;
+- seeds are deterministic and a row's features do not depend on the batch it is in.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dsketch.nets import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Relu, myrtle, serial
+from dsketch.nets.base import SketchOptions
+from dsketch.nets.conv import WIDTH_FACTOR
+from dsketch.nets.serial import _input_feature_shape, input_features
+
+
+def _images(n, h, w, c, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, h, w, c))
+
+
+def _run_layers(layers, x, m, seed=0, dtype="float64"):
+    """Plan and apply the layers' sketch faces by hand (no readout): pixel features stay."""
+    shape = _input_feature_shape(x.shape[1:])
+    f = input_features(x, np.dtype(dtype))
+    opts = SketchOptions(n_features=m, dtype=dtype)
+    for i, layer in enumerate(layers):
+        step = layer.sketch(shape, opts, seed, (f"layer{i}", type(layer).__name__))
+        f = step(f)
+        assert f.nngp.shape[1:] == tuple(step.out.spatial) + (step.out.nngp,), (layer, f.nngp.shape, step.out)
+        assert f.ntk.shape[1:] == tuple(step.out.spatial) + (step.out.ntk,)
+        shape = step.out
+    return f
+
+
+def _gram(a):
+    """Pixel-pair Gram ⟨a_i(p), a_j(q)⟩: (n, H, W, w) → (n, n, H, W, H, W); vectors: (n, n)."""
+    a = a.astype(np.float64)
+    if a.ndim == 2:
+        return a @ a.T
+    return np.einsum("iabk,jcdk->ijabcd", a, a)
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+LINEAR = [Conv((3, 3), 1.3, 0.2, "SAME"), Conv((2, 2), 0.9, 0.0, "VALID"),
+          AvgPool((2, 2), strides=(1, 1), padding="SAME", normalize_edges=True),
+          Conv((3, 3), 1.1, 0.3, "SAME", strides=(2, 1)), AvgPool((2, 2), padding="SAME")]
+
+
+def test_linear_conv_features_are_exact_without_reduction():
+    x = _images(4, 6, 5, 3, seed=1)
+    exact = serial(*LINEAR).kernel(x, x.copy())  # cross path (pixel-pair symmetric)
+    f = _run_layers(LINEAR, x, m=4096)
+    assert f.nngp.shape[-1] < WIDTH_FACTOR * 4096 and f.ntk.shape[-1] < WIDTH_FACTOR * 4096
+    np.testing.assert_allclose(_gram(f.nngp), exact.nngp, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(_gram(f.ntk), exact.ntk, rtol=1e-10, atol=1e-12)
+    # per-pixel variances: exact through Conv, pooled-feature norms through AvgPool
+    d = serial(*LINEAR).kernel(x, diagonal=True).nngp
+    hw = d.shape[1] * d.shape[2]
+    var = d.reshape(4, hw, hw).diagonal(axis1=1, axis2=2).reshape(f.var.shape)
+    np.testing.assert_allclose(f.var, var, rtol=1e-10)
+
+
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+def test_linear_net_feature_map_is_exact_without_reduction(head):
+    x = _images(5, 5, 5, 2, seed=2)  # widest feature: NTK after Dense, 4618 < 8192
+    pool = GlobalAvgPool() if head == "gap" else Flatten()
+    net = serial(Conv((3, 3), 1.2, 0.1), Conv((3, 3), 0.8, 0.0, "VALID"), pool, Dense(1.1, 0.2))
+    exact = net.kernel(x)
+    out = net.sketch(x.shape[1:], n_features=8192, seed=3, dtype="float64")(x)
+    assert out.nngp.shape == (5, 8192) and out.ntk.shape == (5, 8192)
+    np.testing.assert_allclose(out.nngp @ out.nngp.T, exact.nngp, rtol=1e-10)
+    np.testing.assert_allclose(out.ntk @ out.ntk.T, exact.ntk, rtol=1e-10)
+
+
+def test_flatten_and_gap_variances():
+    x = _images(3, 4, 4, 3, seed=4)
+    for pool in (GlobalAvgPool(), Flatten()):
+        layers = [Conv((3, 3), 1.2, 0.3), pool]
+        f = _run_layers(layers, x, m=4096)
+        k = serial(*layers).kernel(x, diagonal=True).nngp
+        np.testing.assert_allclose(f.var, k, rtol=1e-10)
+        np.testing.assert_allclose(np.sum(f.nngp ** 2, axis=-1), k, rtol=1e-10)
+
+
+def test_reduced_features_are_unbiased_and_improve_with_width():
+    """Small m forces SRHT reductions in Conv and Flatten: mean over seeds → exact."""
+    x = _images(3, 5, 5, 3, seed=5)
+    layers = [Conv((3, 3), 1.3, 0.2), Conv((3, 3), 1.0, 0.1), Flatten()]
+    exact = serial(*layers).kernel(x)
+    errs = {}
+    for m in (16, 256):
+        grams = [(_gram(f.nngp), _gram(f.ntk)) for f in (_run_layers(layers, x, m, seed=s) for s in range(40))]
+        assert grams[0][0].shape == exact.nngp.shape
+        single = np.mean([[_rel(g[0], exact.nngp), _rel(g[1], exact.ntk)] for g in grams], axis=0)
+        mean = [_rel(np.mean([g[i] for g in grams], 0), ref) for i, ref in enumerate((exact.nngp, exact.ntk))]
+        errs[m] = (single, mean)
+    print(errs)
+    for i in (0, 1):
+        assert errs[256][0][i] < 0.5 * errs[16][0][i], errs       # ~1/√m per sketch
+        assert errs[16][1][i] < 0.5 * errs[16][0][i], errs        # averaging seeds removes it
+        assert errs[256][0][i] < 0.1, errs
+
+
+def test_conv_sketch_widths_and_reduction_plan():
+    from dsketch.nets.base import FeatureShape
+
+    opts = SketchOptions(n_features=64)
+    s = Conv((3, 3), 1.0, 0.5).sketch(FeatureShape((8, 8), 3, 0), opts, 0, ("c",))
+    assert s.out == FeatureShape((8, 8), 28, 28)
+    s = Conv((3, 3), 1.0, 0.0).sketch(FeatureShape((8, 8), 64, 64), opts, 0, ("c",))
+    assert s.out == FeatureShape((8, 8), WIDTH_FACTOR * 64, WIDTH_FACTOR * 64)
+    s = Conv((3, 3), 1.0, 0.0, "VALID", (2, 2)).sketch(FeatureShape((8, 8), 4, 4), opts, 0, ("c",))
+    assert s.out == FeatureShape((3, 3), 36, 72)
+    s = AvgPool((2, 2)).sketch(FeatureShape((5, 5), 7, 9), opts, 0, ("p",))
+    assert s.out == FeatureShape((2, 2), 7, 9)
+    assert GlobalAvgPool().sketch(FeatureShape((5, 5), 7, 9), opts, 0, ()).out == FeatureShape((), 7, 9)
+    assert Flatten().sketch(FeatureShape((2, 2), 7, 9), opts, 0, ()).out == FeatureShape((), 28, 36)
+    assert Flatten().sketch(FeatureShape((4, 4), 70, 90), opts, 0, ()).out == FeatureShape((), 128, 128)
+    hash(s)  # plans are small hashable specs
+    for layer in (Conv((3, 3)), AvgPool((2, 2)), GlobalAvgPool()):
+        with pytest.raises(ValueError, match="image"):
+            layer.sketch(FeatureShape((), 5, 5), opts, 0, ())
+
+
+def test_deterministic_chunk_invariant_and_dtype():
+    x = _images(6, 6, 6, 3, seed=6)
+    layers = [Conv((3, 3), 1.3, 0.2), Conv((3, 3), 1.0, 0.0), AvgPool((2, 2)), Flatten()]
+    a = _run_layers(layers, x, m=16, seed=7, dtype="float32")
+    b = _run_layers(layers, x, m=16, seed=7, dtype="float32")
+    c = _run_layers(layers, x, m=16, seed=8, dtype="float32")
+    assert a.nngp.dtype == np.float32 and a.ntk.dtype == np.float32
+    np.testing.assert_array_equal(a.nngp, b.nngp)
+    np.testing.assert_array_equal(a.ntk, b.ntk)
+    assert not np.allclose(a.ntk, c.ntk)
+    rows = [_run_layers(layers, x[i:i + 1], m=16, seed=7, dtype="float32") for i in range(6)]
+    np.testing.assert_allclose(np.concatenate([r.nngp for r in rows]), a.nngp, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.concatenate([r.ntk for r in rows]), a.ntk, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.concatenate([r.var for r in rows]), a.var, rtol=1e-12)
+
+
+# =========================================================================================
+# with ReLU: fidelity of the whole CNTK sketch (needs the activation sketch faces)
+# =========================================================================================
+def _fidelity(net, x, ms, seeds):
+    exact = net.kernel(x)
+    errs = {}
+    for m in ms:
+        e = []
+        for s in range(seeds):
+            out = net.sketch(x.shape[1:], n_features=m, seed=s)(x)
+            kn = out.nngp.astype(np.float64) @ out.nngp.T.astype(np.float64)
+            kt = out.ntk.astype(np.float64) @ out.ntk.T.astype(np.float64)
+            e.append((_rel(kn, exact.nngp), _rel(kt, exact.ntk)))
+        errs[m] = tuple(np.mean(e, axis=0))
+    return errs
+
+
+@pytest.mark.parametrize("name", ["conv-relu-gap", "myrtle5-8x8"])
+def test_cntk_sketch_fidelity_improves_with_width(name):
+    if name == "conv-relu-gap":
+        net = serial(Conv((3, 3), 1.4, 0.1), Relu(), Conv((3, 3), 1.4, 0.1), Relu(), GlobalAvgPool(),
+                     Dense(1.0, 0.1))
+        x = _images(8, 6, 6, 3, seed=9)
+    else:
+        net = myrtle(5)
+        x = _images(8, 8, 8, 3, seed=10)
+    errs = _fidelity(net, x, (256, 2048), seeds=2)
+    print(name, errs)
+    for i in (0, 1):
+        assert errs[2048][i] < 0.6 * errs[256][i], errs
+        assert errs[2048][i] < 0.1, errs
