@@ -456,31 +456,46 @@ class PolynomialSketch(_KernelSketch):
     degree : int, default=2
     gamma : float, default=1.0
     coef0 : float, default=0.0
-    method : str, default="polysketch"
-        Sketching method of :class:`dsketch.sketch.kernels.PolynomialSketch`.
+    method : {"polysketch", "ctr", "tensorsketch"}, default="polysketch"
+        Sketching method of :class:`dsketch.sketch.kernels.PolynomialSketch`
+        ("tensorsketch" is scikit-learn's ``PolynomialCountSketch`` estimator).
+    leaf : {"srht", "countsketch"}, default="srht"
+        Leaves of the polysketch tree; "countsketch" runs in input-sparsity time.
     n_components, random_state, dtype
         As in :class:`NTKSketch`.
+
+    Notes
+    -----
+    SciPy sparse input (and dask arrays of sparse blocks) is accepted with
+    ``method="tensorsketch"`` or ``leaf="countsketch"``; the other settings refuse it with
+    a ``TypeError`` before computing anything.
     """
 
     _map_name = "PolynomialSketch"
-    _map_params = ("degree", "gamma", "coef0", "method")
+    _map_params = ("degree", "gamma", "coef0", "method", "leaf")
     _parameter_constraints: dict = {
         **_BaseSketch._parameter_constraints,
         "degree": [Interval(Integral, 1, None, closed="left")],
         "gamma": [Interval(Real, 0, None, closed="neither")],
         "coef0": [Interval(Real, 0, None, closed="left")],
-        "method": [str],
+        "method": [StrOptions({"polysketch", "ctr", "tensorsketch"})],
+        "leaf": [StrOptions({"srht", "countsketch"})],
     }
 
-    def __init__(self, *, degree=2, gamma=1.0, coef0=0.0, method="polysketch", n_components=1024,
-                 random_state=None, dtype="float32"):
+    def __init__(self, *, degree=2, gamma=1.0, coef0=0.0, method="polysketch", leaf="srht",
+                 n_components=1024, random_state=None, dtype="float32"):
         self.degree = degree
         self.gamma = gamma
         self.coef0 = coef0
         self.method = method
+        self.leaf = leaf
         self.n_components = n_components
         self.random_state = random_state
         self.dtype = dtype
+
+    @property
+    def _accepts_sparse(self) -> bool:
+        return self.method == "tensorsketch" or self.leaf == "countsketch"
 
 
 class RandomFourierFeatures(_KernelSketch):
@@ -555,7 +570,7 @@ def _memory_gram(Phi, Y, n_folds: int | None, fold_seed: int):
 
 
 def _eig(G):
-    lam, V = scipy.linalg.eigh(G)
+    lam, V = scipy.linalg.eigh(G, driver="evd")
     return np.maximum(lam, 0.0), V
 
 

@@ -54,7 +54,9 @@ def test_connect_order_address_file_env(running, tmp_path, monkeypatch, capsys):
 
 def test_gpu_needs_dask_cuda(monkeypatch):
     try:
-        import dask_cuda  # noqa: F401
+        import dask_cuda
+
+        del dask_cuda
     except ImportError:
         monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
         with pytest.raises(RuntimeError, match="dask-cuda"):

@@ -265,3 +265,21 @@ def test_write_array_atomic_and_aligned(tmp_path):
     np.testing.assert_array_equal(zarr.open_group(dest, mode="r")["predictions"][:], old + 1)
     assert _siblings(tmp_path) == ["s.zarr"]
     assert open_dataset(dest, y=None).X.shape == (50, 2)  # the rest of the store is intact
+
+
+def test_fsspec_url_store_round_trip():
+    """Any fsspec URL zarr understands (here the in-process memory:// file system)."""
+    import uuid
+
+    url = f"memory://dsketch-{uuid.uuid4().hex}/s.zarr"
+    X = np.random.default_rng(5).standard_normal((100, 3)).astype(np.float32)
+    ingest(X, url, y=np.arange(100.0), chunk_rows=30)
+    ds = open_dataset(url)
+    assert ds.X.chunks[0] == (30, 30, 30, 10)
+    np.testing.assert_array_equal(ds.X.compute(), X)
+    with pytest.raises(FileExistsError):
+        ingest(X, url)
+    ingest(2 * X, url, y=np.zeros(100), overwrite=True, chunk_rows=30)
+    np.testing.assert_array_equal(open_dataset(url).X.compute(), 2 * X)
+    write_array(ds.X[:, :2] * 0 + 1, url, name="pred")
+    assert zarr.open_group(url, mode="r")["pred"][:].sum() == 200

@@ -9,14 +9,14 @@ Public API (agreed with the user layer, see ``ENGINE_API``): :func:`connect`,
 """
 
 from .cluster import PeakRSS, connect, dashboard_link, machine_size, show_progress, worker_memory
-from .graph import embed, task_word
+from .graph import embed, task_word, to_gpu
 from .io import Dataset, ingest, open_dataset, validate_rows, write_array
 from .solve import (FitReport, Gram, choose_persist, choose_solver, fit_ridge, fold_ids, gram,
                     predict, solve_gram)
 
 __all__ = [
     "connect", "dashboard_link", "PeakRSS", "machine_size", "show_progress", "worker_memory",
-    "embed", "task_word",
+    "embed", "task_word", "to_gpu",
     "Dataset", "ingest", "open_dataset", "validate_rows", "write_array",
     "FitReport", "Gram", "gram", "solve_gram", "fit_ridge", "predict", "fold_ids",
     "choose_solver", "choose_persist",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["embed", "task_word", "check_feature_map"]
+__all__ = ["embed", "task_word", "check_feature_map", "to_gpu"]
 
 
 def task_word(fmap: Any, name: str | None = None) -> str:
@@ -69,7 +69,28 @@ def _spec_token(fmap) -> str:
     return tokenize(type(fmap).__module__, type(fmap).__qualname__, repr(fmap))
 
 
-def embed(X, fmap, *, name: str | None = None):
+def _to_cupy(block):
+    import cupy
+
+    if hasattr(block, "tocsr"):  # scipy.sparse → cupyx.scipy.sparse
+        import cupyx.scipy.sparse as csp
+
+        return csp.csr_matrix(block)
+    return cupy.asarray(block)
+
+
+def to_gpu(X):
+    """Move the blocks of ``X`` to the current GPU (lazily; tasks ``dsketch-togpu``)."""
+    import cupy
+    import dask.array as da
+    from dask.base import tokenize
+
+    meta = cupy.empty((0,) * X.ndim, dtype=X.dtype)
+    return da.map_blocks(_to_cupy, X, dtype=X.dtype, meta=meta,
+                         name=f"dsketch-togpu-{tokenize(X.name)}")
+
+
+def embed(X, fmap, *, name: str | None = None, device: str | None = None):
     """Lazy features ``Φ = fmap(X)`` of a row-chunked dask array.
 
     Parameters
@@ -85,6 +106,9 @@ def embed(X, fmap, *, name: str | None = None):
     name : str, optional
         Word for the task names (``dsketch-embed-<name>``); default from ``fmap``
         (see :func:`task_word`).
+    device : {"gpu", "cpu", None}
+        ``"gpu"`` moves NumPy blocks to CuPy first (see :func:`to_gpu`; the features then
+        stay on the GPU); ``None`` keeps each block where it is.
 
     Returns
     -------
@@ -103,6 +127,10 @@ def embed(X, fmap, *, name: str | None = None):
         raise TypeError(f"X must be a dask array, got {type(X).__name__} (use dask.array.from_array "
                         f"or dsketch.engine.open_dataset)")
     check_feature_map(fmap)
+    if device not in (None, "cpu", "gpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or None, got {device!r}")
+    if device in ("gpu", "cuda") and type(X._meta).__module__.split(".")[0] != "cupy":
+        X = to_gpu(X)
     m = int(fmap.n_features)
     dtype = np.dtype(fmap.dtype)
     in_shape = getattr(fmap, "input_shape", None)

@@ -497,8 +497,6 @@ def _array_blocks(arr, y=None):
 
 
 def _dask_blocks(arr):
-    import dask.array as da
-
     def gen(rows):
         a = arr.rechunk({0: rows, **{ax: -1 for ax in range(1, arr.ndim)}})
         for i in range(a.numblocks[0]):

@@ -27,7 +27,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -290,7 +290,9 @@ def _gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m
     Bs = [np.zeros((m, k)) for _ in range(F)]
     yys = [np.zeros(k) for _ in range(F)]
     cnt = [0] * F
-    fid = fold_ids(phi.shape[0], n_folds, fold_seed, int(np.asarray(rows).ravel()[0])) if n_folds else None
+    fid = None
+    if n_folds:
+        fid = fold_ids(phi.shape[0], n_folds, fold_seed, int(np.asarray(rows).ravel()[0]))
     for sl in _slabs(phi.shape[0], slab):
         P = phi[sl].astype(xp.float64)
         Yh = np.asarray(y[sl], dtype=np.float64)
@@ -510,9 +512,12 @@ def choose_solver(n: int, m: int, k: int, client=None, *, split_every: int = _SP
                   direct_max_features: int = _DIRECT_MAX_FEATURES) -> tuple[str, str]:
     """``("direct" | "cg", reason)`` from sizes and the workers' memory.
 
-    Direct needs one pass costing ``n·m²`` flops and ``(split_every + 2)`` float64 ``m × m``
-    Grams per reduction task; CG needs ``~2·n·m·k`` flops per iteration (tens of
-    iterations with the Nyström preconditioner) and only ``m × k`` state.
+    Direct reads the data once (``n·m²`` flops, ``(split_every + 2)`` float64 ``m × m``
+    Grams per reduction task, an ``O(m³)`` factorization on the client); CG needs
+    ``1 + iterations`` passes (``4·n·m·k`` flops each, plus re-embedding when ``Φ`` is not
+    persisted) but only ``m × k`` state.  Direct wins whenever its Gram fits: one pass
+    beats tens of passes, so CG is chosen only for ``m > direct_max_features`` or when
+    the Gram reduction would not fit half of the smallest worker's memory.
     """
     workers, wmin, _ = _worker_memory(client)
     gram_b = 8.0 * m * m
@@ -524,12 +529,9 @@ def choose_solver(n: int, m: int, k: int, client=None, *, split_every: int = _SP
     if wmin and need > 0.5 * wmin:
         return "cg", (f"cg: the Gram reduction needs ~{_fmt_bytes(need)} per task, more than half "
                       f"of the smallest worker's memory ({_fmt_bytes(wmin)})")
-    if 2 * k * 30 < m and n * m * m > 5e13:
-        return "cg", (f"cg: n·m² = {n * m * m:.1e} flops for the Gram vs ~{60 * n * m * k:.1e} for "
-                      f"30 CG iterations with k={k} targets")
     mem = f", fits worker memory ({_fmt_bytes(wmin)})" if wmin else ""
-    return "direct", (f"direct: m={m} features ≤ {direct_max_features}; one pass builds the m×m "
-                      f"Gram ({_fmt_bytes(gram_b)}{mem}), then Cholesky on the client")
+    return "direct", (f"direct: m={m} features ≤ {direct_max_features}; one pass over n={n} rows "
+                      f"builds the m×m Gram ({_fmt_bytes(gram_b)}{mem}), then Cholesky on the client")
 
 
 def choose_persist(Phi, client, persist) -> tuple[bool, str]:
@@ -647,7 +649,8 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
         ``callback(residual, iteration)`` after each CG iteration (largest relative
         residual over targets).
     rank : int, optional
-        Nyström sketch size; default ``min(256, m // 2)``.
+        Nyström sketch size; default ``min(256, max(8, m // 8), m // 2)`` (the sketch costs
+        about ``rank / k`` matvecs in the setup pass).
     seed : int
         Seed of the Nyström test matrix.
 
@@ -717,7 +720,8 @@ def _cg(Phi, Y2, *, alpha, tol, maxiter, preconditioner, persist, x0, client, ca
         X = np.zeros((m, k))
     ell = 0
     if preconditioner == "nystrom":
-        ell = int(rank) if rank else min(256, m // 2)
+        # the sketch pass costs ~ell/k matvecs: keep ell a small fraction of m by default
+        ell = int(rank) if rank else min(256, max(8, m // 8), m // 2)
         ell = max(0, min(ell, m))
         if ell < 1:
             preconditioner = "jacobi"
@@ -761,8 +765,9 @@ def _cg(Phi, Y2, *, alpha, tol, maxiter, preconditioner, persist, x0, client, ca
         parts = _per_chunk(_matvec_chunk, "dsketch-cg-matvec", Phi_run, V=D[:, active],
                            P=m * len(active),
                            slab=int(slab_rows))
+        # no progress bar per iteration (the residual callback reports progress)
         AD = _compute(_tree_sum(parts, "dsketch-cg-matvec", split_every), client,
-                      progress).reshape(m, len(active))
+                      False).reshape(m, len(active))
         AD += alpha * D[:, active]
         iter_times.append(time.perf_counter() - t)
         it += 1

@@ -50,13 +50,14 @@ class Moments(NamedTuple):
 
     @property
     def prod(self):
-        """√(v1 v2), computed without overflow."""
-        return self.s1 * self.s2
+        """√(v1 v2), computed without overflow (exactly v1 where v1 == v2)."""
+        xp = get_namespace(self.rho)
+        return xp.where(self.v1 == self.v2, self.v1, self.s1 * self.s2)
 
     @property
     def cov(self):
         """Covariance consistent with the clipped correlation: ρ √(v1 v2)."""
-        return self.rho * self.s1 * self.s2
+        return self.rho * self.prod
 
     @property
     def sin(self):
@@ -69,7 +70,8 @@ def moments(var1, var2, cov) -> Moments:
     """Broadcast and sanitize the moments of (u, v) ~ N(0, [[var1, cov], [cov, var2]]).
 
     Negative variances (round-off) are clipped to 0, the correlation ρ = cov/√(var1 var2)
-    is clipped to [-1, 1] and set to 0 where √(var1 var2) underflows to 0. The result keeps
+    is clipped to [-1, 1] (and snapped to ±1 within 4 ulps) and set to 0 where
+    √(var1 var2) underflows to 0. The result keeps
     the floating dtype of the inputs (float32 stays float32).
     """
     xp = get_namespace(var1, var2, cov)
@@ -82,11 +84,16 @@ def moments(var1, var2, cov) -> Moments:
     v2 = xp.maximum(var2, 0)
     s1 = xp.sqrt(v1)
     s2 = xp.sqrt(v2)
-    prod = s1 * s2
+    prod = xp.where(v1 == v2, v1, s1 * s2)  # exactly ρ = 1 on diagonals / duplicate rows
     tiny = np.finfo(dt).tiny
     ok = prod > tiny
     rho = xp.where(ok, cov / xp.where(ok, prod, 1), 0)
     rho = xp.clip(rho, -1, 1)
+    # Within a few ulps of ±1 the correlation is round-off (e.g. a Gram diagonal from a
+    # matmul next to variances from a row sum): snap it, so that arccos-type duals, whose
+    # slope is infinite at ±1, do not turn 1e-16 into 1e-8.
+    snap = 1 - 4 * np.finfo(dt).eps
+    rho = xp.where(rho >= snap, 1, xp.where(rho <= -snap, -1, rho)).astype(dt, copy=False)
     shape = np.broadcast_shapes(v1.shape, v2.shape, rho.shape)
     rho = xp.broadcast_to(rho, shape)
     return Moments(v1, v2, s1, s2, rho)

@@ -45,13 +45,10 @@ def hadamard_matrix(n: int, dtype=np.float64) -> np.ndarray:
     """
     if not is_pow2(n):
         raise ValueError(f"Hadamard size must be a power of two, got {n}")
-    i = np.arange(n, dtype=np.int64)
-    bits = np.bitwise_and(i[:, None], i[None, :])
-    parity = np.zeros_like(bits)
-    while bits.any():
-        parity ^= bits & 1
-        bits >>= 1
-    return (1 - 2 * parity).astype(dtype)
+    h = np.ones((1, 1), dtype=dtype)
+    while h.shape[0] < n:  # Sylvester doubling
+        h = np.block([[h, h], [h, -h]])
+    return h
 
 
 @functools.lru_cache(maxsize=64)

@@ -828,6 +828,8 @@ class DotProductSketch(_Random):
         Internal width of the tree (default ``d_out``).
     method : {"polysketch", "ctr"}
         Real tree or complex-to-real tree.
+    leaf : {"srht", "countsketch"}
+        Leaves of the real tree; ``"countsketch"`` also accepts 2-D sparse input.
     """
 
     d_in: int
@@ -837,6 +839,7 @@ class DotProductSketch(_Random):
     path: tuple = ()
     width: Any = None
     method: str = "polysketch"
+    leaf: str = "srht"
 
     def __post_init__(self):
         _check_spec(self, "d_in", "d_out")
@@ -860,6 +863,10 @@ class DotProductSketch(_Random):
                              f"got {self.method!r}")
         if coeffs[0] > 0 and self.d_out < 2:
             raise ValueError("DotProductSketch: d_out must be ≥ 2 when coeffs[0] > 0")
+        if self.leaf not in ("srht", "countsketch") or (
+                self.method == "ctr" and self.leaf != "srht"):
+            raise ValueError(f"DotProductSketch: leaf must be 'srht' or 'countsketch' "
+                             f"('srht' with method='ctr'), got {self.leaf!r}")
 
     @property
     def degree(self) -> int:
@@ -871,25 +878,46 @@ class DotProductSketch(_Random):
 
     def _build(self, xp, dtype):
         w = self.width or self.d_out
-        cls = PolySketch if self.method == "polysketch" else CtRPolySketch
-        tree = cls(self.d_in, w, self.degree, self.seed, self.path + ("tree",))
+        if self.method == "polysketch":
+            tree = PolySketch(self.d_in, w, self.degree, self.seed, self.path + ("tree",),
+                              leaf=self.leaf)
+        else:
+            tree = CtRPolySketch(self.d_in, w, self.degree, self.seed, self.path + ("tree",))
         n_const = 1 if self.coeffs[0] > 0 else 0
         out = SRHT(len(self._active) * w, self.d_out - n_const, self.seed, self.path + ("out",))
         return tree, out
 
     def __call__(self, x, *, check: bool = True):
-        """``(..., d_in) → (..., d_out)`` with ``E⟨f(x), f(y)⟩ = Σ c_l ⟨x,y⟩ˡ``."""
+        """``(..., d_in) → (..., d_out)`` with ``E⟨f(x), f(y)⟩ = Σ c_l ⟨x,y⟩ˡ``.
+
+        2-D sparse ``x`` is accepted with ``leaf="countsketch"``.
+        """
+        if _is_sparse(x):
+            if self.leaf != "countsketch":
+                raise ValueError("DotProductSketch: sparse input needs leaf='countsketch'")
+            x2 = _check_sparse(x, self.d_in, type(self).__name__)
+            return self._compose(x2, [math.sqrt(c) for c in self.coeffs])
         x = _prepare(x, self.d_in, type(self).__name__, check=check)
-        xp = get_namespace(x)
         x2, lead = _rows(x, self.d_in)
-        tree, out = self._params(xp, x.dtype)
+        f = self._compose(x2, [math.sqrt(c) for c in self.coeffs])
+        return f.reshape(lead + (self.d_out,))
+
+    def _compose(self, x2, scales):
+        """Features with block ``l`` scaled by ``scales[l]`` (a scalar or an ``(R, 1)`` array).
+
+        ``E⟨f(x), f(y)⟩ = Σ_l scales[l](x)·scales[l](y)·⟨x, y⟩ˡ``; degrees whose coefficient
+        is zero are skipped whatever their scale.
+        """
+        data = x2.data if _is_sparse(x2) else x2
+        xp = get_namespace(data)
+        tree, out = self._params(xp, _float_dtype(data))
         s = tree.evaluate(x2, self._active, check=False)
-        u = xp.concatenate([s[l] * math.sqrt(self.coeffs[l]) for l in self._active], axis=-1)
+        u = xp.concatenate([s[l] * scales[l] for l in self._active], axis=-1)
         f = out(u, check=False)
         if self.coeffs[0] > 0:
-            c0 = xp.full((f.shape[0], 1), math.sqrt(self.coeffs[0]), dtype=f.dtype)
-            f = xp.concatenate([c0, f], axis=-1)
-        return f.reshape(lead + (self.d_out,))
+            c0 = xp.ones((f.shape[0], 1), dtype=f.dtype) * scales[0]
+            f = xp.concatenate([c0.astype(f.dtype, copy=False), f], axis=-1)
+        return f
 
     def kernel(self, x1, x2=None):
         """Exact ``Σ c_l ⟨x₁, x₂⟩ˡ`` (float64) for 2-D inputs."""

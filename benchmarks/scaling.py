@@ -1,0 +1,299 @@
+"""Engine scaling: rows/s of the one-pass fit vs n, 1 vs 2 workers, direct vs CG, memory.
+
+What it measures, on a Zarr store written to disk first (n × d float32, d = 128 by
+default, sharded by rows):
+
+* ``loop``: the one-process baseline — a plain Python loop over the SAME row chunks
+  (read the shard with zarr, embed, accumulate ΦᵀΦ and ΦᵀY in float64 with the same
+  per-chunk kernel the engine uses), BLAS limited to 1 thread like a 1-thread worker;
+* ``dask-1w`` / ``dask-2w``: ``engine.fit_ridge(solver="direct")`` (one pass) on an
+  embedded ``LocalCluster`` with 1 and 2 single-threaded worker processes;
+* ``cg``: ``engine.fit_ridge(solver="cg")`` on the largest cluster for the sizes up to
+  ``--cg-max-rows`` (iterations, seconds per iteration, whether Φ was persisted);
+* peak RSS of every worker (sampled inside the workers) for each run.
+
+It prints a table with the Dask overhead (loop time / 1-worker time) and the 2-vs-1
+speedup, and writes ``benchmarks/results/scaling.json`` and ``scaling.png``.
+
+    python benchmarks/scaling.py --quick      # CI-sized: n up to 2·10^5, ~1 minute
+    python benchmarks/scaling.py              # n up to 10^7 rows × 128 (5 GB on disk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from dsketch import engine  # noqa: E402
+from dsketch.backend import device_cache, get_namespace, rng  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+# ----------------------------------------------------------------------- feature map
+@dataclass(frozen=True)
+class _FallbackRFF:
+    """Random Fourier features, used only while dsketch.sketch.kernels cannot be imported."""
+
+    input_dim: int
+    n_features: int
+    gamma: float = 1.0
+    seed: int = 0
+    task_name: str = "rff"
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float32)
+
+    @property
+    def input_shape(self):
+        return (self.input_dim,)
+
+    @device_cache
+    def params(self, xp):
+        g = rng(self.seed, "bench", "rff")
+        W = g.standard_normal((self.input_dim, self.n_features)) * math.sqrt(2 * self.gamma)
+        b = g.uniform(0, 2 * math.pi, self.n_features)
+        return xp.asarray(W.astype(np.float32)), xp.asarray(b.astype(np.float32))
+
+    def __call__(self, x):
+        xp = get_namespace(x)
+        W, b = self.params(xp)
+        return (math.sqrt(2.0 / self.n_features) * xp.cos(x.astype(np.float32) @ W + b)).astype(np.float32)
+
+
+def feature_map(d: int, m: int, gamma: float):
+    try:
+        from dsketch.sketch.kernels import RandomFourierFeatures
+
+        return RandomFourierFeatures(input_dim=d, n_features=m, gamma=gamma, seed=0), "RandomFourierFeatures"
+    except Exception as exc:  # kernels module not importable yet
+        print(f"(dsketch.sketch.kernels unavailable: {exc}; using the benchmark's own RFF map)")
+        return _FallbackRFF(d, m, gamma, 0), "fallback RFF"
+
+
+# ----------------------------------------------------------------------------- data
+def make_store(path: str, n: int, d: int, chunk_rows: int, seed: int = 0) -> float:
+    """Write X ~ N(0, 1) (n × d float32) and y = sin(X w) + noise; return seconds."""
+    import dask.array as da
+
+    t = time.perf_counter()
+    g = da.random.default_rng(seed)
+    X = g.standard_normal((n, d), chunks=(chunk_rows, d), dtype=np.float32)
+    w = np.random.default_rng(seed + 1).standard_normal(d) / math.sqrt(d)
+    y = da.sin(X @ w) + 0.1 * da.random.default_rng(seed + 2).standard_normal(n, chunks=chunk_rows)
+    with __import__("dask").config.set(scheduler="threads"):
+        engine.ingest(X, path, y=y, chunk_rows=chunk_rows, overwrite=True)
+    return time.perf_counter() - t
+
+
+# -------------------------------------------------------------------------- baseline
+def loop_baseline(path: str, fmap, threads: int = 1) -> dict:
+    """One process, no Dask: for each shard, read → embed → the engine's gram kernel."""
+    import zarr
+    from threadpoolctl import threadpool_limits
+
+    from dsketch.engine.solve import _gram_chunk
+
+    g = zarr.open_group(path, mode="r")
+    zX, zy = g["X"], g["y"]
+    rows = (zX.shards or zX.chunks)[0]
+    n, m = zX.shape[0], fmap.n_features
+    total = None
+    t = time.perf_counter()
+    with threadpool_limits(threads):
+        for r0 in range(0, n, rows):
+            xb = zX[r0:r0 + rows]
+            yb = zy[r0:r0 + rows][:, None]
+            part = _gram_chunk(fmap(xb), yb, n_folds=0, fold_seed=0, slab=8192, m=m, k=1)
+            total = part if total is None else total + part
+    secs = time.perf_counter() - t
+    import psutil
+
+    return {"seconds": secs, "rows_per_s": n / secs,
+            "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}
+
+
+# ---------------------------------------------------------------------------- runs
+def run_cluster(path: str, fmap, workers: int, memory_limit: str, do_cg: bool, alpha: float,
+                cg_maxiter: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    out: dict = {}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      memory_limit=memory_limit, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        ds = engine.open_dataset(path)
+        Phi = engine.embed(ds.X, fmap)
+        # warm-up: imports and random matrices on the workers (not timed)
+        engine.fit_ridge(Phi[: ds.X.chunks[0][0]], ds.y[: ds.X.chunks[0][0]], alpha=alpha,
+                         solver="direct", client=client)
+        with engine.PeakRSS(client) as mon:
+            t = time.perf_counter()
+            W, rep = engine.fit_ridge(Phi, ds.y, alpha=alpha, solver="direct", client=client)
+            secs = time.perf_counter() - t
+        out["direct"] = {"seconds": secs, "rows_per_s": ds.n_rows / secs,
+                         "gram_s": rep.timings.get("gram_s"),
+                         "peak_rss_mb": {a: v / 2**20 for a, v in mon.peak.items()},
+                         "max_peak_rss_mb": mon.max_peak / 2**20}
+        if do_cg:
+            with engine.PeakRSS(client) as mon:
+                t = time.perf_counter()
+                Wc, repc = engine.fit_ridge(Phi, ds.y, alpha=alpha, solver="cg", tol=1e-6,
+                                            maxiter=cg_maxiter, client=client)
+                secs = time.perf_counter() - t
+            rel = float(np.abs(Wc - W).max() / np.abs(W).max())
+            out["cg"] = {"seconds": secs, "iterations": repc.iterations,
+                         "seconds_per_iteration": repc.seconds_per_iteration,
+                         "setup_s": repc.timings.get("setup_s"), "persisted": repc.persisted,
+                         "reason": repc.reason, "converged": repc.converged,
+                         "rel_diff_vs_direct": rel, "residuals": repc.residuals,
+                         "peak_rss_mb": {a: v / 2**20 for a, v in mon.peak.items()},
+                         "max_peak_rss_mb": mon.max_peak / 2**20}
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["runs"]
+    ns = [r["n"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    ax.plot(ns, [r["loop"]["rows_per_s"] for r in rows], "o-", label="NumPy loop (1 process)")
+    for w in results["config"]["workers"]:
+        ax.plot(ns, [r[f"dask_{w}w"]["direct"]["rows_per_s"] for r in rows], "s-",
+                label=f"dask, {w} worker(s)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rows n")
+    ax.set_ylabel("rows / s (one-pass direct fit)")
+    ax.set_title(f"d={results['config']['d']}, m={results['config']['m']}")
+    ax.legend()
+    ax = axes[1]
+    cg = [(r["n"], r[f"dask_{max(results['config']['workers'])}w"].get("cg")) for r in rows]
+    cg = [(n, c) for n, c in cg if c]
+    if cg:
+        ax.plot([n for n, _ in cg], [c["seconds_per_iteration"] for _, c in cg], "o-",
+                label="CG s / iteration")
+        ax.plot([n for n, _ in cg], [c["setup_s"] for _, c in cg], "^-", label="CG setup pass (s)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rows n")
+        ax.set_ylabel("seconds")
+        ax.legend()
+        ax.set_title("distributed CG")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI-sized run (n ≤ 2·10^5)")
+    p.add_argument("--rows", type=float, nargs="*", help="row counts (default by mode)")
+    p.add_argument("--d", type=int, default=128)
+    p.add_argument("--m", type=int, default=256, help="features")
+    p.add_argument("--chunk-rows", type=int, default=None)
+    p.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--memory-limit", default="6GiB", help="per worker")
+    p.add_argument("--cg-max-rows", type=float, default=None)
+    p.add_argument("--cg-maxiter", type=int, default=100)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--data-dir", default=None, help="where stores are written (default: temp)")
+    p.add_argument("--keep", action="store_true", help="keep the stores")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
+    p.add_argument("--name", default="scaling", help="file stem of the JSON and PNG")
+    a = p.parse_args(argv)
+
+    rows = [int(r) for r in a.rows] if a.rows else (
+        [20_000, 100_000, 200_000] if a.quick else [100_000, 1_000_000, 10_000_000])
+    chunk_rows = a.chunk_rows or (16_384 if a.quick else 65_536)
+    cg_max = a.cg_max_rows or (200_000 if a.quick else 1_000_000)
+    fmap, fmap_name = feature_map(a.d, a.m, gamma=1.0 / a.d)
+    base = Path(a.data_dir) if a.data_dir else Path(tempfile.mkdtemp(prefix="dsketch-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    results = {"benchmark": "scaling", "config": {
+        "d": a.d, "m": a.m, "chunk_rows": chunk_rows, "workers": a.workers,
+        "memory_limit": a.memory_limit, "feature_map": fmap_name, "alpha": a.alpha,
+        "threads_per_worker": 1, "loop_blas_threads": 1, "quick": a.quick,
+        "cpus": os.cpu_count()}, "runs": []}
+    print(f"scaling: d={a.d} m={a.m} chunk_rows={chunk_rows} map={fmap_name} "
+          f"cpus={os.cpu_count()} data in {base}")
+    try:
+        for n in rows:
+            path = str(base / f"x{n}.zarr")
+            t_ing = make_store(path, n, a.d, chunk_rows)
+            disk = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+            rec = {"n": n, "ingest_s": t_ing, "store_mb": disk / 2**20,
+                   "chunks": math.ceil(n / chunk_rows)}
+            print(f"n={n:>10,}: store {disk / 2**20:8.1f} MiB written in {t_ing:6.1f} s", flush=True)
+            rec["loop"] = loop_baseline(path, fmap)
+            print(f"  loop     {rec['loop']['seconds']:8.2f} s  {rec['loop']['rows_per_s']:12,.0f} rows/s", flush=True)
+            for w in a.workers:
+                r = run_cluster(path, fmap, w, a.memory_limit,
+                                do_cg=(w == max(a.workers) and n <= cg_max), alpha=a.alpha,
+                                cg_maxiter=a.cg_maxiter)
+                rec[f"dask_{w}w"] = r
+                dr = r["direct"]
+                print(f"  dask {w}w  {dr['seconds']:8.2f} s  {dr['rows_per_s']:12,.0f} rows/s  "
+                      f"peak RSS/worker {dr['max_peak_rss_mb']:7.0f} MiB", flush=True)
+                if "cg" in r:
+                    c = r["cg"]
+                    print(f"  cg {w}w    {c['seconds']:8.2f} s  {c['iterations']} it × "
+                          f"{c['seconds_per_iteration']:.3f} s (+ setup {c['setup_s']:.2f} s), "
+                          f"persisted={c['persisted']}, rel diff vs direct {c['rel_diff_vs_direct']:.1e}, "
+                          f"peak RSS/worker {c['max_peak_rss_mb']:.0f} MiB", flush=True)
+            results["runs"].append(rec)
+            if not a.keep:
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if not a.keep and not a.data_dir:
+            shutil.rmtree(base, ignore_errors=True)
+
+    # ---- table
+    w1, wmax = min(a.workers), max(a.workers)
+    print()
+    hdr = (f"{'n':>11} {'loop rows/s':>13} {f'{w1}w rows/s':>12} {f'{wmax}w rows/s':>12} "
+           f"{'loop/1w':>8} {f'{wmax}w/{w1}w':>7} {'peak MiB':>9} {'cg it':>6} {'s/it':>7} {'persist':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for rec in results["runs"]:
+        l = rec["loop"]["rows_per_s"]
+        r1 = rec[f"dask_{w1}w"]["direct"]["rows_per_s"]
+        rm = rec[f"dask_{wmax}w"]["direct"]["rows_per_s"]
+        c = rec[f"dask_{wmax}w"].get("cg")
+        rec["ratios"] = {"dask_1w_over_loop": r1 / l, "speedup_max_over_min_workers": rm / r1}
+        peak = max(rec[f"dask_{w}w"]["direct"]["max_peak_rss_mb"] for w in a.workers)
+        print(f"{rec['n']:>11,} {l:>13,.0f} {r1:>12,.0f} {rm:>12,.0f} {r1 / l:>8.2f} {rm / r1:>7.2f} "
+              f"{peak:>9.0f} " + (f"{c['iterations']:>6} {c['seconds_per_iteration']:>7.3f} {str(c['persisted']):>8}"
+                                  if c else f"{'-':>6} {'-':>7} {'-':>8}"))
+    print("loop/1w = throughput of 1 single-thread worker relative to the 1-thread NumPy loop "
+          "(1.0 = no Dask overhead); {0}w/{1}w = speedup from {1} to {0} workers.".format(wmax, w1))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = a.name
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=float))
+    plot(results, out / f"{name}.png")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
