@@ -127,6 +127,34 @@ def loop_baseline(path: str, fmap, threads: int = 1) -> dict:
             "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}
 
 
+# ------------------------------------------------------------------- machine check
+def _gemm_work(_=None) -> float:
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((1000, 1000))
+    with threadpool_limits(1):
+        t = time.perf_counter()
+        for _ in range(8):
+            a @ a
+        return time.perf_counter() - t
+
+
+def parallel_capacity(workers: int) -> float:
+    """How many single-thread processes this machine runs at full speed right now.
+
+    ``workers × t(1 alone) / t(workers at once)`` for a fixed GEMM: 2.0 on 2 idle cores,
+    ~1.0 when other processes already occupy a core (then no 2-worker speedup is possible).
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        t1 = min(pool.map(_gemm_work, range(2)))
+    with ctx.Pool(workers) as pool:
+        tw = max(pool.map(_gemm_work, range(workers)))
+    return workers * t1 / tw if tw > 0 else float("nan")
+
+
 # ---------------------------------------------------------------------------- runs
 def run_cluster(path: str, fmap, workers: int, memory_limit: str, do_cg: bool, alpha: float,
                 cg_maxiter: int) -> dict:
@@ -234,8 +262,13 @@ def main(argv=None) -> int:
         "memory_limit": a.memory_limit, "feature_map": fmap_name, "alpha": a.alpha,
         "threads_per_worker": 1, "loop_blas_threads": 1, "quick": a.quick,
         "cpus": os.cpu_count()}, "runs": []}
+    cap = parallel_capacity(max(a.workers))
+    results["config"]["parallel_capacity"] = cap
     print(f"scaling: d={a.d} m={a.m} chunk_rows={chunk_rows} map={fmap_name} "
           f"cpus={os.cpu_count()} data in {base}")
+    print(f"machine check: {max(a.workers)} single-thread GEMM processes at once run "
+          f"{cap:.2f}× the work of one (the ceiling of the {max(a.workers)}-vs-1 worker speedup "
+          f"right now)")
     try:
         for n in rows:
             path = str(base / f"x{n}.zarr")
@@ -284,6 +317,7 @@ def main(argv=None) -> int:
         print(f"{rec['n']:>11,} {l:>13,.0f} {r1:>12,.0f} {rm:>12,.0f} {r1 / l:>8.2f} {rm / r1:>7.2f} "
               f"{peak:>9.0f} " + (f"{c['iterations']:>6} {c['seconds_per_iteration']:>7.3f} {str(c['persisted']):>8}"
                                   if c else f"{'-':>6} {'-':>7} {'-':>8}"))
+    print(f"parallel capacity of the machine during the run: {cap:.2f} (of {max(a.workers)})")
     print("loop/1w = throughput of 1 single-thread worker relative to the 1-thread NumPy loop "
           "(1.0 = no Dask overhead); {0}w/{1}w = speedup from {1} to {0} workers.".format(wmax, w1))
     out = Path(a.out)

@@ -229,16 +229,16 @@ def test_layers_match_naive_pixel_loop_reference(case):
     np.testing.assert_allclose(got.ntk, want_ntk, rtol=tol, atol=tol)
     # the self-kernel path (x2 omitted) and the diagonal mode agree with the same reference
     ref_nngp, ref_ntk = _naive_run(ops, x1, x1)
-    if ref_nngp.ndim == 2:  # pixel-pair outputs: see test_self_kernel_keeps_pixel_pair_symmetry
-        full = net.kernel(x1)
-        np.testing.assert_allclose(full.nngp, ref_nngp, rtol=tol, atol=tol)
-        np.testing.assert_allclose(full.ntk, ref_ntk, rtol=tol, atol=tol)
+    full = net.kernel(x1)
+    np.testing.assert_allclose(full.nngp, ref_nngp, rtol=tol, atol=tol)
+    np.testing.assert_allclose(full.ntk, ref_ntk, rtol=tol, atol=tol)
     diag = net.kernel(x1, diagonal=True)
     np.testing.assert_allclose(diag.nngp, np.stack([ref_nngp[i, i] for i in range(3)]), rtol=tol, atol=tol)
     np.testing.assert_allclose(diag.ntk, np.stack([ref_ntk[i, i] for i in range(3)]), rtol=tol, atol=tol)
 
 
 def test_self_kernel_keeps_pixel_pair_symmetry():
+    """K(x, x) with pixel axes: K[i, j, p, q] = K[j, i, q, p] (serial symmetrizes blocks)."""
     x = _images(3, 4, 4, 2, seed=1)
     net = serial(Conv((3, 3), 1.3, 0.2), Relu(), Conv((2, 2), 1.1))
     full, cross = net.kernel(x), net.kernel(x, x.copy())

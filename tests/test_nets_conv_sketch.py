@@ -182,3 +182,34 @@ def test_cntk_sketch_fidelity_improves_with_width(name):
     for i in (0, 1):
         assert errs[2048][i] < 0.6 * errs[256][i], errs
         assert errs[2048][i] < 0.1, errs
+
+
+# =========================================================================================
+# GPU: the same numbers from CuPy arrays (skipped without CuPy and a CUDA device)
+# =========================================================================================
+def _cupy():
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+        return cupy
+    except Exception:
+        return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cupy() is None, reason="needs CuPy and a CUDA device")
+def test_gpu_matches_cpu():
+    cp = _cupy()
+    x = _images(4, 6, 5, 3, seed=11)
+    net = serial(*LINEAR, Relu(), Flatten(), Dense(1.0, 0.1))
+    cpu, gpu = net.kernel(x), net.kernel(cp.asarray(x))
+    np.testing.assert_allclose(cp.asnumpy(gpu.ntk), cpu.ntk, rtol=1e-10)
+    np.testing.assert_allclose(cp.asnumpy(gpu.nngp), cpu.nngp, rtol=1e-10)
+    layers = LINEAR + [Flatten()]
+    for dtype, tol in (("float64", 1e-10), ("float32", 1e-4)):
+        a = _run_layers(layers, x, m=16, seed=3, dtype=dtype)
+        b = _run_layers(layers, cp.asarray(x), m=16, seed=3, dtype=dtype)
+        assert type(b.ntk).__module__.startswith("cupy") and b.ntk.dtype == np.dtype(dtype)
+        for u, v in ((a.nngp, b.nngp), (a.ntk, b.ntk), (a.var, b.var)):
+            np.testing.assert_allclose(cp.asnumpy(v), u, rtol=tol, atol=tol * float(np.abs(u).max()))

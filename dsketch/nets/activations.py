@@ -159,6 +159,24 @@ class Activation(Layer):
         var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0)
         return self._radial(var, degree)
 
+    def diagonal(self, var, sign: int = 1):
+        """(E[φ(u)φ(±u)], E[φ'(u)φ'(±u)]) for u ~ N(0, var), float64 (``sign`` = ±1).
+
+        Closed forms where the activation has them; otherwise the same 1-D Gauss–Hermite
+        rule as the numerical Hermite coefficients, so both stay consistent.
+        """
+        xp = get_namespace(var)
+        var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0)
+        if type(self)._dual is Activation._dual:
+            t, w = D.gauss_hermite(_EXPANSION_NODES, xp)
+            s = xp.sqrt(var)[..., None] * t
+            f, d = self._dual_fn, self._dual_deriv
+            return (f(s) * f(sign * s)) @ w, (d(s) * d(sign * s)) @ w
+        s = xp.sqrt(var)
+        rho = xp.full(var.shape, float(sign))
+        total, total_dot = self._dual(D.Moments(var, var, s, s, rho), True)
+        return _full(total, var), _full(total_dot, var)
+
     def truncation_error(self, var, degree: int):
         """E[φ(√v z)²] − Σ_{l≤degree} R_l(v)², and the same for φ' (per entry of ``var``).
 
@@ -168,17 +186,8 @@ class Activation(Layer):
         xp = get_namespace(var)
         var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0)
         R, Rdot = self.expansion(var, degree)
-        if type(self)._dual is Activation._dual:
-            # numerical duals: the diagonal by the same 1-D rule as the coefficients
-            t, w = D.gauss_hermite(_EXPANSION_NODES, xp)
-            s = xp.sqrt(var)[..., None] * t
-            total = (self._dual_fn(s) ** 2) @ w
-            total_dot = (self._dual_deriv(s) ** 2) @ w
-        else:
-            s = xp.sqrt(var)
-            total, total_dot = self._dual(D.Moments(var, var, s, s, xp.ones_like(var)), True)
-        return (_full(total, var) - xp.sum(R * R, axis=-1),
-                _full(total_dot, var) - xp.sum(Rdot * Rdot, axis=-1))
+        total, total_dot = self.diagonal(var)
+        return total - xp.sum(R * R, axis=-1), total_dot - xp.sum(Rdot * Rdot, axis=-1)
 
     # ------------------------------------------------------------------- sketch face
     def sketch(self, shape: FeatureShape, options: SketchOptions, seed: int, path: tuple):

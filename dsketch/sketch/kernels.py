@@ -167,7 +167,7 @@ class PolynomialSketch(_KernelMap):
             if not (self.method == "tensorsketch" or self.leaf == "countsketch"):
                 raise ValueError("PolynomialSketch: sparse X needs method='tensorsketch' or "
                                  "leaf='countsketch'")
-            x = _check_sparse(X, self.input_dim, type(self).__name__).astype(self.dtype)
+            x = _check_sparse(X, self.input_dim, type(self).__name__, "input_dim").astype(self.dtype)
             return self._apply(self._params(get_namespace(x.data), self.dtype), x)
         return super().__call__(X)
 

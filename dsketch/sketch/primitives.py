@@ -1,5 +1,5 @@
 """Randomized sketching primitives: SRHT, Gaussian, CountSketch, TensorSRHT, TensorSketch,
-PolySketch, and their complex-to-real (CtR) variants.
+PolySketch, their complex-to-real (CtR) variants, and dot-product kernel sketches.
 
 Owns the linear and multilinear random maps every layer and kernel map is built from.
 Every primitive is a frozen dataclass (a small hashable spec) that
@@ -18,6 +18,7 @@ Unbiasedness contracts (expectation over the random draws, for any fixed inputs)
 - ``TensorSRHT``, ``TensorSketch``, ``CtRTensorSRHT``: ``E⟨T(x₁,x₂), T(y₁,y₂)⟩ = ⟨x₁,y₁⟩⟨x₂,y₂⟩``;
 - ``TensorSketchPower`` (degree p): ``E⟨T x, T y⟩ = ⟨x, y⟩ᵖ``;
 - ``PolySketch``, ``CtRPolySketch``: ``E⟨S_l x, S_l y⟩ = ⟨x, y⟩ˡ`` for every ``1 ≤ l ≤ p``;
+- ``DotProductSketch``: ``E⟨f(x), f(y)⟩ = Σ_l c_l ⟨x, y⟩ˡ``;
 - ``ComplexSRHT``, ``ComplexTensorSRHT`` (complex features): ``E[u(x) · conj u(y)] = ⟨x, y⟩``
   (Hermitian inner product), and ``E[u(x) · u(y)] = 0``.
 
@@ -31,12 +32,12 @@ Must not import Dask and must not hold global random state.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..backend import check_array, device_cache, get_namespace, is_cupy, rng, to_namespace
+from ..backend import check_array, device_cache, get_namespace, rng, to_namespace
 from .hadamard import fwht, next_pow2
 
 __all__ = [
@@ -83,12 +84,8 @@ def _check_spec(obj, *widths: str) -> None:
 
 
 def _is_sparse(x) -> bool:
-    mod = type(x).__module__
-    if mod.startswith("scipy.sparse"):
-        return True
-    if mod.startswith("cupyx.scipy.sparse"):
-        return True
-    return False
+    """True for ``scipy.sparse`` and ``cupyx.scipy.sparse`` matrices/arrays."""
+    return type(x).__module__.startswith(("scipy.sparse", "cupyx.scipy.sparse"))
 
 
 def _float_dtype(x) -> np.dtype:
@@ -296,13 +293,14 @@ class GaussianProjection(_Random):
         return (x2 @ self._params(xp, x.dtype)).reshape(lead + (self.d_out,))
 
 
-def _check_sparse(x, width: int, owner: str):
+def _check_sparse(x, width: int, owner: str, field: str = "d_in"):
+    """Validate a 2-D sparse matrix (shape, numeric, finite) and return it as float CSR."""
     if len(x.shape) != 2:
         raise ValueError(f"{owner}: sparse x must be 2-D, got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{owner}: x has no rows")
     if x.shape[1] != width:
-        raise ValueError(f"{owner}: x has last-axis width {x.shape[1]}, expected d_in={width}")
+        raise ValueError(f"{owner}: x has last-axis width {x.shape[1]}, expected {field}={width}")
     x = x.tocsr()
     data = x.data
     kind = data.dtype.kind

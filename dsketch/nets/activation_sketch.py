@@ -1,0 +1,226 @@
+"""The sketch face shared by every activation: Hermite-weighted PolySketch features.
+
+Owns turning an activation's Hermite expansion into random features that act on the last
+axis of a :class:`~dsketch.nets.base.Features` record (so per-pixel image features work
+unchanged).  For a row (or pixel) with NNGP features ``x`` of exact variance ``v``:
+
+1. ``x̂ = x/‖x‖`` (zero rows stay zero) and a :class:`~dsketch.sketch.primitives.PolySketch`
+   gives ``S_l x̂`` with ``E⟨S_l x̂, S_l ŷ⟩ = ⟨x̂, ŷ⟩^l`` for ``l = 1..p`` (``p = options.degree``);
+2. the blocks ``R_l(v)·S_l x̂`` (radial Hermite factors, exact for inputs anywhere in R^d)
+   are concatenated and compressed by one SRHT, after the exact constant column
+   ``R_0(v)``: ``E⟨f(x), f(y)⟩ = Σ_{l≤p} R_l(v_x) R_l(v_y) ρ^l``;
+3. the same with ``Rdot_l`` gives derivative features ``g`` with
+   ``E⟨g(x), g(y)⟩ ≈ E[φ'(u)φ'(v)]``, and ``ntk' = TensorSRHT(ntk, g)`` (``E`` = Θ·E[φ'φ']);
+4. ``var' = E[φ(√v z)²]`` exactly.
+
+Truncation at degree ``p`` is made exact at ρ = ±1: the Hermite mass above ``p`` of even
+(odd) degrees, known in closed form from E[φ(u)φ(±u)], is folded into the top even (odd)
+coefficient.  So each row's self-kernel and its kernel with ±itself are unbiased, and the
+polynomial error elsewhere is bounded by that tail mass times |ρ|^{p−1}.
+
+``options.relu_method == "random"`` switches positively homogeneous activations (ReLU
+family, Sign, Step, rectified monomials) to random features: ``f = φ(x G)/√m`` and
+``g = φ'(x G')/√m`` with Gaussian ``G, G'`` (unbiased for E over (u, v) ~ N(0, [[‖x‖², ⟨x,y⟩],
+...]) for any φ), then the same TensorSRHT for the NTK.
+
+No Dask here; every random matrix comes from ``dsketch.sketch.primitives`` specs seeded by
+``(seed, *path, component)`` and cached per device by them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import get_namespace, resolve_dtype
+from ..sketch.primitives import SRHT, GaussianProjection, PolySketch, TensorSRHT
+from .base import Features, FeatureShape, LayerSketch, SketchOptions
+
+__all__ = ["ActivationSketch", "IdentitySketch", "plan_activation_sketch", "folded_expansion"]
+
+_PROBE_VARIANCES = (0.37, 1.9, 11.3)
+
+
+def folded_expansion(act, var, degree: int):
+    """Hermite factors ``(R, Rdot)`` (``var.shape + (degree+1,)``) exact at ρ = ±1.
+
+    The truncated series misses ``e_±(v) = E[φ(u)φ(±u)] − Σ_{l≤p} (±1)^l R_l(v)²``; its
+    even part ``(e_+ + e_−)/2`` is added (in square) to the top even coefficient and its odd
+    part ``(e_+ − e_−)/2`` to the top odd one, keeping each coefficient's sign.
+    """
+    xp = get_namespace(var)
+    var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0)
+    R, Rdot = act.expansion(var, degree)
+    plus = act.diagonal(var, 1)
+    minus = act.diagonal(var, -1)
+    out = []
+    for k, coef in enumerate((R, Rdot)):
+        coef = xp.array(coef, copy=True)
+        sq = coef * coef
+        even_total = (plus[k] + minus[k]) / 2
+        odd_total = (plus[k] - minus[k]) / 2
+        for parity, total in ((0, even_total), (1, odd_total)):
+            top = degree if degree % 2 == parity else degree - 1
+            if top < 0:
+                continue
+            missing = xp.maximum(total - xp.sum(sq[..., parity::2], axis=-1), 0)
+            missing = xp.where(xp.isfinite(missing), missing, 0)
+            c = coef[..., top]
+            sign = xp.where(c < 0, -1.0, 1.0)
+            coef[..., top] = sign * xp.sqrt(c * c + missing)
+        out.append(coef)
+    return out[0], out[1]
+
+
+def _active_degrees(act, degree: int):
+    """Degrees whose coefficient is not identically zero (probed at a few variances)."""
+    v = np.asarray(_PROBE_VARIANCES, dtype=np.float64)
+    R, Rdot = folded_expansion(act, v, degree)
+    R, Rdot = np.asarray(R), np.asarray(Rdot)
+    act_n = tuple(l for l in range(degree + 1) if np.any(R[:, l] != 0))
+    act_d = tuple(l for l in range(degree + 1) if np.any(Rdot[:, l] != 0))
+    return act_n, act_d
+
+
+def plan_activation_sketch(act, shape: FeatureShape, options: SketchOptions, seed: int, path: tuple):
+    """Plan the sketch face of activation ``act`` on features of ``shape``."""
+    from .activations import Identity
+
+    resolve_dtype(options.dtype)
+    if isinstance(act, Identity):
+        return IdentitySketch(out=shape)
+    p = int(options.degree)
+    if p < 1:
+        raise ValueError(f"degree must be at least 1, got {p}")
+    m = int(options.n_features)
+    if m < 2:
+        raise ValueError(f"n_features must be at least 2 for an activation sketch, got {m}")
+    method = "hermite"
+    if options.relu_method == "random" and act.homogeneity is not None:
+        method = "random"
+    elif options.relu_method not in ("poly", "random"):
+        raise ValueError(f"relu_method must be 'poly' or 'random', got {options.relu_method!r}")
+    if method == "random":
+        act_n, act_d = (), ()
+        zero_dot = act.homogeneity == 0
+    else:
+        act_n, act_d = _active_degrees(act, p)
+        zero_dot = not act_d
+    # Θ' = Θ ⊙ E[φ'φ'] is identically 0 when Θ = 0 (no NTK features yet) or φ' = 0.
+    w_ntk = 0 if (shape.ntk == 0 or zero_dot) else m
+    out = FeatureShape(tuple(shape.spatial), m, w_ntk)
+    return ActivationSketch(act=act, w_in=shape.nngp, w_ntk_in=shape.ntk, out=out, degree=p,
+                            method=method, active_nngp=act_n, active_dot=act_d,
+                            dtype=str(np.dtype(options.dtype)), seed=int(seed), path=tuple(path))
+
+
+@dataclass(frozen=True)
+class IdentitySketch(LayerSketch):
+    """Sketch face of ``Identity``: features pass through unchanged."""
+
+    out: FeatureShape
+
+    def __call__(self, f: Features) -> Features:
+        return f
+
+
+@dataclass(frozen=True)
+class ActivationSketch(LayerSketch):
+    """Planned sketch face of an activation (see the module docstring).
+
+    A small hashable spec: the activation, incoming widths, output shape, degree, method,
+    the nonzero Hermite degrees, dtype, seed and path.  Random maps are primitive specs
+    derived from it; they cache their matrices per device.
+    """
+
+    act: object
+    w_in: int
+    w_ntk_in: int
+    out: FeatureShape
+    degree: int
+    method: str
+    active_nngp: tuple
+    active_dot: tuple
+    dtype: str
+    seed: int
+    path: tuple
+
+    # --------------------------------------------------------------- random maps
+    @property
+    def _m(self) -> int:
+        return self.out.nngp
+
+    def _poly(self):
+        top = max([l for l in self.active_nngp + self.active_dot if l >= 1], default=0)
+        if top == 0:
+            return None
+        return PolySketch(self.w_in, self._m, top, self.seed, self.path + ("poly",))
+
+    def _compress(self, active, which: str):
+        blocks = [l for l in active if l >= 1]
+        if not blocks:
+            return None
+        return SRHT(len(blocks) * self._m, self._m - 1, self.seed, self.path + (which,))
+
+    def _tensor(self):
+        if self.out.ntk == 0:
+            return None
+        return TensorSRHT(self.w_ntk_in, self._m, self._m, self.seed, self.path + ("ntk",))
+
+    # ----------------------------------------------------------------- the map
+    def __call__(self, f: Features) -> Features:
+        xp = get_namespace(f.nngp)
+        dt = np.dtype(self.dtype)
+        x = f.nngp.astype(dt, copy=False)
+        if self.method == "random":
+            nngp, dot = self._random_features(x)
+        else:
+            nngp, dot = self._poly_features(x, f.var)
+        if self.out.ntk:
+            ntk = self._tensor()(f.ntk.astype(dt, copy=False), dot, check=False)
+        else:
+            ntk = xp.zeros(x.shape[:-1] + (0,), dtype=dt)
+        var_new = self.act.diagonal(f.var)[0]
+        return Features(nngp=nngp, ntk=ntk, var=var_new)
+
+    def _poly_features(self, x, var):
+        xp = get_namespace(x)
+        dt = x.dtype
+        m = self._m
+        norm = xp.sqrt(xp.sum(x.astype(xp.float64) ** 2, axis=-1, keepdims=True))
+        xhat = (x / xp.where(norm > 0, norm, 1).astype(dt)).astype(dt, copy=False)
+        R, Rdot = folded_expansion(self.act, var, self.degree)
+        R = R.astype(dt)
+        Rdot = Rdot.astype(dt)
+        poly = self._poly()
+        needed = sorted({l for l in self.active_nngp + self.active_dot if l >= 1})
+        sk = poly.evaluate(xhat, needed, check=False) if needed else {}
+
+        def assemble(coef, active, which):
+            const = coef[..., :1]
+            comp = self._compress(active, which)
+            if comp is None:
+                rest = xp.zeros(x.shape[:-1] + (m - 1,), dtype=dt)
+            else:
+                u = xp.concatenate([coef[..., l:l + 1] * sk[l] for l in active if l >= 1], axis=-1)
+                rest = comp(u, check=False)
+            return xp.concatenate([const, rest], axis=-1)
+
+        nngp = assemble(R, self.active_nngp, "nngp")
+        dot = assemble(Rdot, self.active_dot, "dot") if self.out.ntk else None
+        return nngp, dot
+
+    def _random_features(self, x):
+        m = self._m
+        proj = GaussianProjection(self.w_in, m, self.seed, self.path + ("gaussian",))
+        z = proj(x, check=False) * x.dtype.type(math.sqrt(m))        # x·G, G ~ N(0, 1)
+        scale = x.dtype.type(1 / math.sqrt(m))
+        nngp = self.act.fn(z) * scale
+        dot = None
+        if self.out.ntk:
+            proj_d = GaussianProjection(self.w_in, m, self.seed, self.path + ("gaussian-dot",))
+            zd = proj_d(x, check=False) * x.dtype.type(math.sqrt(m))
+            dot = (self.act.deriv(zd) * scale).astype(x.dtype, copy=False)
+        return nngp.astype(x.dtype, copy=False), dot
