@@ -85,7 +85,7 @@ def run_demo(workdir: str | None = None, *, n_rows: int = 200_000, n_features: i
     workdir : str, optional
         Where to write stores and models; default a fresh temporary directory.
     n_rows : int
-        Rows of the generated regression set (plus 10% more as its test set).
+        Rows of the generated regression set (plus 10% more, at most 5,000, as its test set).
     n_features : int
         Sketch width of both models.
     client : distributed.Client, optional
@@ -140,7 +140,7 @@ def run_demo(workdir: str | None = None, *, n_rows: int = 200_000, n_features: i
 
     # -------------------------------------------------------- generated regression set
     t0 = time.perf_counter()
-    n_test = max(n_rows // 10, 1000)
+    n_test = min(max(n_rows // 10, 1000), 5000)
     Xall, yall = make_regression(n_rows + n_test, 32, seed=0)
     mean = float(yall[:n_rows].mean())
     reg_train = engine.ingest(Xall[:n_rows], os.path.join(workdir, "regression-train.zarr"),

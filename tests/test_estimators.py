@@ -52,14 +52,15 @@ CHECKED = [
     SketchRidgeClassifier(sketch=NTKSketch(n_components=128, random_state=0), alpha=0.1),
 ]
 
-_NTKRF_MIN = ("these checks force n_components=1; NTKRandomFeatures needs at least 2 features "
-              "(one NNGP and one NTK feature), and refuses 1 with a ValueError")
+_MIN_TWO = ("the check forces n_components=1; sketches through a nonlinearity need at least 2 "
+            "features (activation sketches and NTKRandomFeatures refuse 1 with a ValueError)")
+_N_COMPONENTS_1 = ("check_dont_overwrite_parameters", "check_methods_sample_order_invariance",
+                   "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
+                   "check_fit2d_predict1d")
 #: Checks that fail by design, per estimator class, with the reason.
 EXPECTED_FAILED: dict[str, dict[str, str]] = {
-    "NTKRandomFeatures": {name: _NTKRF_MIN for name in (
-        "check_dont_overwrite_parameters", "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
-        "check_fit2d_predict1d")},
+    cls: {name: _MIN_TWO for name in _N_COMPONENTS_1}
+    for cls in ("NTKSketch", "NNGPSketch", "NTKRandomFeatures")
 }
 
 

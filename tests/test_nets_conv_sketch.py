@@ -121,7 +121,10 @@ def test_conv_sketch_widths_and_reduction_plan():
     s = Conv((3, 3), 1.0, 0.5).sketch(FeatureShape((8, 8), 3, 0), opts, 0, ("c",))
     assert s.out == FeatureShape((8, 8), 28, 28)
     s = Conv((3, 3), 1.0, 0.0).sketch(FeatureShape((8, 8), 64, 64), opts, 0, ("c",))
-    assert s.out == FeatureShape((8, 8), WIDTH_FACTOR * 64, WIDTH_FACTOR * 64)
+    k = WIDTH_FACTOR * 64 // 9  # per-offset SRHT width
+    assert s.out == FeatureShape((8, 8), 9 * k, 18 * k)
+    s = Conv((3, 3), 1.0, 0.5).sketch(FeatureShape((8, 8), 64, 10), opts, 0, ("c",))
+    assert s.out == FeatureShape((8, 8), 9 * k + 1, 90 + 9 * k + 1)
     s = Conv((3, 3), 1.0, 0.0, "VALID", (2, 2)).sketch(FeatureShape((8, 8), 4, 4), opts, 0, ("c",))
     assert s.out == FeatureShape((3, 3), 36, 72)
     s = AvgPool((2, 2)).sketch(FeatureShape((5, 5), 7, 9), opts, 0, ("p",))

@@ -108,6 +108,9 @@ def test_bad_input(name, make):
         fmap.kernel(bad)
     with pytest.raises(ValueError, match="input_dim=10"):
         fmap.kernel(x, np.ones((2, 3)))
+    if name not in ("poly-ts", "poly-cs"):
+        with pytest.raises(ValueError, match="sparse"):
+            fmap(sp.csr_matrix(x))
 
 
 @pytest.mark.parametrize("cls,kwargs", [

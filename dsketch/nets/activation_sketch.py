@@ -213,14 +213,18 @@ class ActivationSketch(LayerSketch):
         return nngp, dot
 
     def _random_features(self, x):
+        # Projections in float64 (then cast): BLAS blocking differs with the batch size,
+        # and float64 keeps that round-off below float32 resolution (chunk invariance).
         m = self._m
-        proj = GaussianProjection(self.w_in, m, self.seed, self.path + ("gaussian",))
-        z = proj(x, check=False) * x.dtype.type(math.sqrt(m))        # x·G, G ~ N(0, 1)
-        scale = x.dtype.type(1 / math.sqrt(m))
-        nngp = self.act.fn(z) * scale
+        x64 = x.astype(np.float64)
+        scale = 1 / math.sqrt(m)
+
+        def project(name):
+            proj = GaussianProjection(self.w_in, m, self.seed, self.path + (name,))
+            return proj(x64, check=False) * math.sqrt(m)               # x·G, G ~ N(0, 1)
+
+        nngp = (self.act.fn(project("gaussian")) * scale).astype(x.dtype)
         dot = None
         if self.out.ntk:
-            proj_d = GaussianProjection(self.w_in, m, self.seed, self.path + ("gaussian-dot",))
-            zd = proj_d(x, check=False) * x.dtype.type(math.sqrt(m))
-            dot = (self.act.deriv(zd) * scale).astype(x.dtype, copy=False)
-        return nngp.astype(x.dtype, copy=False), dot
+            dot = (self.act.deriv(project("gaussian-dot")) * scale).astype(x.dtype)
+        return nngp, dot

@@ -171,7 +171,8 @@ class Activation(Layer):
             t, w = D.gauss_hermite(_EXPANSION_NODES, xp)
             s = xp.sqrt(var)[..., None] * t
             f, d = self._dual_fn, self._dual_deriv
-            return (f(s) * f(sign * s)) @ w, (d(s) * d(sign * s)) @ w
+            return (xp.einsum("...q,q->...", f(s) * f(sign * s), w),
+                    xp.einsum("...q,q->...", d(s) * d(sign * s), w))
         s = xp.sqrt(var)
         rho = xp.full(var.shape, float(sign))
         total, total_dot = self._dual(D.Moments(var, var, s, s, rho), True)

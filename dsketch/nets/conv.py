@@ -29,8 +29,8 @@ __all__ = ["Conv", "WIDTH_FACTOR"]
 
 PADDINGS = ("SAME", "VALID")
 
-#: Sketch face: a per-pixel feature wider than ``WIDTH_FACTOR * n_features`` is reduced
-#: to that width with an SRHT (unbiased), so that cost stays linear in the pixel count.
+#: Sketch face: a block of per-pixel features wider than ``WIDTH_FACTOR * n_features`` is
+#: reduced to about that width with SRHTs (unbiased), so cost stays linear in the pixel count.
 WIDTH_FACTOR = 2
 
 
@@ -222,9 +222,11 @@ class Conv(Layer):
     Sketch face (``sketch``): each output pixel's NNGP feature is the concatenation of the
     |F| shifted (zero padded) input features times W_std/√|F| (plus a constant b_std
     column); its NTK feature is ``[W_std/√|F| · shifted NTK features, new NNGP feature]``.
-    Both are exact; a width above ``WIDTH_FACTOR · n_features`` is reduced by an SRHT
-    (unbiased), so the cost per image is linear in the number of pixels.  The per-pixel
-    variance is updated exactly: var' = W_std²/|F| · (window sum of var) + b_std².
+    Both are exact while |F|·width ≤ ``WIDTH_FACTOR · n_features``; beyond that each
+    offset's copy goes through its own independent SRHT to ``WIDTH_FACTOR · n_features //
+    |F|`` columns (unbiased), so widths stay ≤ 2·WIDTH_FACTOR·n_features + 1 and the cost per
+    image is linear in the number of pixels (|F| transforms of size ~width per pixel).  The
+    per-pixel variance is exact: var' = W_std²/|F| · (window sum of var) + b_std².
     """
 
     filter_shape: tuple = (3, 3)
@@ -284,18 +286,29 @@ class Conv(Layer):
         if len(shape.spatial) != 2:
             raise ValueError(f"Conv needs image features (spatial (H, W)), got spatial {shape.spatial}")
         geom = self._geom(shape.spatial)
-        f = self.filter_size
-        bias = self.b_std > 0
-        nngp_full = f * shape.nngp + int(bias)
-        ntk_full = f * shape.ntk + nngp_full
         cap = WIDTH_FACTOR * options.n_features
-        out = FeatureShape((geom[0].out, geom[1].out), min(nngp_full, cap), min(ntk_full, cap))
-        return ConvSketch(layer=self, geom=geom, out=out,
-                          nngp=_Reduce(nngp_full, out.nngp, seed, tuple(path) + ("nngp",)),
-                          ntk=_Reduce(ntk_full, out.ntk, seed, tuple(path) + ("ntk",)))
+        scale = self.W_std / math.sqrt(self.filter_size)
+        path = tuple(path)
+
+        def shifter(d_in, name):
+            return _ShiftConcat(geom, d_in, _per_offset_width(d_in, self.filter_size, cap), scale,
+                                seed, path + (name,))
+
+        nngp = shifter(shape.nngp, "nngp")
+        ntk = shifter(shape.ntk, "ntk")
+        w_nngp = nngp.d_out + int(self.b_std > 0)
+        out = FeatureShape((geom[0].out, geom[1].out), w_nngp, ntk.d_out + w_nngp)
+        return ConvSketch(b_std=self.b_std, geom=geom, out=out, nngp=nngp, ntk=ntk)
 
 
 # ------------------------------------------------------------------------ sketch helpers
+def _per_offset_width(d_in: int, filter_size: int, cap: int) -> int:
+    """Width kept per filter offset: all of ``d_in`` while |F|·d_in ≤ cap, else cap // |F|."""
+    if d_in * filter_size <= cap:
+        return d_in
+    return max(1, cap // filter_size)
+
+
 @dataclass(frozen=True)
 class _Reduce:
     """Width ``d_in`` → ``d_out``: identity when equal, otherwise an SRHT (unbiased)."""
@@ -313,50 +326,85 @@ class _Reduce:
         return SRHT(self.d_in, self.d_out, self.seed, self.path)(x, check=False)
 
 
-def shifted_patches(x, geom, scale: float):
-    """``(n, H, W, w)`` → ``(n, H', W', |F|·w)``: the zero-padded shifted copies, times ``scale``.
+@dataclass(frozen=True)
+class _ShiftConcat:
+    """``(n, H, W, d_in)`` → ``(n, H', W', |F|·k)``: the |F| zero-padded, strided shifts of the
+    per-pixel features, times ``scale``, concatenated in row-major (dh, dw) offset order.
 
-    Offsets are concatenated in row-major (dh, dw) order.  Memory O(n · H'W' · |F| w).
+    When ``k < d_in`` every offset first goes through its own independent SRHT
+    ``d_in → k`` (a block-diagonal sketch of the concatenation: unbiased, with the variance
+    of one SRHT of the whole concatenation), so the transforms stay of size ~``d_in`` per
+    pixel instead of ~|F|·``d_in``.  Memory O(n · H'W' · |F| k) plus one projected copy.
     """
-    xp = get_namespace(x)
-    gh, gw = geom
-    x = _pad_axes(_pad_axes(x, (1,), gh.lo, gh.hi), (2,), gw.lo, gw.hi)
-    parts = []
-    for dh in range(gh.window):
-        for dw in range(gw.window):
-            parts.append(x[:, dh:dh + gh.span:gh.stride, dw:dw + gw.span:gw.stride, :])
-    out = xp.concatenate(parts, axis=-1)
-    if scale != 1.0:
-        out *= out.dtype.type(scale)
-    return out
+
+    geom: tuple
+    d_in: int
+    k: int
+    scale: float
+    seed: int
+    path: tuple
+
+    @property
+    def d_out(self) -> int:
+        gh, gw = self.geom
+        return gh.window * gw.window * self.k
+
+    def write(self, x, out) -> None:
+        """Write the shifted features into ``out[..., :d_out]`` (the rest is left alone)."""
+        if self.d_in == 0:
+            return
+        gh, gw = self.geom
+        dt = out.dtype.type(self.scale)
+        reduce = self.k < self.d_in
+        if reduce:
+            from ..sketch.primitives import SRHT
+        i = 0
+        for dh in range(gh.window):
+            rh = _offset_range(gh, dh)
+            for dw in range(gw.window):
+                rw = _offset_range(gw, dw)
+                cols = slice(i * self.k, (i + 1) * self.k)
+                i += 1
+                if rh is None or rw is None:
+                    continue  # this offset only ever sees padding
+                src = x[:, rh[1], rw[1], :]
+                if reduce:
+                    src = SRHT(self.d_in, self.k, self.seed, self.path + (dh, dw))(src, check=False)
+                out[:, rh[0], rw[0], cols] = src * dt
 
 
 @dataclass(frozen=True)
 class ConvSketch(LayerSketch):
     """Planned sketch face of a ``Conv`` (see ``Conv`` notes)."""
 
-    layer: Conv
+    b_std: float
     geom: tuple
     out: FeatureShape
-    nngp: _Reduce
-    ntk: _Reduce
+    nngp: _ShiftConcat
+    ntk: _ShiftConcat
 
     def __call__(self, f: Features) -> Features:
         xp = get_namespace(f.nngp)
-        layer = self.layer
-        scale = layer.W_std / math.sqrt(layer.filter_size)
-        nngp = shifted_patches(f.nngp, self.geom, scale)
-        if layer.b_std > 0:
-            col = xp.full(nngp.shape[:-1] + (1,), layer.b_std, dtype=nngp.dtype)
-            nngp = xp.concatenate([nngp, col], axis=-1)
-        if f.ntk.shape[-1]:
-            ntk = xp.concatenate([shifted_patches(f.ntk, self.geom, scale), nngp], axis=-1)
-        else:
-            ntk = nngp
-        # exact per-pixel variance: the same window sum on the pixel diagonal
+        n = f.nngp.shape[0]
         gh, gw = self.geom
+        lead = (n, gh.out, gw.out)
+        dtype = f.nngp.dtype
+        nngp = xp.zeros(lead + (self.out.nngp,), dtype=dtype)
+        self.nngp.write(f.nngp, nngp)
+        if self.b_std > 0:
+            nngp[..., -1] = self.b_std
+        ntk = xp.empty(lead + (self.out.ntk,), dtype=dtype)
+        if self.ntk.d_out:
+            ntk[..., :self.ntk.d_out] = 0
+            self.ntk.write(f.ntk, ntk)
+        ntk[..., self.ntk.d_out:] = nngp
+        # exact per-pixel variance: the same window sum on the pixel diagonal
         var = window_sum(window_sum(f.var, 1, gh), 2, gw)
-        var *= layer.W_std ** 2 / layer.filter_size
-        if layer.b_std > 0:
-            var += layer.b_std ** 2
-        return Features(nngp=self.nngp(nngp), ntk=self.ntk(ntk), var=var)
+        var *= self.scale2
+        if self.b_std > 0:
+            var += self.b_std ** 2
+        return Features(nngp=nngp, ntk=ntk, var=var)
+
+    @property
+    def scale2(self) -> float:
+        return self.nngp.scale ** 2

@@ -177,7 +177,8 @@ def hermite_radial(f: Callable, var, degree: int, quad_degree: int):
     h = normalized_hermite(t, degree) * w[:, None]          # (Q, degree+1)
     s = xp.sqrt(xp.maximum(var.astype(xp.float64), 0))[..., None]
     vals = f(s * t)                                          # (..., Q)
-    return (vals @ h).astype(dt, copy=False)
+    # einsum (not BLAS): each row's result is independent of the batch it sits in
+    return xp.einsum("...q,ql->...l", vals, h).astype(dt, copy=False)
 
 
 def _double_factorial_ratio(k: int) -> float:

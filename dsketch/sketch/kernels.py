@@ -230,7 +230,6 @@ class RandomFourierFeatures(_KernelMap):
     def kernel(self, X1, X2=None):
         """Exact ``exp(−γ‖x − y‖²)`` (float64)."""
         x1, x2 = self._kernel_inputs(X1, X2)
-        get_namespace(x1)
         return get_namespace(x1).exp(-self.gamma * _sq_dists(x1, x2))
 
 
