@@ -107,7 +107,7 @@ class _Writer:
                 raise ValueError(f"{name}: an object array cannot be saved") from None
         if arr.dtype.kind not in _ARRAY_KINDS:
             raise ValueError(f"{name}: arrays of dtype {arr.dtype} cannot be saved")
-        fname = f"{name}.npy"
+        fname = f"{name.split('.', 1)[-1]}.npy"  # the attribute path without the root "model."
         path = self.root / _ARRAYS / fname
         np.save(path, arr, allow_pickle=False)
         return {"array": fname, "shape": list(arr.shape), "dtype": arr.dtype.str, "sha256": _sha256(path)}

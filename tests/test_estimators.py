@@ -50,6 +50,9 @@ CHECKED = [
     SketchRidge(sketch=NTKSketch(n_components=128, random_state=0), alpha=0.01),
     SketchRidge(sketch=RandomFourierFeatures(n_components=128, gamma=0.1, random_state=0), alpha=[1e-3, 1e-1, 10.0], cv=3),
     SketchRidgeClassifier(sketch=NTKSketch(n_components=128, random_state=0), alpha=0.1),
+    RandomFourierFeatures(n_components=SMALL, random_state=0, dtype="float64"),
+    SketchRidge(sketch=NTKSketch(n_components=128, random_state=0, dtype="float64"), alpha=0.01),
+    SketchRidgeClassifier(sketch=NTKSketch(n_components=128, random_state=0, dtype="float64"), alpha=0.1),
 ]
 
 _MIN_TWO = ("the check forces n_components=1; sketches through a nonlinearity need at least 2 "
@@ -57,14 +60,32 @@ _MIN_TWO = ("the check forces n_components=1; sketches through a nonlinearity ne
 _N_COMPONENTS_1 = ("check_dont_overwrite_parameters", "check_methods_sample_order_invariance",
                    "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
                    "check_fit2d_predict1d")
-#: Checks that fail by design, per estimator class, with the reason.
+_FLOAT32 = ("float32 features: a row's features agree across batch compositions only to float32 "
+            "rounding (BLAS kernels differ with the batch shape), while the check demands rtol=1e-7; "
+            "the float64 instances below pass it")
+#: Checks that fail by design, per estimator, with the reason.  Not strict: the float32
+#: rounding cases depend on the machine's BLAS kernels (they may pass elsewhere).
 EXPECTED_FAILED: dict[str, dict[str, str]] = {
-    cls: {name: _MIN_TWO for name in _N_COMPONENTS_1}
-    for cls in ("NTKSketch", "NNGPSketch", "NTKRandomFeatures")
+    "NTKSketch": {"check_methods_sample_order_invariance": _MIN_TWO,
+                  "check_methods_subset_invariance": _MIN_TWO},
+    "NNGPSketch": {"check_methods_sample_order_invariance": _MIN_TWO,
+                   "check_methods_subset_invariance": _MIN_TWO},
+    "NTKRandomFeatures": {name: _MIN_TWO for name in _N_COMPONENTS_1},
+    "RandomFourierFeatures": {"check_methods_sample_order_invariance": _FLOAT32},
+    "ArcCosineFeatures": {"check_methods_sample_order_invariance": _FLOAT32},
+    "SketchRidge": {"check_methods_subset_invariance": _FLOAT32},
+    "SketchRidgeClassifier": {"check_methods_subset_invariance": _FLOAT32},
 }
 
 
-@parametrize_with_checks(CHECKED, expected_failed_checks=lambda est: EXPECTED_FAILED.get(type(est).__name__, {}))
+def _expected_failed(est) -> dict[str, str]:
+    sketch = getattr(est, "sketch", None) or est
+    if getattr(sketch, "dtype", "float32") == "float64":
+        return {}
+    return EXPECTED_FAILED.get(type(est).__name__, {})
+
+
+@parametrize_with_checks(CHECKED, expected_failed_checks=_expected_failed)
 def test_sklearn_conformance(estimator, check):
     check(estimator)
 
@@ -284,7 +305,8 @@ def test_dask_input_matches_numpy(client):
     assert isinstance(pred, da.Array)
     np.testing.assert_allclose(pred.compute(), mem.predict(X), rtol=1e-6, atol=1e-9)
 
-    cg = SketchRidge(sketch=NTKSketch(n_components=64, random_state=1), alpha=0.1, solver="cg").fit(Xd, yd)
+    cg = SketchRidge(sketch=NTKSketch(n_components=64, random_state=1), alpha=0.1, solver="cg",
+                     tol=1e-10).fit(Xd, yd)
     ref = SketchRidge(sketch=NTKSketch(n_components=64, random_state=1), alpha=0.1, solver="direct").fit(X, y)
     np.testing.assert_allclose(cg.coef_, ref.coef_, rtol=1e-4, atol=1e-6)
     assert cg.fit_report_["residuals"]

@@ -157,34 +157,40 @@ def test_deterministic_chunk_invariant_and_dtype():
 # =========================================================================================
 # with ReLU: fidelity of the whole CNTK sketch (needs the activation sketch faces)
 # =========================================================================================
-def _fidelity(net, x, ms, seeds):
+def _fidelity(net, x, ms, seeds, **kw):
     exact = net.kernel(x)
     errs = {}
     for m in ms:
         e = []
         for s in range(seeds):
-            out = net.sketch(x.shape[1:], n_features=m, seed=s)(x)
+            out = net.sketch(x.shape[1:], n_features=m, seed=100 + s, **kw)(x)
             kn = out.nngp.astype(np.float64) @ out.nngp.T.astype(np.float64)
             kt = out.ntk.astype(np.float64) @ out.ntk.T.astype(np.float64)
             e.append((_rel(kn, exact.nngp), _rel(kt, exact.ntk)))
-        errs[m] = tuple(np.mean(e, axis=0))
+        errs[m] = tuple(float(v) for v in np.mean(e, axis=0))
     return errs
 
 
 @pytest.mark.parametrize("name", ["conv-relu-gap", "myrtle5-8x8"])
 def test_cntk_sketch_fidelity_improves_with_width(name):
+    """Relative Frobenius error of F Fᵀ against the exact CNTK, m = 256 → 2048.
+
+    With the default degree-8 polynomial ReLU sketch the error levels off near 1–4 % (the
+    truncation bias of the activation, not of these layers, which are exact or unbiased:
+    see the linear-net tests above).
+    """
     if name == "conv-relu-gap":
         net = serial(Conv((3, 3), 1.4, 0.1), Relu(), Conv((3, 3), 1.4, 0.1), Relu(), GlobalAvgPool(),
                      Dense(1.0, 0.1))
         x = _images(8, 6, 6, 3, seed=9)
     else:
         net = myrtle(5)
-        x = _images(8, 8, 8, 3, seed=10)
+        x = _images(6, 8, 8, 3, seed=10)
     errs = _fidelity(net, x, (256, 2048), seeds=2)
     print(name, errs)
-    for i in (0, 1):
-        assert errs[2048][i] < 0.6 * errs[256][i], errs
-        assert errs[2048][i] < 0.1, errs
+    for i, bound in ((0, 0.06), (1, 0.08)):
+        assert errs[2048][i] < errs[256][i], errs
+        assert errs[2048][i] < bound, errs
 
 
 # =========================================================================================

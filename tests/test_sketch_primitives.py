@@ -188,8 +188,9 @@ def test_bad_input(name, make, kind):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(d_in=0, d_out=4, seed=0), dict(d_in=3, d_out=-1, seed=0), dict(d_in=3.5, d_out=4, seed=0),
-    dict(d_in=True, d_out=4, seed=0), dict(d_in=3, d_out=4, seed=-1), dict(d_in=3, d_out=4, seed=1.0),
+    dict(d_in=0, d_out=4, seed=0), dict(d_in=3, d_out=-1, seed=0),
+    dict(d_in=3.5, d_out=4, seed=0), dict(d_in=True, d_out=4, seed=0),
+    dict(d_in=3, d_out=4, seed=-1), dict(d_in=3, d_out=4, seed=1.0),
     dict(d_in=3, d_out=4, seed=0, path=(-1,)), dict(d_in=3, d_out=4, seed=0, path="layer"),
 ])
 def test_bad_spec(kwargs):

@@ -167,7 +167,8 @@ class PolynomialSketch(_KernelMap):
             if not (self.method == "tensorsketch" or self.leaf == "countsketch"):
                 raise ValueError("PolynomialSketch: sparse X needs method='tensorsketch' or "
                                  "leaf='countsketch'")
-            x = _check_sparse(X, self.input_dim, type(self).__name__, "input_dim").astype(self.dtype)
+            x = _check_sparse(X, self.input_dim, type(self).__name__, "input_dim")
+            x = x.astype(self.dtype)
             return self._apply(self._params(get_namespace(x.data), self.dtype), x)
         return super().__call__(X)
 
@@ -241,8 +242,9 @@ class GaussianMaclaurin(_KernelMap):
     ``degree``; each ``⟨x, y⟩ᵏ`` is sketched by one shared :class:`PolySketch` tree of the
     unit vectors ``x̂`` (``method="ctr"``: the complex-to-real tree), weighted per row by
     ``a_k(x) = e^{−γ‖x‖²} √((2γ)ᵏ/k!) ‖x‖ᵏ`` (computed in the log domain, so large norms do
-    not overflow), concatenated and compressed to ``n_features − 1`` by one SRHT after the
-    exact constant feature ``a_0(x) = e^{−γ‖x‖²}`` (:class:`DotProductSketch`). Unbiased for
+    not overflow), mapped by independent per-degree SRHTs to ``n_features − 1`` features and
+    summed, after the exact feature ``a_0(x) = e^{−γ‖x‖²}`` (:class:`DotProductSketch`;
+    cost about ``degree·log₂(degree)`` TensorSRHTs of width ``poly_width`` per row). Unbiased for
     the **truncated** series (:meth:`truncated_kernel`); :meth:`kernel` is the Gaussian
     itself. The truncation is accurate while ``2γ‖x‖‖y‖`` is well below ``degree``: scale
     the data (or raise ``degree``) accordingly. Draws at ``rng(seed, "maclaurin", ...)``.

@@ -606,10 +606,11 @@ class _TreeMixin(_Random):
 
     ``q = 2^⌈log₂ p⌉`` leaves, ``log₂ q`` levels of tensor nodes. The sketch of degree ``l``
     is the tree applied to ``x^{⊗l} ⊗ e^{⊗(q−l)}``: leaves ``0..l−1`` see ``x``, the others
-    a fixed unit vector ``e``, so ``E⟨S_l x, S_l y⟩ = ⟨x,y⟩ˡ ⟨e,e⟩^{q−l} = ⟨x,y⟩ˡ``. All degrees share the leaves and
-    every node value that only depends on ``x``-leaves or only on ``e``-leaves; node
+    a fixed unit vector ``e``, so ``E⟨S_l x, S_l y⟩ = ⟨x,y⟩ˡ ⟨e,e⟩^{q−l} = ⟨x,y⟩ˡ``. All
+    degrees share the leaves and every node value that only depends on ``x``-leaves or only
+    on ``e``-leaves; node
     ``(k, j)`` with ``r`` of its ``2^k`` leaves on ``x`` is computed once per distinct
-    ``r``: ``p`` leaf sketches of ``x`` and at most ``p·log₂q`` tensor-node evaluations.
+    ``r``: ``p`` leaf sketches of ``x`` and at most ``p·log₂q + q`` tensor-node evaluations.
 
     Constant subtrees. Ahle et al. feed ``e`` to the unused leaves; the value of a subtree
     that only sees ``e`` is then a fixed vector independent of every node above it, and
@@ -756,15 +757,17 @@ class PolySketch(_TreeMixin):
     Binary tree with ``q = 2^⌈log₂ p⌉`` leaves and TensorSRHT (width ``d_out``) at the
     internal nodes; leaves are ``SRHT(d_in → d_out)`` (default) or ``CountSketch`` (input-
     sparsity time; also accepts 2-D sparse input). Lower degrees come out of the same tree
-    by feeding the unit vector ``e₀`` to the unused leaves (the ``e₁`` trick), so
-    ``__call__`` returns ``[ones (...,1), S_1 x, …, S_p x]`` with ``E⟨S_l x, S_l y⟩ = ⟨x,y⟩ˡ``.
-    Variance grows polynomially in ``p`` (tree depth ``log₂ p``), unlike the flat
+    by Ahle et al.'s ``e₁`` trick (unused leaves see a fixed unit vector; here every
+    all-``e`` subtree is replaced by the unit vector ``e₀`` of its output space, which makes
+    the padding levels exact isometries — see ``_TreeMixin``), so ``__call__``
+    returns ``[ones (...,1), S_1 x, …, S_p x]`` with ``E⟨S_l x, S_l y⟩ = ⟨x,y⟩ˡ``. Variance
+    grows polynomially in ``p`` (tree depth ``log₂ p``), unlike the flat
     TensorSketch/TensorSRHT (exponential in ``p``).
 
-    Cost per row: ``q`` leaf sketches ``O(q·d_in log d_in)`` (only ``p`` of them on ``x``)
-    plus at most ``p·log₂q + q`` TensorSRHT evaluations of width ``d_out``
-    (``O(d_out log d_out)`` each). Draws: leaves at ``(*path, "leaf", i)``, nodes at
-    ``(*path, "node", level, j)``.
+    Cost per row: ``p`` leaf sketches ``O(p·⌈d_out/n⌉·n log n)`` (``n`` the padded
+    ``d_in``) plus TensorSRHT evaluations of width ``d_out`` (``O(d_out log d_out)`` each):
+    about ``q`` for :meth:`top` (degree ``p`` only), at most ``p·log₂q + q`` for all
+    degrees. Draws: leaves at ``(*path, "leaf", i)``, nodes at ``(*path, "node", level, j)``.
     """
 
     d_in: int
@@ -795,8 +798,10 @@ class CtRPolySketch(_TreeMixin):
     width ``c = ⌈d_out/2⌉``; each degree's complex sketch ``z_l`` satisfies
     ``E[Σ z_l(x) conj z_l(y)] = ⟨x,y⟩ˡ`` and ``E[Σ z_l(x) z_l(y)] = 0``, and is returned as
     ``d_out`` real features ``[Re z, Im z]`` (:func:`ctr_real`), whose inner product
-    ``Re Σ z(x) conj z(y)`` is an unbiased estimator of ``⟨x,y⟩ˡ`` with lower variance than
-    the real tree at equal output width. Same output list and cost profile as
+    ``Re Σ z(x) conj z(y)`` is an unbiased estimator of ``⟨x,y⟩ˡ``. At equal output width
+    its variance is lower than the real tree's for strongly correlated pairs (measured,
+    d = 256, m = 64, ρ = 0.9: 0.067/0.076/0.092 vs 0.107/0.244/0.187 for p = 2/4/8) and
+    about the same for weakly correlated ones. Same output list and cost profile as
     :class:`PolySketch` (complex arithmetic at half the width). Draws: leaves at
     ``(*path, "ctr-leaf", i)``, nodes at ``(*path, "ctr-node", level, j)``.
     """
