@@ -440,7 +440,6 @@ def evaluate(obj, model_path, data):
 def evaluate_model(est, X, y) -> dict:
     """Metrics of ``est`` on dask ``X``/``y`` in one pass (one ``compute``)."""
     import dask
-    import dask.array as da
     import numpy as np
 
     pred = est.predict(X)
@@ -486,7 +485,6 @@ def _dataset_info(ds) -> dict:
 @common_options
 def info(obj, path):
     """Summarize a model directory or a dataset store (no cluster needed)."""
-    from . import engine
     from .model_io import read_model_info
 
     if not (os.path.exists(path) or "://" in path):

@@ -37,7 +37,6 @@ import math
 import os
 import time
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -127,6 +126,34 @@ def _rechunk_like_rows(y, X):
     return y.rechunk({0: X.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
 
 
+def _validate_input(est, X, y=None, *, reset: bool, sparse: bool, images: bool):
+    """``validate_data`` for 2-D input; images (n, H, W, C) checked with ``allow_nd``.
+
+    ``n_features_in_`` is the flattened row width in both cases.  Returns ``X`` or
+    ``(X, y)`` when ``y`` is given.
+    """
+    if not (images and hasattr(X, "ndim") and X.ndim > 2):
+        kw = dict(accept_sparse="csr" if sparse else False, dtype=[np.float64, np.float32])
+        if y is None:
+            return validate_data(est, X, reset=reset, **kw)
+        return validate_data(est, X, y, reset=reset, multi_output=True, **kw)
+    X = _sk_check_array(X, allow_nd=True, dtype=[np.float64, np.float32], input_name="X",
+                        estimator=est)
+    width = int(np.prod(X.shape[1:]))
+    if reset:
+        est.n_features_in_ = width
+    elif width != est.n_features_in_:
+        raise ValueError(f"X has {width} features per row (shape {X.shape[1:]}), but "
+                         f"{type(est).__name__} is expecting {est.n_features_in_}")
+    if y is None:
+        return X
+    from sklearn.utils.validation import check_consistent_length
+
+    y = _sk_check_array(y, ensure_2d=False, dtype=None, input_name="y")
+    check_consistent_length(X, y)
+    return X, y
+
+
 # ========================================================================= transformers
 class _BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of every random-feature transformer.
@@ -158,18 +185,8 @@ class _BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     def _validate(self, X, *, reset: bool):
         """Validate in-memory ``X``; sets/checks ``n_features_in_`` (rows flattened)."""
-        if X is not None and hasattr(X, "ndim") and X.ndim > 2 and self._image_input:
-            X = _sk_check_array(X, allow_nd=True, dtype=[np.float64, np.float32],
-                                input_name="X", estimator=self)
-            width = int(np.prod(X.shape[1:]))
-            if reset:
-                self.n_features_in_ = width
-            elif width != self.n_features_in_:
-                raise ValueError(f"X has {width} features per row (shape {X.shape[1:]}), but "
-                                 f"{type(self).__name__} is expecting {self.n_features_in_}")
-            return X
-        return validate_data(self, X, reset=reset, accept_sparse="csr" if self._accepts_sparse else False,
-                             dtype=[np.float64, np.float32])
+        return _validate_input(self, X, reset=reset, sparse=self._accepts_sparse,
+                               images=self._image_input)
 
     def _check_row_shape(self, shape: tuple):
         if tuple(shape) != tuple(self.feature_map_.input_shape):
@@ -693,26 +710,7 @@ class _SketchRidgeBase(BaseEstimator):
 
     def _validate_X(self, X, y=None, *, reset: bool):
         sparse, images = self._sketch_flags()
-        if images and hasattr(X, "ndim") and X.ndim > 2:
-            X = _sk_check_array(X, allow_nd=True, dtype=[np.float64, np.float32],
-                                input_name="X", estimator=self)
-            width = int(np.prod(X.shape[1:]))
-            if reset:
-                self.n_features_in_ = width
-            elif width != self.n_features_in_:
-                raise ValueError(f"X has {width} features, but {type(self).__name__} is expecting "
-                                 f"{self.n_features_in_} features as input")
-            if y is None:
-                return X
-            from sklearn.utils.validation import check_consistent_length
-
-            y = _sk_check_array(y, ensure_2d=False, dtype=None, input_name="y")
-            check_consistent_length(X, y)
-            return X, y
-        kw = dict(accept_sparse="csr" if sparse else False, dtype=[np.float64, np.float32])
-        if y is None:
-            return validate_data(self, X, reset=reset, **kw)
-        return validate_data(self, X, y, reset=reset, multi_output=True, **kw)
+        return _validate_input(self, X, y, reset=reset, sparse=sparse, images=images)
 
     # -------------------------------------------------------------------------- fit
     def _fit(self, X, y):
@@ -745,8 +743,6 @@ class _SketchRidgeBase(BaseEstimator):
         return self
 
     def _encode_y_dask(self, y):
-        import dask.array as da
-
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         y = y.astype(np.float64)

@@ -7,7 +7,6 @@ posterior written in function space, and scikit-learn's own ``check_estimator``.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

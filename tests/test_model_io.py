@@ -14,7 +14,7 @@ from dsketch.estimators import (
     SketchRidgeClassifier,
 )
 from dsketch.model_io import load_model, read_model_info, save_model
-from dsketch.nets import Dense, Elementwise, Erf, Gelu, Relu, fully_connected, serial
+from dsketch.nets import Dense, Elementwise, Erf, Gelu, fully_connected, serial
 
 
 def _data(n=90, d=5, seed=0):
@@ -124,7 +124,7 @@ def test_unfitted_refused(tmp_path):
 @pytest.fixture
 def saved(tmp_path):
     X, y = _data()
-    path = save_model(MODELS["nngp-posterior"]().fit(X, y), tmp_path / "m")
+    save_model(MODELS["nngp-posterior"]().fit(X, y), tmp_path / "m")
     return tmp_path / "m"
 
 

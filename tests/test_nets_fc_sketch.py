@@ -248,12 +248,15 @@ def test_fidelity_improves_with_width(act, depth, bias):
 def test_fidelity_at_4096(act, depth, bias):
     """m = 4096, 48 inputs, norms 1e-2..1e2 (tanh: 0.1..3), mean over 3 seeds.
 
-    ReLU and GeLU meet the issue's target (NTK ≤ 0.1); erf and tanh, whose kernels are
-    nearly diagonal on such inputs, are held to 0.2 (neural-tangents' own tests accept 0.2).
+    Measured (mean of 3 seeds, NNGP/NTK): ReLU ≤ 0.032/0.045, GeLU ≤ 0.031/0.060, erf
+    ≤ 0.107/0.109, tanh ≤ 0.107/0.092. ReLU and GeLU are held to the issue's 0.1; erf and
+    tanh, whose kernels are nearly diagonal on such inputs (small off-diagonal entries make
+    the relative Frobenius error of any width-m unbiased sketch larger), to 0.15
+    (neural-tangents' own tests accept 0.2).
     """
     w_std = 1.4 if isinstance(act, Relu) else 1.0
     net = fully_connected(depth, act, w_std, bias)
     err = sketch_error(net, spread_inputs(48, 32, lo=0.1, hi=3.0) if isinstance(act, Elementwise)
                        else spread_inputs(48, 32), 4096, seeds=(0, 1, 2))
-    limit = 0.1 if isinstance(act, (Relu, Gelu)) else 0.2
+    limit = 0.1 if isinstance(act, (Relu, Gelu)) else 0.15
     assert err[1] <= limit and err[0] <= limit, err
