@@ -338,6 +338,9 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
                           W_std=W_std, b_std=b_std, degree=degree, gamma=gamma, coef0=coef0,
                           order=order, image_shape=shape)
     ds = _open(data, y=True)
+    if kernel == "cntk" and ds.X.ndim == 2 and shape is None:
+        raise InputError(f"--kernel cntk needs images: {data!r} holds flat rows of width {ds.X.shape[1]}; "
+                         "pass --image-shape H,W,C")
     classify = task == "classify" or (task == "auto" and _is_label_dtype(ds.y.dtype))
     cls = E.SketchRidgeClassifier if classify else E.SketchRidge
     est = cls(sketch=sketch, alpha=alphas[0] if len(alphas) == 1 else alphas, solver=solver, cv=cv)
@@ -360,7 +363,7 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
         curve = est.cv_results_.get("mean_test_mse") or est.cv_results_.get("gcv_mse")
         human.append("CV MSE per alpha: " + ", ".join(
             f"{a:.3g}: {v:.4g}" for a, v in zip(est.cv_results_["alphas"], curve)))
-    if result["residual"] is not None:
+    if rep.get("solver") == "cg" and result["residual"] is not None:
         human.append(f"CG: {rep.get('iterations')} iterations, final residual {result['residual']:.2e}")
     human.append(f"model saved to {path}")
     _emit(obj, result, human)

@@ -247,6 +247,27 @@ def test_self_kernel_keeps_pixel_pair_symmetry():
     np.testing.assert_allclose(full.ntk, full.ntk.transpose(1, 0, 4, 5, 2, 3), rtol=1e-12, atol=1e-14)
 
 
+def test_window_geometry_matches_explicit_zero_padding():
+    """Window sums (implicit padding) equal sums over an explicitly zero-padded copy."""
+    from dsketch.nets.conv import _axis_geometry, window_sum
+
+    r = np.random.default_rng(0)
+    for size in range(1, 9):
+        for win in range(1, 6):
+            for stride in range(1, 4):
+                for padding in ("SAME", "VALID"):
+                    if padding == "VALID" and win > size:
+                        continue
+                    g = _axis_geometry(size, win, stride, padding, "window")
+                    a = r.normal(size=(2, size))
+                    lo, out = _pads(size, win, stride, padding)
+                    padded = np.zeros((2, size + 2 * win))
+                    padded[:, win:win + size] = a
+                    want = np.stack([padded[:, win - lo + stride * p:win - lo + stride * p + win].sum(axis=1)
+                                     for p in range(out)], axis=1)
+                    np.testing.assert_allclose(window_sum(a, 1, g), want, atol=1e-14)
+
+
 def test_output_shapes_match_kernel_shapes():
     x = _images(2, 7, 6, 3)
     for layer, want in [

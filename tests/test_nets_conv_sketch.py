@@ -13,7 +13,6 @@ References are the exact faces (checked against naive loops and finite nets in
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

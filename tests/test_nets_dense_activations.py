@@ -38,7 +38,7 @@ def _gh(deg):
     return _GH[deg]
 
 
-def ref_gh2(f, g, v1, v2, c, deg=300):
+def ref_gh2(f, g, v1, v2, c, deg=200):
     """E[f(u) g(v)] by a deg×deg Gauss–Hermite product rule (scalars)."""
     t, w = _gh(deg)
     s1, s2 = math.sqrt(v1), math.sqrt(v2)
@@ -68,7 +68,7 @@ def ref_polar(f, g, q, v1, v2, c, n=48):
     return total * 2 ** q * math.factorial(q) / (2 * math.pi)
 
 
-def ref_moment(f, v, deg=300):
+def ref_moment(f, v, deg=200):
     """E[f(√v z)²]."""
     t, w = _gh(deg)
     return float(np.sum(w * f(math.sqrt(v) * t) ** 2))
@@ -88,7 +88,7 @@ CLOSED = SMOOTH + HOMOGENEOUS
 _ids = [repr(a) for a in CLOSED]
 
 RHOS = [-1.0, -0.7, 0.0, 0.3, 0.9, 0.999, 1.0]
-SMOOTH_VARS = [1e-6, 1e-3, 0.3, 2.5]
+SMOOTH_VARS = [1e-6, 1e-3, 0.3, 2.0]
 HOMOG_VARS = [1e-6, 1e-3, 1.0, 1e3, 1e6]
 
 

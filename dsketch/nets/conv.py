@@ -102,25 +102,13 @@ def _image_kernel(k: Kernel, layer: str) -> None:
                          f"got spatial {tuple(k.spatial)}")
 
 
-def _pad_axes(a, axes, lo: int, hi: int):
-    if not (lo or hi):
-        return a
-    xp = get_namespace(a)
-    widths = [(0, 0)] * a.ndim
-    for ax in axes:
-        widths[ax] = (lo, hi)
-    return xp.pad(a, widths)
-
-
 def _offset_range(g: _Axis, d: int):
     """Output positions p whose input position s·p + d − lo lies inside the image.
 
     Returns ``(out_slice, in_slice)`` or ``None`` when no output position sees offset d.
     """
     o = d - g.lo
-    p_lo = max(0, -(o // g.stride)) if o < 0 else 0
-    while g.stride * p_lo + o < 0:
-        p_lo += 1
+    p_lo = 0 if o >= 0 else -(o // g.stride)  # ceil(-o / s): first p with s·p + o ≥ 0
     p_hi = min(g.out - 1, (g.size - 1 - o) // g.stride)
     if p_hi < p_lo:
         return None
@@ -215,9 +203,11 @@ class Conv(Layer):
     -----
     Exact face (``kernel``): Σ' = W_std²/|F| Σ_d Σ(sp+d, sq+d) + b_std² and
     Θ' = Σ' + W_std²/|F| Σ_d Θ(sp+d, sq+d), applied to ``nngp``, ``ntk``, ``cov1`` and
-    ``cov2``.  Cost O(|F| · batch · (HW)²) per array; temporaries are one zero-padded copy of
-    an input array plus the output, i.e. O(block² (HW)²) for a block pair of
-    ``serial.kernel`` — no loop over pixels.
+    ``cov2``.  Cost O((fh + fw) · batch · (HW)²) per array (separable: a diagonal window sum
+    over the two height axes, then over the two width axes, shifted slices, no loop over
+    pixels, no padded copy); temporaries are the intermediate and the output, i.e.
+    O(block² (HW)²) for a block pair of ``serial.kernel``.  The first layer's Θ = 0 is
+    detected and skipped.
 
     Sketch face (``sketch``): each output pixel's NNGP feature is the concatenation of the
     |F| shifted (zero padded) input features times W_std/√|F| (plus a constant b_std

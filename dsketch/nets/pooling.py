@@ -16,7 +16,7 @@ from typing import Optional
 from ..backend import get_namespace, to_namespace
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
 from .conv import (
-    WIDTH_FACTOR, _Reduce, _geometry, _image_kernel, _image_shape, _pad_axes, _pair, _padding,
+    WIDTH_FACTOR, _Reduce, _geometry, _image_kernel, _image_shape, _pair, _padding,
     map_kernel_arrays, window_sum,
 )
 
@@ -51,8 +51,8 @@ class AvgPool(Layer):
     Notes
     -----
     Exact face: Σ'(P, Q) = Σ_{p∈P} Σ_{q∈Q} Σ(p, q) / (|P||Q|) on ``nngp``, ``ntk``, ``cov1``
-    and ``cov2`` (separable window sums over the four pair-spatial axes; temporaries one
-    padded copy plus the output, O(block² (HW)²)).
+    and ``cov2`` (separable window sums over the four pair-spatial axes, shifted slices
+    with implicit zero padding; temporaries: the intermediates, O(block² (HW)²)).
 
     Sketch face: the features of an output pixel are the average of the input features
     over its window (exact linear map).  The new per-pixel variance needs covariances

@@ -119,6 +119,9 @@ def fwht(x, *, normalize: bool = False):
         rows *= s
     is_complex = x.dtype.kind == "c"
     out_dtype = x.dtype
+    if is_complex and xp is not np:  # pragma: no cover - GPU only: no dtype-changing views
+        y = fwht(x.real, normalize=normalize) + 1j * fwht(x.imag, normalize=normalize)
+        return y.astype(out_dtype, copy=False)
     y = xp.ascontiguousarray(x.reshape(rows, n))
     if is_complex:
         y = y.view(np.float32 if x.dtype == np.complex64 else np.float64)  # (rows, 2n)
