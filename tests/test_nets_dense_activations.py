@@ -38,7 +38,7 @@ def _gh(deg):
     return _GH[deg]
 
 
-def ref_gh2(f, g, v1, v2, c, deg=200):
+def ref_gh2(f, g, v1, v2, c, deg=240):
     """E[f(u) g(v)] by a deg×deg Gauss–Hermite product rule (scalars)."""
     t, w = _gh(deg)
     s1, s2 = math.sqrt(v1), math.sqrt(v2)
@@ -68,7 +68,7 @@ def ref_polar(f, g, q, v1, v2, c, n=48):
     return total * 2 ** q * math.factorial(q) / (2 * math.pi)
 
 
-def ref_moment(f, v, deg=200):
+def ref_moment(f, v, deg=300):
     """E[f(√v z)²]."""
     t, w = _gh(deg)
     return float(np.sum(w * f(math.sqrt(v) * t) ** 2))

@@ -124,22 +124,26 @@ class Serial(Layer):
             parts = [run(x1[i:i + block_size], None, True) for i in range(0, n1, block_size)]
             return KernelResult(xp.concatenate([p.nngp for p in parts]),
                                 xp.concatenate([p.ntk for p in parts]))
-        rows_nngp, rows_ntk = [], []
-        for i in range(0, n1, block_size):
-            cols_nngp, cols_ntk = [], []
-            for j in range(0, n2, block_size):
+        def swap(a):  # K[i, j, p, q] -> K[j, i, q, p]
+            s = (a.ndim - 2) // 2
+            return a.transpose((1, 0) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s)))
+
+        starts1, starts2 = range(0, n1, block_size), range(0, n2, block_size)
+        blocks = {}
+        for bi, i in enumerate(starts1):
+            for bj, j in enumerate(starts2):
+                if same and bj < bi:  # K(x, x) is symmetric: mirror the computed block
+                    k = blocks[bj, bi]
+                    blocks[bi, bj] = (swap(k[0]), swap(k[1]))
+                    continue
                 k = run(x1[i:i + block_size], x2[j:j + block_size], False)
-                cols_nngp.append(k.nngp)
-                cols_ntk.append(k.ntk)
-            rows_nngp.append(xp.concatenate(cols_nngp, axis=1))
-            rows_ntk.append(xp.concatenate(cols_ntk, axis=1))
-        nngp = xp.concatenate(rows_nngp, axis=0)
-        ntk = xp.concatenate(rows_ntk, axis=0)
+                blocks[bi, bj] = (k.nngp, k.ntk)
+        nb1, nb2 = len(starts1), len(starts2)
+        nngp, ntk = (xp.concatenate([xp.concatenate([blocks[a, b][c] for b in range(nb2)], axis=1)
+                                     for a in range(nb1)], axis=0) for c in (0, 1))
         if same:  # symmetrize away round-off: K[i, j, p, q] = K[j, i, q, p]
-            s = (nngp.ndim - 2) // 2
-            axes = (1, 0) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s))
-            nngp = (nngp + nngp.transpose(axes)) / 2
-            ntk = (ntk + ntk.transpose(axes)) / 2
+            nngp = (nngp + swap(nngp)) / 2
+            ntk = (ntk + swap(ntk)) / 2
         return KernelResult(nngp, ntk)
 
     # ------------------------------------------------------------------------ sketch
