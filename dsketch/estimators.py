@@ -565,25 +565,32 @@ class ArcCosineFeatures(_KernelSketch):
 
 
 # ====================================================================== ridge on a Gram
-def _memory_gram(Phi, Y, n_folds: int | None, fold_seed: int):
-    """In-memory equivalent of ``dsketch.engine.gram`` (same ``Gram`` record, same folds)."""
+def _memory_gram(Phi, Y, n_folds: int | None, fold_seed: int, slab: int = 8192):
+    """In-memory equivalent of ``dsketch.engine.gram`` (same ``Gram`` record, same folds).
+
+    Accumulates in float64 over slabs of ``slab`` rows, so the float64 copy of Φ is bounded.
+    """
     from .engine import Gram, fold_ids
 
-    P = Phi.astype(np.float64, copy=False)
-    G = P.T @ P
-    B = P.T @ Y
-    yy = np.sum(Y * Y, axis=0)
-    gram = Gram(G=G, B=B, yy=yy, n=int(P.shape[0]))
+    n, m, k = int(Phi.shape[0]), int(Phi.shape[1]), int(Y.shape[1])
+    F = int(n_folds or 1)
+    ids = fold_ids(n, F, fold_seed) if n_folds else np.zeros(n, dtype=np.int64)
+    Gs, Bs = np.zeros((F, m, m)), np.zeros((F, m, k))
+    yys, ns = np.zeros((F, k)), np.zeros(F, dtype=np.int64)
+    for start in range(0, n, slab):
+        P = np.asarray(Phi[start:start + slab], dtype=np.float64)
+        Ys, fs = Y[start:start + slab], ids[start:start + slab]
+        for f in range(F):
+            rows = fs == f
+            Pf, Yf = (P, Ys) if F == 1 else (P[rows], Ys[rows])
+            Gs[f] += Pf.T @ Pf
+            Bs[f] += Pf.T @ Yf
+            yys[f] += np.sum(Yf * Yf, axis=0)
+            ns[f] += Pf.shape[0]
+    gram = Gram(G=Gs.sum(axis=0), B=Bs.sum(axis=0), yy=yys.sum(axis=0), n=n)
     if n_folds:
-        ids = fold_ids(P.shape[0], n_folds, fold_seed)
-        gram.G_folds, gram.B_folds, gram.yy_folds, gram.n_folds = [], [], [], []
-        for k in range(n_folds):
-            rows = ids == k
-            Pk, Yk = P[rows], Y[rows]
-            gram.G_folds.append(Pk.T @ Pk)
-            gram.B_folds.append(Pk.T @ Yk)
-            gram.yy_folds.append(np.sum(Yk * Yk, axis=0))
-            gram.n_folds.append(int(rows.sum()))
+        gram.G_folds, gram.B_folds = list(Gs), list(Bs)
+        gram.yy_folds, gram.n_folds = list(yys), [int(c) for c in ns]
     return gram
 
 
@@ -840,7 +847,9 @@ class _SketchRidgeBase(BaseEstimator):
             raise ValueError("return_std=True needs a model fitted with posterior_std=True")
         S = self.posterior_factor_
         if _is_dask(Phi):
-            return ((Phi.astype(np.float64) @ S) ** 2).sum(axis=1) ** 0.5
+            from . import engine
+
+            return (engine.predict(Phi, S) ** 2).sum(axis=1) ** 0.5  # S travels as one key
         return np.sqrt(np.sum((Phi.astype(np.float64) @ S) ** 2, axis=1))
 
     def __sklearn_tags__(self):

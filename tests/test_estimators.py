@@ -54,14 +54,16 @@ CHECKED = [
     SketchRidgeClassifier(sketch=NTKSketch(n_components=128, random_state=0, dtype="float64"), alpha=0.1),
 ]
 
-_MIN_TWO = ("the check forces n_components=1; sketches through a nonlinearity need at least 2 "
-            "features (activation sketches and NTKRandomFeatures refuse 1 with a ValueError)")
+# Why: these checks force n_components=1, but a sketch through a nonlinearity needs at least
+# 2 features (activation sketches and NTKRandomFeatures refuse 1 with a ValueError).
+_MIN_TWO = "check forces n_components=1; nonlinear sketches need >= 2 features"
 _N_COMPONENTS_1 = ("check_dont_overwrite_parameters", "check_methods_sample_order_invariance",
                    "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
                    "check_fit2d_predict1d")
-_FLOAT32 = ("float32 features: a row's features agree across batch compositions only to float32 "
-            "rounding (BLAS kernels differ with the batch shape), while the check demands rtol=1e-7; "
-            "the float64 instances below pass it")
+# Why: with float32 features a row's values agree across batch compositions only to float32
+# rounding (BLAS kernels differ with the batch shape); the check demands rtol=1e-7.  The
+# float64 instances in CHECKED pass the same checks.
+_FLOAT32 = "float32 features: batch-dependent BLAS rounding above the check's rtol=1e-7"
 #: Checks that fail by design, per estimator, with the reason.  Not strict: the float32
 #: rounding cases depend on the machine's BLAS kernels (they may pass elsewhere).
 EXPECTED_FAILED: dict[str, dict[str, str]] = {
@@ -309,6 +311,12 @@ def test_dask_input_matches_numpy(client):
     ref = SketchRidge(sketch=NTKSketch(n_components=64, random_state=1), alpha=0.1, solver="direct").fit(X, y)
     np.testing.assert_allclose(cg.coef_, ref.coef_, rtol=1e-4, atol=1e-6)
     assert cg.fit_report_["residuals"]
+
+    gp_mem = SketchRidge(sketch=NNGPSketch(n_components=32, random_state=2), alpha=0.5, posterior_std=True).fit(X, y)
+    gp = SketchRidge(sketch=NNGPSketch(n_components=32, random_state=2), alpha=0.5, posterior_std=True).fit(Xd, yd)
+    mean, std = gp.predict(Xd, return_std=True)
+    assert isinstance(std, da.Array)
+    np.testing.assert_allclose(std.compute(), gp_mem.predict(X, return_std=True)[1], rtol=1e-6)
 
 
 def test_store_input_and_lazy_classifier(client, tmp_path):
