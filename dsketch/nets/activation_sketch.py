@@ -167,11 +167,9 @@ class ActivationSketch(LayerSketch):
             return None
         return PolySketch(self.w_in, self._m, top, self.seed, self.path + ("poly",))
 
-    def _compress(self, active, which: str):
-        blocks = [l for l in active if l >= 1]
-        if not blocks:
-            return None
-        return SRHT(len(blocks) * self._m, self._m - 1, self.seed, self.path + (which,))
+    def _compress(self, l: int, which: str):
+        """Per-degree SRHT ``m → m − 1`` of block ``l`` (independent signs per degree)."""
+        return SRHT(self._m, self._m - 1, self.seed, self.path + (which, l))
 
     def _expand(self):
         """Narrow NTK features are first spread to width m by an SRHT (see ``__call__``)."""
@@ -213,27 +211,45 @@ class ActivationSketch(LayerSketch):
         xp = get_namespace(x)
         dt = x.dtype
         m = self._m
+        lead = x.shape[:-1]
         norm = xp.sqrt(xp.sum(x.astype(xp.float64) ** 2, axis=-1, keepdims=True))
         xhat = (x / xp.where(norm > 0, norm, 1).astype(dt)).astype(dt, copy=False)
         R, Rdot = folded_expansion(self.act, var, self.degree)
         R = R.astype(dt)
         Rdot = Rdot.astype(dt)
-        poly = self._poly()
-        needed = sorted({l for l in self.active_nngp + self.active_dot if l >= 1})
-        sk = poly.evaluate(xhat, needed, check=False) if needed else {}
+        want_dot = bool(self.out.ntk)
+        act_n = {l for l in self.active_nngp if l >= 1}
+        act_d = {l for l in self.active_dot if l >= 1} if want_dot else set()
+        needed = sorted(act_n | act_d)
+        # Streamed: each degree's sketch S_l x̂ leaves the tree once and feeds both outputs
+        # through its own SRHT (m → m−1); the sum over degrees is unbiased since the
+        # per-degree SRHTs have independent signs (cross terms have mean zero).
+        rest = {"nngp": None, "dot": None}
+        if needed:
+            poly = self._poly()
+            x2 = xhat.reshape(-1, self.w_in)
+            for l, s_l in poly._tree_iter(x2, needed):
+                for which, coef, active in (("nngp", R, act_n), ("dot", Rdot, act_d)):
+                    if l not in active:
+                        continue
+                    c = coef[..., l].reshape(-1, 1)
+                    g = self._compress(l, which)(s_l, check=False)
+                    g *= c
+                    rest[which] = g if rest[which] is None else xp.add(rest[which], g,
+                                                                       out=rest[which])
+                del s_l
 
-        def assemble(coef, active, which):
-            const = coef[..., :1]
-            comp = self._compress(active, which)
-            if comp is None:
-                rest = xp.zeros(x.shape[:-1] + (m - 1,), dtype=dt)
+        def assemble(coef, which):
+            out = xp.empty((int(np.prod(lead, dtype=np.int64)), m), dtype=dt)
+            out[:, 0] = coef[..., 0].reshape(-1)
+            if rest[which] is None:
+                out[:, 1:] = 0
             else:
-                u = xp.concatenate([coef[..., l:l + 1] * sk[l] for l in active if l >= 1], axis=-1)
-                rest = comp(u, check=False)
-            return xp.concatenate([const, rest], axis=-1)
+                out[:, 1:] = rest[which]
+            return out.reshape(lead + (m,))
 
-        nngp = assemble(R, self.active_nngp, "nngp")
-        dot = assemble(Rdot, self.active_dot, "dot") if self.out.ntk else None
+        nngp = assemble(R, "nngp")
+        dot = assemble(Rdot, "dot") if want_dot else None
         return nngp, dot
 
     def _random_features(self, x):

@@ -19,7 +19,10 @@ import numpy as np
 
 from ..backend import device_key, get_namespace
 
-__all__ = ["fwht", "hadamard_matrix", "next_pow2", "is_pow2"]
+__all__ = ["fwht", "fwht_padded", "hadamard_matrix", "next_pow2", "is_pow2"]
+
+# Padded tails at most this wide are transformed by one small dense product (fwht_padded).
+_TAIL_DENSE = 64
 
 # Largest Hadamard factor applied in one matrix product: 2**_MAX_LOG = 32 (flops per
 # element are the sum of the factor sizes; 32 balances that against BLAS efficiency).
@@ -147,3 +150,64 @@ def fwht(x, *, normalize: bool = False):
     if normalize:
         y = y * (1.0 / math.sqrt(n))
     return y.reshape(lead + (n,))
+
+
+def _popcount_parity(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    par = np.zeros_like(a)
+    while np.any(a):
+        par ^= a & 1
+        a >>= 1
+    return par
+
+
+@functools.lru_cache(maxsize=64)
+def _host_rows(k: int, n: int, dtype_str: str) -> np.ndarray:
+    """First ``k`` rows of ``H_n``: ``H[i, j] = (-1)^{popcount(i & j)}``."""
+    i = np.arange(k, dtype=np.int64)[:, None]
+    j = np.arange(n, dtype=np.int64)[None, :]
+    return (1 - 2 * _popcount_parity(i & j)).astype(np.dtype(dtype_str))
+
+
+def _rows_of_h(xp, k: int, n: int, dtype):
+    key = (device_key(xp), "rows", k, n, np.dtype(dtype).str)
+    h = _DEVICE_FACTORS.get(key)
+    if h is None:
+        h = _host_rows(k, n, np.dtype(dtype).str)
+        if xp is not np:
+            h = xp.asarray(h)
+        _DEVICE_FACTORS[key] = h
+    return h
+
+
+def fwht_padded(x, n: int):
+    """``fwht`` of real ``x`` zero-padded on the last axis to the power of two ``n ≥ width``.
+
+    Skips the work on the zero padding: with ``h = n/2`` and ``H_n = H_2 ⊗ H_h``, the
+    transform of ``[a, b]`` is ``[H a + H b, H a − H b]`` (``a`` the first ``h`` entries,
+    ``b`` the rest, padded) and that of ``[a, 0]`` is ``[H a, H a]``; a narrow input (at
+    most 64 entries) is one ``(width × n)`` product with the first rows of ``H_n``. So an
+    input of width ``h + 1`` costs about one transform of size ``h``, not one of size ``2h``.
+    Output dtype is the input's (float32 or float64).
+    """
+    xp = get_namespace(x)
+    d = x.shape[-1]
+    if not is_pow2(n) or d > n:
+        raise ValueError(f"fwht_padded needs a power of two n ≥ width {d}, got n={n}")
+    if d == n:
+        return fwht(x)
+    lead = x.shape[:-1]
+    if d <= _TAIL_DENSE and n <= 4096:
+        out = x.reshape(-1, d) @ _rows_of_h(xp, d, n, x.dtype)
+        return out.reshape(lead + (n,))
+    h = n // 2
+    out = xp.empty(lead + (n,), dtype=x.dtype)
+    if d <= h:
+        out[..., :h] = fwht_padded(x, h)
+        out[..., h:] = out[..., :h]
+        return out
+    a = fwht(x[..., :h])
+    b = fwht_padded(x[..., h:], h)
+    xp.add(a, b, out=out[..., :h])
+    xp.subtract(a, b, out=out[..., h:])
+    return out

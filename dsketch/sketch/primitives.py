@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import check_array, device_cache, get_namespace, rng, to_namespace
-from .hadamard import fwht, next_pow2
+from .hadamard import fwht, fwht_padded, next_pow2
 
 __all__ = [
     "SRHT",
@@ -159,18 +159,14 @@ def _signs(gen: np.random.Generator, shape, complex_signs: bool) -> np.ndarray:
 
 
 def _hadamard_side(x2, signs, n: int, d: int):
-    """``fwht(pad(x ⊙ D_b))`` for every block b: (R, d) → (R, B·n)."""
-    xp = get_namespace(x2)
+    """``fwht(pad(x ⊙ D_b))`` for every block b: (R, d) → (R, B·n).
+
+    The zero padding is never materialized or transformed (:func:`fwht_padded`).
+    """
     r = x2.shape[0]
     blocks = signs.shape[0]
-    dtype = np.result_type(x2.dtype, signs.dtype)
-    if d == n:
-        z = x2[:, None, :] * signs[None, :, :]
-    else:
-        z = xp.empty((r, blocks, n), dtype=dtype)
-        z[:, :, d:] = 0
-        xp.multiply(x2[:, None, :], signs[None, :, :d], out=z[:, :, :d])
-    return fwht(z).reshape(r, blocks * n)
+    z = x2[:, None, :] * (signs if d == n else signs[:, :d])[None, :, :]
+    return fwht_padded(z, n).reshape(r, blocks * n)
 
 
 @dataclass(frozen=True)
