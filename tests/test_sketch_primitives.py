@@ -64,6 +64,27 @@ def test_fwht_matches_scipy_hadamard(n):
     assert fwht(z.astype(np.complex64)).dtype == np.complex64
 
 
+@pytest.mark.parametrize("d,n", [(1, 1), (3, 4), (5, 8), (65, 128), (100, 1024), (700, 1024),
+                                 (1023, 1024), (1025, 2048), (3000, 8192), (7, 8192)])
+def test_fwht_padded_matches_padded_fwht(d, n):
+    from dsketch.sketch.hadamard import fwht_padded
+
+    rng = np.random.default_rng(d + n)
+    x = rng.normal(size=(3, 2, d))
+    z = np.zeros((3, 2, n))
+    z[..., :d] = x
+    np.testing.assert_allclose(fwht_padded(x, n), fwht(z), rtol=1e-12, atol=1e-10)
+    y32 = fwht_padded(x.astype(np.float32), n)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, fwht(z), rtol=1e-4, atol=1e-4 * math.sqrt(n))
+    c = x + 1j * rng.normal(size=x.shape)
+    zc = np.zeros((3, 2, n), dtype=complex)
+    zc[..., :d] = c
+    np.testing.assert_allclose(fwht_padded(c, n), fwht(zc), atol=1e-10)
+    with pytest.raises(ValueError, match="fwht_padded"):
+        fwht_padded(x, max(1, d // 2) if d > 1 else 3)
+
+
 def test_fwht_large_and_involution():
     x = np.random.default_rng(0).normal(size=(2, 2**15))
     y = fwht(x)

@@ -7,8 +7,13 @@ unchanged).  For a row (or pixel) with NNGP features ``x`` of exact variance ``v
 1. ``x̂ = x/‖x‖`` (zero rows stay zero) and a :class:`~dsketch.sketch.primitives.PolySketch`
    gives ``S_l x̂`` with ``E⟨S_l x̂, S_l ŷ⟩ = ⟨x̂, ŷ⟩^l`` for ``l = 1..p`` (``p = options.degree``);
 2. the blocks ``R_l(v)·S_l x̂`` (radial Hermite factors, exact for inputs anywhere in R^d)
-   are concatenated and compressed by one SRHT, after the exact constant column
-   ``R_0(v)``: ``E⟨f(x), f(y)⟩ = Σ_{l≤p} R_l(v_x) R_l(v_y) ρ^l``;
+   are each mapped by their own SRHT ``m → m−1`` (independent signs per degree) and summed,
+   after the exact constant column ``R_0(v)``: ``E⟨f(x), f(y)⟩ = Σ_{l≤p} R_l(v_x) R_l(v_y)
+   ρ^l`` (cross-degree terms have mean zero).  The degrees stream out of the tree one at a
+   time and feed the NNGP and derivative sums together, so no ``p·m``-wide concatenation
+   is formed; this costs ``p`` transforms of size m instead of two of size
+   ``2^⌈log₂ p·m⌉`` and measured a lower error (FC ReLU depth 2, m = 1024: NNGP 0.058 vs
+   0.079, NTK 0.142 vs 0.155; erf: 0.31 vs 0.40);
 3. the same with ``Rdot_l`` gives derivative features ``g`` with
    ``E⟨g(x), g(y)⟩ ≈ E[φ'(u)φ'(v)]``, and ``ntk' = TensorSRHT(ntk, g)`` (``E`` = Θ·E[φ'φ']),
    NTK features narrower than m being first spread to width m by an SRHT (a TensorSRHT

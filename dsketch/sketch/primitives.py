@@ -204,7 +204,9 @@ class _SRHTCore(_Random):
         xp = get_namespace(x)
         x2, lead = _rows(x, self.d_in)
         signs, idx = self._params(xp, _float_dtype(x))
-        y = xp.take(_hadamard_side(x2, signs, self._n, self.d_in), idx, axis=1)
+        y = _hadamard_side(x2, signs, self._n, self.d_in)
+        if y.shape[1] != self.d_out:  # a full last block needs no gather
+            y = xp.take(y, idx, axis=1)
         return y.reshape(lead + (self.d_out,))
 
 
@@ -400,7 +402,9 @@ class _TensorSRHTCore(_Random):
         i1, i2 = np.concatenate(i1), np.concatenate(i2)
         sdt = _complex_of(dtype) if self._complex else dtype
         put = lambda a, t: to_namespace(a.astype(t), xp)  # noqa: E731
-        return (put(s1, sdt), put(s2, sdt), put(i1, np.int64), put(i2, np.int64))
+        # a first factor whose coordinates are all used in order needs no gather (None)
+        g1 = None if np.array_equal(i1, np.arange(blocks * n1)) else put(i1, np.int64)
+        return (put(s1, sdt), put(s2, sdt), g1, put(i2, np.int64))
 
     def _side(self, x, which: int):
         """The gathered Hadamard transform of one factor: ``(..., d_which) → (..., d_out)``."""
@@ -410,7 +414,9 @@ class _TensorSRHTCore(_Random):
         real = np.float32 if x.dtype in (np.float32, np.complex64) else np.float64
         s1, s2, i1, i2 = self._params(xp, real)
         signs, idx = (s1, i1) if which == 1 else (s2, i2)
-        y = xp.take(_hadamard_side(x2, signs, next_pow2(d), d), idx, axis=1)
+        y = _hadamard_side(x2, signs, next_pow2(d), d)
+        if idx is not None:
+            y = xp.take(y, idx, axis=1)
         return y.reshape(lead + (self.d_out,))
 
     def left(self, x1):
