@@ -29,7 +29,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,51 +37,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from dsketch import engine  # noqa: E402
-from dsketch.backend import device_cache, get_namespace, rng  # noqa: E402
 
 RESULTS = HERE / "results"
 
 
 # ----------------------------------------------------------------------- feature map
-@dataclass(frozen=True)
-class _FallbackRFF:
-    """Random Fourier features, used only while dsketch.sketch.kernels cannot be imported."""
-
-    input_dim: int
-    n_features: int
-    gamma: float = 1.0
-    seed: int = 0
-    task_name: str = "rff"
-
-    @property
-    def dtype(self):
-        return np.dtype(np.float32)
-
-    @property
-    def input_shape(self):
-        return (self.input_dim,)
-
-    @device_cache
-    def params(self, xp):
-        g = rng(self.seed, "bench", "rff")
-        W = g.standard_normal((self.input_dim, self.n_features)) * math.sqrt(2 * self.gamma)
-        b = g.uniform(0, 2 * math.pi, self.n_features)
-        return xp.asarray(W.astype(np.float32)), xp.asarray(b.astype(np.float32))
-
-    def __call__(self, x):
-        xp = get_namespace(x)
-        W, b = self.params(xp)
-        return (math.sqrt(2.0 / self.n_features) * xp.cos(x.astype(np.float32) @ W + b)).astype(np.float32)
-
-
 def feature_map(d: int, m: int, gamma: float):
-    try:
-        from dsketch.sketch.kernels import RandomFourierFeatures
+    from dsketch.sketch.kernels import RandomFourierFeatures
 
-        return RandomFourierFeatures(input_dim=d, n_features=m, gamma=gamma, seed=0), "RandomFourierFeatures"
-    except Exception as exc:  # kernels module not importable yet
-        print(f"(dsketch.sketch.kernels unavailable: {exc}; using the benchmark's own RFF map)")
-        return _FallbackRFF(d, m, gamma, 0), "fallback RFF"
+    return RandomFourierFeatures(input_dim=d, n_features=m, gamma=gamma, seed=0), "RandomFourierFeatures"
 
 
 # ----------------------------------------------------------------------------- data

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
-from scipy.special import erf as sp_erf
 
 from dsketch.nets import (
     ABRelu, Abs, Activation, Cos, Dense, Elementwise, Erf, Exp, Gaussian, Gelu, Identity, Kernel,

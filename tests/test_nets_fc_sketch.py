@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dsketch.nets import (
-    Abs, Dense, Elementwise, Erf, Features, FeatureShape, Gelu, Identity, LeakyRelu, Relu, Sign, Sin,
+    Abs, Dense, Elementwise, Erf, FeatureShape, Gelu, Identity, LeakyRelu, Relu, Sign, Sin,
     SketchOptions, Step, fully_connected, serial,
 )
 from dsketch.nets.activation_sketch import ActivationSketch, folded_expansion

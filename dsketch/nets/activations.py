@@ -35,7 +35,7 @@ import numpy as np
 
 from ..backend import get_namespace
 from . import dual as D
-from .base import Features, FeatureShape, Kernel, Layer, SketchOptions
+from .base import FeatureShape, Kernel, Layer, SketchOptions
 from .dense import check_param
 
 __all__ = [

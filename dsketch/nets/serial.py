@@ -7,7 +7,6 @@ images with ⟨x_p, y_q⟩/C), blocking of exact kernels over row blocks, and th
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import check_array, device_cache, get_namespace, rng, to_namespace
-from .hadamard import fwht, fwht_padded, next_pow2
+from .hadamard import fwht_padded, next_pow2
 
 __all__ = [
     "SRHT",
