@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="where stores are written (default: temp)")
     p.add_argument("--keep", action="store_true", help="keep the stores")
     p.add_argument("--out", default=str(RESULTS), help="results folder")
-    p.add_argument("--name", default="scaling", help="file stem of the JSON and PNG")
+    p.add_argument("--name", default=None, help="file stem of the JSON and PNG (default: scaling, or scaling_quick with --quick)")
     a = p.parse_args(argv)
 
     rows = [int(r) for r in a.rows] if a.rows else (
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
           "(1.0 = no Dask overhead); {0}w/{1}w = speedup from {1} to {0} workers.".format(wmax, w1))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = a.name
+    name = a.name or ("scaling_quick" if a.quick else "scaling")
     (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=float))
     plot(results, out / f"{name}.png")
     print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
