@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _gpu import cupy_or_none
 
 from dsketch.nets import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Relu, myrtle, serial
 from dsketch.nets.base import SketchOptions
@@ -197,14 +198,7 @@ def test_cntk_sketch_fidelity_improves_with_width(name):
 # =========================================================================================
 # GPU: the same numbers from CuPy arrays (skipped without CuPy and a CUDA device)
 # =========================================================================================
-def _cupy():
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-        return cupy
-    except Exception:
-        return None
+_cupy = cupy_or_none
 
 
 @pytest.mark.gpu

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _gpu import cupy_or_none
 import scipy.linalg
 import scipy.sparse as sp
 
@@ -505,14 +506,7 @@ def test_polysketch_error_table_slow(cls):
 
 
 # --------------------------------------------------------------------------------- GPU
-def _cupy():
-    try:
-        import cupy
-
-        cupy.cuda.runtime.getDeviceCount()
-        return cupy
-    except Exception:
-        return None
+_cupy = cupy_or_none
 
 
 @pytest.mark.gpu
