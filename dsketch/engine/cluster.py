@@ -83,11 +83,45 @@ def show_progress(futures, *, enabled: bool | None = None) -> None:
         pass
 
 
+def current_client(client=None):
+    """``client``, else the active ``distributed`` client, else ``None`` (never starts one)."""
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def worker_memory_limits(client) -> tuple[int, int, int]:
+    """(workers, smallest memory limit, total memory limit) in bytes (0 = unknown)."""
+    if client is None:
+        return 0, 0, 0
+    try:
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # older distributed
+        info = client.scheduler_info()["workers"]
+    except Exception:  # pragma: no cover
+        return 0, 0, 0
+    lims = [int(w.get("memory_limit") or 0) for w in info.values()]
+    if not lims:
+        return 0, 0, 0
+    if any(v == 0 for v in lims):  # unlimited workers: use the machine's memory
+        try:
+            import psutil
+
+            tot = int(psutil.virtual_memory().total)
+        except Exception:  # pragma: no cover
+            tot = 0
+        lims = [v or tot // len(lims) for v in lims]
+    return len(lims), min(lims), sum(lims)
+
+
 def worker_memory(client) -> dict:
     """Workers' count and memory limits in bytes: ``{"workers", "min", "total"}``."""
-    from .solve import _worker_memory
-
-    w, mn, tot = _worker_memory(client)
+    w, mn, tot = worker_memory_limits(client)
     return {"workers": w, "min": mn, "total": tot}
 
 

@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["embed", "task_word", "check_feature_map", "to_gpu"]
+__all__ = ["embed", "task_word", "check_feature_map", "to_gpu", "token"]
+
+
+def token(*args) -> str:
+    """A deterministic dask token of ``args`` (names graph keys)."""
+    from dask.base import tokenize
+
+    return tokenize(*args)
 
 
 def task_word(fmap: Any, name: str | None = None) -> str:

@@ -71,6 +71,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .graph import token
+
 __all__ = [
     "Dataset",
     "open_dataset",
@@ -322,13 +324,7 @@ def validate_rows(X, name: str = "X", *, ndim: int | tuple | None = None):
         raise ValueError(f"{name} has no rows")
     X = _rows_only(X, name)
     return da.map_blocks(_validate_block, X, name, dtype=X.dtype, meta=X._meta,
-                         name=f"dsketch-validate-{_alpha_word(name)}-{_token(X.name, name)}")
-
-
-def _token(*args) -> str:
-    from dask.base import tokenize
-
-    return tokenize(*args)
+                         name=f"dsketch-validate-{_alpha_word(name)}-{token(X.name, name)}")
 
 
 def _rows_only(X, name: str):
@@ -369,7 +365,7 @@ def _open_csr(group, url: str, name: str):
     if indptr.shape[0] != n + 1:
         raise ValueError(f"{url}/{name}: indptr has {indptr.shape[0]} entries, expected {n + 1}")
     dtype = np.dtype(attrs.get("dtype", data.dtype))
-    tok = _token(url, name, offsets.tobytes(), n, d, str(dtype))
+    tok = token(url, name, offsets.tobytes(), n, d, str(dtype))
     key = f"dsketch-read-{_alpha_word(name)}-{tok}"
     dsk = {(key, j, 0): (read_csr_chunk, data, indices, indptr, int(offsets[j]),
                          int(offsets[j + 1]), d)
@@ -400,7 +396,7 @@ def _open_dense(z, name: str, chunk_rows: int | None):
     # named dsketch-read-*, zarr array inlined (a few hundred bytes): fused task names then
     # read dsketch-... end to end on the dashboard
     return da.from_zarr(z, chunks=chunks, inline_array=True,
-                        name=f"dsketch-read-{_alpha_word(name)}-{_token(_zarr_id(z), chunks)}")
+                        name=f"dsketch-read-{_alpha_word(name)}-{token(_zarr_id(z), chunks)}")
 
 
 def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options=None,
@@ -456,7 +452,7 @@ def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options
 
         ych = (_storage_row_block(zy),) + tuple(zy.shape[1:])
         Y = da.from_zarr(zy, chunks=ych, inline_array=True,
-                         name=f"dsketch-read-{_alpha_word(y)}-{_token(_zarr_id(zy), ych)}")
+                         name=f"dsketch-read-{_alpha_word(y)}-{token(_zarr_id(zy), ych)}")
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"{url}: {x} has {X.shape[0]} rows but {y} has {Y.shape[0]}")
         if Y.ndim not in (1, 2):
@@ -832,7 +828,7 @@ def write_array(arr, url: str, *, name: str = "predictions", overwrite: bool = F
         assert _storage_row_block(z) == rows or arr.shape[0] <= _storage_row_block(z)
         done = da.map_blocks(_write_block, arr, z, dtype=np.int8,
                              chunks=tuple((1,) * len(c) for c in arr.chunks),
-                             name=f"dsketch-write-{_alpha_word(name)}-{_token(arr.name, tmp)}")
+                             name=f"dsketch-write-{_alpha_word(name)}-{token(arr.name, tmp)}")
         dask.compute(done.sum())
         _open_group(url, "a", storage_options)  # the store exists from here on
         _replace(tmp.rstrip("/") + "/" + name, target, overwrite, storage_options)

@@ -33,6 +33,8 @@ import numpy as np
 import scipy.linalg
 
 from ..backend import asnumpy, get_namespace, is_cupy
+from .cluster import current_client, show_progress, worker_memory_limits
+from .graph import token
 
 __all__ = [
     "FitReport",
@@ -137,12 +139,6 @@ def fold_ids(n_rows: int, n_folds: int, seed: int, start: int = 0) -> np.ndarray
 
 
 # ===================================================================== graph helpers
-def _token(*args) -> str:
-    from dask.base import tokenize
-
-    return tokenize(*args)
-
-
 def _targets(Y, Phi):
     """Y as a 2-D float64 dask array row-chunked like Φ; and whether it was 1-D."""
     import dask.array as da
@@ -194,14 +190,14 @@ def _per_chunk(func, name: str, Phi, *, Y=None, V=None, rows: bool = False, P: i
         args += [Y, "ij"]
     if V is not None:
         V = np.ascontiguousarray(V)
-        vtok = _token(V)
+        vtok = token(V)
         parts_id.append(vtok)
         args += [dask.delayed(V, name=f"{name}-input-{vtok}", pure=True), None]
     if rows:
         starts = np.cumsum((0,) + Phi.chunks[0][:-1]).astype(np.int64)
-        args += [da.from_array(starts, chunks=1, name=f"dsketch-rows-{_token(Phi.chunks[0])}"), "i"]
+        args += [da.from_array(starts, chunks=1, name=f"dsketch-rows-{token(Phi.chunks[0])}"), "i"]
         parts_id.append("rows")
-    key = f"{name}-chunk-{_token(*parts_id)}"
+    key = f"{name}-chunk-{token(*parts_id)}"
     return da.blockwise(func, "ij", *args, adjust_chunks={"i": 1, "j": P}, align_arrays=False,
                         concatenate=True, dtype=np.float64, meta=np.empty((0, 0)), name=key,
                         **kw)
@@ -243,23 +239,10 @@ def _tree_sum(parts, name: str, split_every: int):
                         concatenate=False, name=name, meta=np.empty((0,)))
 
 
-def _get_client(client):
-    if client is not None:
-        return client
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
-
-
 def _compute(arr, client, progress: bool | None = None) -> np.ndarray:
     if client is None:
         return np.asarray(arr.compute())
     fut = client.compute(arr)
-    from .cluster import show_progress
-
     show_progress(fut, enabled=progress)
     return np.asarray(fut.result())
 
@@ -419,7 +402,7 @@ def gram(Phi, Y, *, n_folds: int | None = None, fold_seed: int = 0, client=None,
     parts = _per_chunk(_gram_chunk, "dsketch-gram", Phi, Y=Y2, rows=bool(F), P=max(F, 1) * P1,
                        n_folds=F, fold_seed=int(fold_seed), slab=int(slab_rows), m=m, k=k)
     total = _tree_sum(parts, "dsketch-gram", split_every)
-    flat = _compute(total, _get_client(client), progress)
+    flat = _compute(total, current_client(client), progress)
     if not F:
         G, B, yy, n = _unpack_gram(flat, m, k)
         return Gram(G=G, B=B, yy=yy, n=n)
@@ -476,30 +459,6 @@ def _cho_solve(G, alpha, B):
 
 
 # ====================================================================== decisions
-def _worker_memory(client) -> tuple[int, int, int]:
-    """(workers, smallest memory limit, total memory limit) in bytes (0 = unknown)."""
-    if client is None:
-        return 0, 0, 0
-    try:
-        info = client.scheduler_info(n_workers=-1)["workers"]
-    except TypeError:  # older distributed
-        info = client.scheduler_info()["workers"]
-    except Exception:  # pragma: no cover
-        return 0, 0, 0
-    lims = [int(w.get("memory_limit") or 0) for w in info.values()]
-    if not lims:
-        return 0, 0, 0
-    if any(v == 0 for v in lims):  # unlimited workers: use the machine's memory
-        try:
-            import psutil
-
-            tot = int(psutil.virtual_memory().total)
-        except Exception:  # pragma: no cover
-            tot = 0
-        lims = [v or tot // len(lims) for v in lims]
-    return len(lims), min(lims), sum(lims)
-
-
 def _fmt_bytes(b: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(b) < 1024 or unit == "TiB":
@@ -519,7 +478,7 @@ def choose_solver(n: int, m: int, k: int, client=None, *, split_every: int = _SP
     beats tens of passes, so CG is chosen only for ``m > direct_max_features`` or when
     the Gram reduction would not fit half of the smallest worker's memory.
     """
-    workers, wmin, _ = _worker_memory(client)
+    workers, wmin, _ = worker_memory_limits(client)
     gram_b = 8.0 * m * m
     need = gram_b * (split_every + 2)
     if m > direct_max_features:
@@ -548,7 +507,7 @@ def choose_persist(Phi, client, persist) -> tuple[bool, str]:
     if client is None:
         return False, ("no distributed client: Φ recomputed from the spec each iteration "
                        "(nothing n×m is held in this process)")
-    workers, wmin, total = _worker_memory(client)
+    workers, wmin, total = worker_memory_limits(client)
     budget = _PERSIST_FRACTION * total
     if total and nbytes <= budget:
         return True, (f"Φ ({_fmt_bytes(nbytes)}) fits in {int(_PERSIST_FRACTION * 100)}% of "
@@ -672,7 +631,7 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
     alpha = float(alpha)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be finite and non-negative, got {alpha}")
-    client = _get_client(client)
+    client = current_client(client)
     if solver == "auto":
         solver, reason = choose_solver(n, m, k, client, split_every=split_every)
     elif solver in ("direct", "cg"):
@@ -830,7 +789,7 @@ def predict(Phi, W):
     import dask
 
     W2 = np.ascontiguousarray(W2)
-    Wd = dask.delayed(W2, name=f"dsketch-predict-weights-{_token(W2)}", pure=True)
+    Wd = dask.delayed(W2, name=f"dsketch-predict-weights-{token(W2)}", pure=True)
     meta_mod = type(Phi._meta).__module__.split(".")[0]
     if meta_mod == "cupy":
         import cupy
@@ -840,5 +799,5 @@ def predict(Phi, W):
         meta = np.empty((0, 0), dtype=np.float64)
     out = da.blockwise(_predict_chunk, "ij", Phi, "ij", Wd, None, adjust_chunks={"j": W2.shape[1]},
                        align_arrays=False, concatenate=True, dtype=np.float64, meta=meta,
-                       name=f"dsketch-predict-{_token(Phi.name, Wd.key)}")
+                       name=f"dsketch-predict-{token(Phi.name, Wd.key)}")
     return out[:, 0] if one_d else out
