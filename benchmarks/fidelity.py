@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.kernel_approximation import Nystroem, PolynomialCountSketch, RBFSampler
+from sklearn.metrics.pairwise import rbf_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, best_time, gemm_gflops, rel_fro, write_results  # noqa: E402
@@ -31,8 +34,6 @@ from dsketch.sketch import kernels  # noqa: E402
 
 def _data(n: int, d: int, seed: int = 0) -> np.ndarray:
     """Digits rows (real data) rescaled to norms spread over two decades, padded/cut to d."""
-    from sklearn.datasets import load_digits
-
     x = load_digits().data.astype(np.float64)
     rng = np.random.default_rng(seed)
     x = x[rng.permutation(len(x))[:n]]
@@ -95,9 +96,6 @@ def _map_family(name, make, exact_fn, x, x_big, ms, seeds, peers):
 
 
 def run(quick: bool) -> dict:
-    from sklearn.kernel_approximation import Nystroem, PolynomialCountSketch, RBFSampler
-    from sklearn.metrics.pairwise import rbf_kernel
-
     ms = [256, 1024] if quick else [512, 1024, 2048, 4096]
     seeds = 2 if quick else 3
     n, d = (200, 32) if quick else (500, 64)
@@ -114,8 +112,6 @@ def run(quick: bool) -> dict:
         results["families"] += _net_family(f"fc2-{aname}", net, x, x_nets, ms_nets, seeds)
 
     # CNTK on small images: Myrtle-5 on 8x8 crops of digits (real images)
-    from sklearn.datasets import load_digits
-
     imgs = load_digits().images.astype(np.float64)[:, :, :, None] / 16.0
     imgs = imgs - imgs.mean()
     n_img = 16 if quick else 100

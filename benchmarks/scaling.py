@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -31,34 +32,39 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
+import dask.array as da
 import numpy as np
+import psutil
+import zarr
+from distributed import Client, LocalCluster
+from threadpoolctl import threadpool_limits
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from _common import RESULTS  # noqa: E402
+from _rss import PeakRSS  # noqa: E402
 
 from dsketch import engine  # noqa: E402
-
-RESULTS = HERE / "results"
+from dsketch.engine.passes import gram_chunk  # noqa: E402
+from dsketch.sketch.kernels import RandomFourierFeatures  # noqa: E402
 
 
 # ----------------------------------------------------------------------- feature map
 def feature_map(d: int, m: int, gamma: float):
-    from dsketch.sketch.kernels import RandomFourierFeatures
-
     return RandomFourierFeatures(input_dim=d, n_features=m, gamma=gamma, seed=0), "RandomFourierFeatures"
 
 
 # ----------------------------------------------------------------------------- data
 def make_store(path: str, n: int, d: int, chunk_rows: int, seed: int = 0) -> float:
     """Write X ~ N(0, 1) (n × d float32) and y = sin(X w) + noise; return seconds."""
-    import dask.array as da
-
     t = time.perf_counter()
     g = da.random.default_rng(seed)
     X = g.standard_normal((n, d), chunks=(chunk_rows, d), dtype=np.float32)
     w = np.random.default_rng(seed + 1).standard_normal(d) / math.sqrt(d)
     y = da.sin(X @ w) + 0.1 * da.random.default_rng(seed + 2).standard_normal(n, chunks=chunk_rows)
-    with __import__("dask").config.set(scheduler="threads"):
+    with dask.config.set(scheduler="threads"):
         engine.ingest(X, path, y=y, chunk_rows=chunk_rows, overwrite=True)
     return time.perf_counter() - t
 
@@ -66,11 +72,6 @@ def make_store(path: str, n: int, d: int, chunk_rows: int, seed: int = 0) -> flo
 # -------------------------------------------------------------------------- baseline
 def loop_baseline(path: str, fmap, threads: int = 1) -> dict:
     """One process, no Dask: for each shard, read → embed → the engine's gram kernel."""
-    import zarr
-    from threadpoolctl import threadpool_limits
-
-    from dsketch.engine.solve import _gram_chunk
-
     g = zarr.open_group(path, mode="r")
     zX, zy = g["X"], g["y"]
     rows = (zX.shards or zX.chunks)[0]
@@ -81,19 +82,15 @@ def loop_baseline(path: str, fmap, threads: int = 1) -> dict:
         for r0 in range(0, n, rows):
             xb = zX[r0:r0 + rows]
             yb = zy[r0:r0 + rows][:, None]
-            part = _gram_chunk(fmap(xb), yb, n_folds=0, fold_seed=0, slab=8192, m=m, k=1)
+            part = gram_chunk(fmap(xb), yb, n_folds=0, fold_seed=0, slab=8192, m=m, k=1)
             total = part if total is None else total + part
     secs = time.perf_counter() - t
-    import psutil
-
     return {"seconds": secs, "rows_per_s": n / secs,
             "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}
 
 
 # ------------------------------------------------------------------- machine check
 def _gemm_work(_=None) -> float:
-    from threadpoolctl import threadpool_limits
-
     a = np.random.default_rng(0).random((1000, 1000))
     with threadpool_limits(1):
         t = time.perf_counter()
@@ -108,8 +105,6 @@ def parallel_capacity(workers: int) -> float:
     ``workers × t(1 alone) / t(workers at once)`` for a fixed GEMM: 2.0 on 2 idle cores,
     ~1.0 when other processes already occupy a core (then no 2-worker speedup is possible).
     """
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         t1 = min(pool.map(_gemm_work, range(2)))
@@ -121,8 +116,6 @@ def parallel_capacity(workers: int) -> float:
 # ---------------------------------------------------------------------------- runs
 def run_cluster(path: str, fmap, workers: int, memory_limit: str, do_cg: bool, alpha: float,
                 cg_maxiter: int) -> dict:
-    from distributed import Client, LocalCluster
-
     out: dict = {}
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       memory_limit=memory_limit, dashboard_address=":0") as cluster, \
@@ -132,7 +125,7 @@ def run_cluster(path: str, fmap, workers: int, memory_limit: str, do_cg: bool, a
         # warm-up: imports and random matrices on the workers (not timed)
         engine.fit_ridge(Phi[: ds.X.chunks[0][0]], ds.y[: ds.X.chunks[0][0]], alpha=alpha,
                          solver="direct", client=client)
-        with engine.PeakRSS(client) as mon:
+        with PeakRSS(client) as mon:
             t = time.perf_counter()
             W, rep = engine.fit_ridge(Phi, ds.y, alpha=alpha, solver="direct", client=client)
             secs = time.perf_counter() - t
@@ -141,7 +134,7 @@ def run_cluster(path: str, fmap, workers: int, memory_limit: str, do_cg: bool, a
                          "peak_rss_mb": {a: v / 2**20 for a, v in mon.peak.items()},
                          "max_peak_rss_mb": mon.max_peak / 2**20}
         if do_cg:
-            with engine.PeakRSS(client) as mon:
+            with PeakRSS(client) as mon:
                 t = time.perf_counter()
                 Wc, repc = engine.fit_ridge(Phi, ds.y, alpha=alpha, solver="cg", tol=1e-6,
                                             maxiter=cg_maxiter, client=client)

@@ -15,6 +15,12 @@ Exit codes
 
 Outputs (models, prediction stores) are written atomically and never replace existing
 ones without ``--overwrite``; a failed run leaves earlier output intact.
+
+TLS: ``--tls-ca-file``/``--tls-cert``/``--tls-key`` (all three) connect to a ``tls://``
+scheduler with mutual TLS (they set ``distributed.comm.tls.*`` and
+``distributed.comm.require-encryption`` of the Dask config for the connection, which is
+where the client side comes from without them).  Every command that uses a cluster says on
+stderr which one and where its address came from.
 """
 
 from __future__ import annotations
@@ -35,8 +41,6 @@ from . import __version__
 __all__ = ["main"]
 
 KERNELS = ("ntk", "nngp", "cntk", "rff", "poly", "arccos")
-_CLOSED_FORM_ACTIVATIONS = ("relu", "erf", "gelu", "abs", "sign", "step", "sin", "cos", "exp",
-                            "gaussian", "identity")
 
 
 class InputError(click.ClickException):
@@ -52,13 +56,6 @@ class RunFailure(click.ClickException):
 
 
 # ============================================================================== helpers
-def _say(ctx_obj, text: str = "", *, err: bool = False) -> None:
-    """Human output (suppressed on stdout under --json; stderr lines always go out)."""
-    if ctx_obj.get("json") and not err:
-        return
-    click.echo(text, err=err)
-
-
 def common_options(func):
     """--scheduler/--scheduler-file/--json/--debug on every command."""
 
@@ -67,12 +64,23 @@ def common_options(func):
                        "$DASK_SCHEDULER_ADDRESS, else an embedded local cluster.")
     @click.option("--scheduler-file", type=click.Path(dir_okay=False), default=None,
                   help="Scheduler file written by `dask scheduler --scheduler-file`.")
+    @click.option("--tls-ca-file", type=click.Path(dir_okay=False), default=None,
+                  help="CA certificate (PEM) of a tls:// scheduler; with --tls-cert and --tls-key: "
+                       "mutual TLS. Default: distributed.comm.tls.* of the Dask config.")
+    @click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+                  help="This client's certificate (PEM), signed by that CA.")
+    @click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+                  help="This client's private key (PEM).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
     @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
     @functools.wraps(func)
-    def wrapper(scheduler, scheduler_file, as_json, debug, **kwargs):
+    def wrapper(scheduler, scheduler_file, tls_ca_file, tls_cert, tls_key, as_json, debug, **kwargs):
         obj = {"scheduler": scheduler, "scheduler_file": scheduler_file, "json": as_json,
-               "debug": debug}
+               "debug": debug, "tls": _tls_files(tls_ca_file, tls_cert, tls_key)}
+        if obj["tls"] and _scheduler_source(obj)[0] is None:
+            raise InputError("--tls-ca-file/--tls-cert/--tls-key need a scheduler (--scheduler, "
+                             "--scheduler-file or DASK_SCHEDULER_ADDRESS); the embedded local "
+                             "cluster listens on loopback without TLS")
         try:
             return func(obj, **kwargs)
         except click.ClickException:
@@ -107,13 +115,74 @@ def _emit(obj, result: dict, human: list[str]) -> None:
             click.echo(line)
 
 
+def _tls_files(ca_file, cert, key) -> tuple[str, str, str] | None:
+    """The three ``--tls-*`` files, all given and present, or None when none is given."""
+    given = {"--tls-ca-file": ca_file, "--tls-cert": cert, "--tls-key": key}
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, path in given.items() if not path]
+    if missing:
+        raise InputError(f"mutual TLS needs --tls-ca-file, --tls-cert and --tls-key; missing {', '.join(missing)}")
+    for flag, path in given.items():
+        if not os.path.isfile(path):
+            raise InputError(f"{flag}: {path!r} does not exist")
+    return ca_file, cert, key
+
+
+def _scheduler_source(obj) -> tuple[str | None, str | None]:
+    """Where the scheduler comes from, in ``engine.connect``'s order, and its address if known."""
+    if obj["scheduler"]:
+        return "--scheduler", obj["scheduler"]
+    if obj["scheduler_file"]:
+        try:  # may not exist yet: distributed waits for it
+            with open(obj["scheduler_file"], encoding="utf-8") as f:
+                return "--scheduler-file", json.load(f).get("address")
+        except (OSError, ValueError, AttributeError):
+            return "--scheduler-file", None
+    if os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        return "DASK_SCHEDULER_ADDRESS", os.environ["DASK_SCHEDULER_ADDRESS"]
+    return None, None
+
+
+def _tls_config(obj, source: str | None, address: str | None) -> dict:
+    """Dask config for the connection; refuses TLS settings that cannot work, before connecting."""
+    import dask.config
+
+    tls = obj.get("tls")
+    address = address or ""
+    if tls and address and not address.startswith("tls://"):
+        raise InputError(f"--tls-* flags given but the scheduler address {address!r} (from {source}) "
+                         "is not tls://")
+    if address.startswith("tls://") and not tls and not (
+            dask.config.get("distributed.comm.tls.ca-file", None)
+            and dask.config.get("distributed.comm.tls.client.cert", None)):
+        raise InputError(f"scheduler {address} (from {source}) speaks TLS: pass --tls-ca-file, --tls-cert "
+                         "and --tls-key (or set distributed.comm.tls.ca-file/client.cert/client.key "
+                         "in the Dask config)")
+    if not tls:
+        return {}
+    return {"distributed.comm.require-encryption": True, "distributed.comm.tls.ca-file": tls[0],
+            "distributed.comm.tls.client.cert": tls[1], "distributed.comm.tls.client.key": tls[2]}
+
+
 @contextlib.contextmanager
 def _cluster(obj):
-    """Connect (or start an embedded cluster), print the dashboard links on stderr."""
+    """Connect (or start an embedded cluster), say which and why, print the dashboard links on stderr."""
+    import dask.config
+
     from . import dashboard, engine
 
+    source, address = _scheduler_source(obj)
+    config = _tls_config(obj, source, address)
     dashboard.enable()
-    with engine.connect(obj["scheduler"], scheduler_file=obj["scheduler_file"], quiet=True) as client:
+    with dask.config.set(config), engine.connect(obj["scheduler"], scheduler_file=obj["scheduler_file"],
+                                                 quiet=True) as client:
+        if source:
+            secure = ", mutual TLS" if str(client.scheduler.address).startswith("tls://") else ""
+            click.echo(f"dsketch: scheduler {client.scheduler.address} (from {source}{secure})", err=True)
+        else:
+            click.echo("dsketch: embedded local cluster (no --scheduler, --scheduler-file or "
+                       f"DASK_SCHEDULER_ADDRESS) at {client.scheduler.address}", err=True)
         link = engine.dashboard_link(client)
         if link:
             click.echo(f"dashboard: {link}  (dsketch fits: {dashboard.page_url(client)})", err=True)
@@ -144,20 +213,14 @@ def _float_list(values: tuple[str, ...], name: str) -> list[float]:
 
 
 def _activation(name: str):
+    """The activation named by ``--activation`` (the registry of ``dsketch.nets``)."""
     from . import nets
 
-    key = name.lower()
-    closed = {"relu": nets.Relu, "erf": nets.Erf, "gelu": nets.Gelu, "abs": nets.Abs,
-              "sign": nets.Sign, "step": nets.Step, "sin": nets.Sin, "cos": nets.Cos,
-              "exp": nets.Exp, "gaussian": nets.Gaussian, "identity": nets.Identity}
-    if key in closed:
-        return closed[key]()
     try:
-        return nets.Elementwise(key)
+        return nets.make_activation(name)
     except ValueError:
-        raise InputError(f"--activation: unknown activation {name!r} (closed forms: "
-                         f"{', '.join(_CLOSED_FORM_ACTIVATIONS)}; or a name from "
-                         "dsketch.nets.activations.ACTIVATION_FUNCTIONS)") from None
+        raise InputError(f"--activation: unknown activation {name!r} (known: "
+                         f"{', '.join(nets.activation_names())})") from None
 
 
 def build_sketch(kernel: str, *, n_features: int, seed: int, depth: int | None, activation: str,

@@ -15,8 +15,8 @@ How progress travels
   residuals and final row count are always exact.
 * The page: this module exposes ``routes`` for the scheduler's
   ``distributed.scheduler.http.routes`` config.  :func:`enable` adds it to the dask config
-  of this process (do it before a ``LocalCluster`` starts, as ``dsketch.engine.connect``
-  and the CLI do); a stand-alone scheduler needs the module in its config, e.g.
+  of this process (do it before a ``LocalCluster`` starts, e.g. before
+  ``dsketch.engine.connect()``, as the CLI does); a stand-alone scheduler needs the module in its config, e.g.
   ``DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES='["distributed.http.scheduler.prometheus",
   "distributed.http.scheduler.info", "distributed.http.scheduler.json",
   "distributed.http.health", "distributed.http.proxy", "distributed.http.statics",
@@ -29,7 +29,8 @@ Task names: the engine names its tasks ``dsketch-embed-<kernel>``, ``dsketch-gra
 ``dsketch-cg-matvec``, ``dsketch-predict`` (alphabetic words, so ``key_split`` keeps them
 whole on the dashboard's task stream and progress bars).
 
-Progress never breaks a fit: publishing errors are logged and ignored.
+Progress never breaks a fit: publishing errors are logged and ignored.  This module is the
+user layer: the engine never imports it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ import threading
 import time
 import uuid
 from typing import Any, Iterator
+
+import dask.config
+from distributed.http.utils import RequestHandler
 
 __all__ = ["enable", "FitProgress", "track_fit", "snapshot", "routes", "TerminalProgress",
            "METADATA_KEY", "ROUTE_MODULE"]
@@ -65,8 +69,6 @@ def enable() -> None:
 
     Idempotent.  Affects schedulers started afterwards in this process (``LocalCluster``).
     """
-    import dask.config
-
     current = list(dask.config.get("distributed.scheduler.http.routes", []) or [])
     if ROUTE_MODULE not in current:
         dask.config.set({"distributed.scheduler.http.routes": current + [ROUTE_MODULE]})
@@ -302,23 +304,22 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; 
 {body}</table></body></html>"""
 
 
-def _handlers():
-    from distributed.http.utils import RequestHandler
+class _Page(RequestHandler):
+    """``/dsketch``: the HTML page."""
 
-    class DsketchPage(RequestHandler):
-        def get(self):
-            self.set_header("Content-Type", "text/html; charset=utf-8")
-            self.write(render_page(snapshot(self.server)))
-
-    class DsketchJSON(RequestHandler):
-        def get(self):
-            self.set_header("Content-Type", "application/json")
-            self.write(json.dumps(snapshot(self.server)))
-
-    return DsketchPage, DsketchJSON
+    def get(self):
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.write(render_page(snapshot(self.server)))
 
 
-_Page, _JSON = _handlers()
+class _JSON(RequestHandler):
+    """``/dsketch/json``: the same records as JSON."""
+
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(snapshot(self.server)))
+
+
 routes = [("dsketch", _Page, {}), ("dsketch/json", _JSON, {})]
 
 

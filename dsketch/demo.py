@@ -13,7 +13,9 @@
    on the same training rows (digits) or on a 2,000-row subsample (regression, where the
    exact kernel of all rows would not fit), the times, and the saved model paths.
 
-Owns only the demo's data and its report; everything else is the public API.
+Owns only the demo's data and its report; everything else is the public API.  Runs on
+the client it is given (``dsketch demo`` connects and enables the dashboard page); must not
+start a cluster.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ import time
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from . import engine
+from .estimators import NTKRandomFeatures, NTKSketch, SketchRidge, SketchRidgeClassifier
+from .model_io import save_model
+from .nets import Relu, fully_connected
 
 __all__ = ["run_demo", "format_report", "make_regression"]
 
@@ -51,8 +61,6 @@ DEPTH, W_STD, B_STD = 2, math.sqrt(2.0), 0.1
 
 
 def _net():
-    from .nets import Relu, fully_connected
-
     return fully_connected(DEPTH, Relu(), W_std=W_STD, b_std=B_STD)
 
 
@@ -69,8 +77,6 @@ def _chunk_rows(n: int, client) -> int:
 
 def _exact_krr(net, Xtr, Ytr, Xte, alpha):
     """Exact NTK kernel ridge regression (no intercept), the baseline the sketch approximates."""
-    import scipy.linalg
-
     K = np.asarray(net.kernel(Xtr).ntk)
     coef = scipy.linalg.solve(K + alpha * np.eye(len(K)), Ytr, assume_a="pos")
     return np.asarray(net.kernel(Xte, Xtr).ntk) @ coef
@@ -93,13 +99,6 @@ def run_demo(workdir: str | None = None, *, n_rows: int = 200_000, n_features: i
     log : callable or None
         Receives one line per step.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from . import engine
-    from .estimators import NTKRandomFeatures, NTKSketch, SketchRidge, SketchRidgeClassifier
-    from .model_io import save_model
-
     say = log or (lambda s: None)
     t_all = time.perf_counter()
     workdir = workdir or tempfile.mkdtemp(prefix="dsketch-demo-")

@@ -16,26 +16,28 @@ Loading trusts nothing: the format version, the estimator class (an allowlist: t
 ``dsketch.estimators``), every spec type (``dsketch.spec``'s allowlist), array file names,
 checksums, shapes and dtypes (numeric, bool or unicode only) are checked, and the rebuilt
 feature map must equal the one the parameters give.  Anything wrong raises ``ValueError``
-naming what is wrong.  Writing is atomic (a temporary directory renamed into place) and
-never replaces an existing path unless ``overwrite=True`` (and then only a dsketch model).
+naming what is wrong.  Writing is atomic (a temporary directory renamed into place by
+``dsketch.engine.store.staged``, the one implementation dsketch has) and never replaces an
+existing path unless ``overwrite=True`` (and then only a dsketch model).
 
-Local paths only; must not import Dask.
+Local paths only; must not run anything on a cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-from . import __version__
+from . import __version__, estimators
+from .engine.store import check_absent, staged
 from .spec import from_spec, to_spec
 
 __all__ = ["save_model", "load_model", "read_model_info", "FORMAT", "FORMAT_VERSION"]
@@ -50,20 +52,14 @@ _PRIVATE_ATTRS = ("_n_features_out",)
 
 
 def _classes() -> dict[str, type]:
-    from . import estimators
-
     return {name: getattr(estimators, name) for name in estimators.__all__}
 
 
 def _is_estimator(v) -> bool:
-    from sklearn.base import BaseEstimator
-
     return isinstance(v, BaseEstimator)
 
 
 def _is_spec(v) -> bool:
-    import dataclasses
-
     return dataclasses.is_dataclass(v) and not isinstance(v, type)
 
 
@@ -184,19 +180,14 @@ def save_model(estimator, path, overwrite: bool = False) -> str:
         The estimator is not fitted or holds something that cannot be saved (e.g. a net
         with ``Elementwise(<python function>)``).
     """
-    from sklearn.utils.validation import check_is_fitted
-
     check_is_fitted(estimator)
     path = Path(os.fspath(path))
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        if not (path.is_dir() and (path / _JSON_NAME).is_file()):
-            raise FileExistsError(f"{path} exists and is not a dsketch model; refusing to replace it")
-    parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
-    try:
+    check_absent(str(path), overwrite)
+    if path.exists() and not (path.is_dir() and (path / _JSON_NAME).is_file()):
+        raise FileExistsError(f"{path} exists and is not a dsketch model; refusing to replace it")
+    with staged(str(path), overwrite=overwrite) as tmp_url:
+        tmp = Path(tmp_url)
+        tmp.mkdir()
         writer = _Writer(tmp)
         doc = {
             "format": FORMAT,
@@ -210,20 +201,6 @@ def save_model(estimator, path, overwrite: bool = False) -> str:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists():
-            old = parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-            try:
-                os.rename(tmp, path)
-            except BaseException:
-                os.rename(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(path)
 
 

@@ -6,8 +6,8 @@ JSON values and back.  A spec is written as ``{"type": "<family>.<Class>", "fiel
 with one entry per dataclass field (private, non-compared fields such as caches are
 skipped); tuples are written as JSON lists and read back as tuples.
 
-Reading is allowlisted: only classes exported by ``dsketch.nets`` and
-``dsketch.sketch.kernels`` are built, only with their declared fields, and only from JSON
+Reading is allowlisted: only classes exported by ``dsketch.nets`` (its layers, and every
+activation of its registry) and ``dsketch.sketch.kernels`` are built, only with their declared fields, and only from JSON
 scalars, lists and nested specs — nothing is imported by name from the file and nothing is
 unpickled.  An ``Elementwise`` layer serializes only when its function is a registry name
 (``Elementwise("tanh")``); a Python callable raises ``ValueError``.
@@ -23,9 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from . import nets
+from .sketch import kernels
+
 __all__ = ["to_spec", "from_spec", "spec_classes"]
 
-_FAMILIES = {"nets": "dsketch.nets", "kernels": "dsketch.sketch.kernels"}
+#: Spec type prefix -> the module whose exported dataclasses may be saved and loaded.
+_FAMILIES = {"nets": nets, "kernels": kernels}
 #: Classes whose ``__init__`` names an argument differently from the field it sets.
 _INIT_ALIASES = {"nets.Elementwise": {"function": "fn", "derivative": "deriv"}}
 
@@ -33,19 +37,13 @@ _INIT_ALIASES = {"nets.Elementwise": {"function": "fn", "derivative": "deriv"}}
 def spec_classes() -> dict[str, type]:
     """The allowlist: ``{"nets.Dense": Dense, ..., "kernels.RandomFourierFeatures": ...}``.
 
-    Every dataclass exported (``__all__``) by ``dsketch.nets`` and
-    ``dsketch.sketch.kernels`` (when that module exists).
+    Every dataclass exported (``__all__``) by ``dsketch.nets`` (which exports every
+    registered activation) and ``dsketch.sketch.kernels``.
     """
-    import importlib
-
     out: dict[str, type] = {}
-    for family, modname in _FAMILIES.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ImportError:  # pragma: no cover - during development only
-            continue
-        for name in getattr(mod, "__all__", ()):
-            obj = getattr(mod, name, None)
+    for family, mod in _FAMILIES.items():
+        for name in mod.__all__:
+            obj = getattr(mod, name)
             if isinstance(obj, type) and dataclasses.is_dataclass(obj):
                 out[f"{family}.{obj.__name__}"] = obj
     return out

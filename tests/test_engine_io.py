@@ -1,4 +1,4 @@
-"""dsketch.engine.io on real Zarr stores under tmp_path: ingest, layout, validation, atomicity."""
+"""engine.dataset and engine.ingest on real Zarr stores: layout, validation, atomicity."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import zarr
 
 from dsketch.engine import Dataset, ingest, open_dataset, validate_rows, write_array
-from dsketch.engine.io import CSR_FORMAT, read_csr_chunk
+from dsketch.engine.dataset import CSR_FORMAT, read_csr_chunk
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dsketch import engine
-from dsketch.engine import solve
+from dsketch.engine import cg, passes
 
 from _maps import RFF, dense_ridge
 
@@ -30,14 +30,14 @@ def _problem(n=3000, d=6, m=80, k=2):
 
 def test_cg_is_exactly_one_reduction_per_iteration(monkeypatch):
     calls = []
-    real = solve._compute
+    real = passes.compute
 
     def counting(arr, client, progress=None):
         names = {k[0] if isinstance(k, tuple) else k for k in arr.__dask_graph__().keys()}
         calls.append(sorted(n.rsplit("-", 1)[0] for n in names if "aggregate" in n))
         return real(arr, client, progress)
 
-    monkeypatch.setattr(solve, "_compute", counting)
+    monkeypatch.setattr(passes, "compute", counting)
     Phi, Y, P, Yn = _problem()
     W, rep = engine.fit_ridge(Phi, Y, alpha=0.3, solver="cg", tol=1e-10)
     assert len(calls) == 1 + rep.iterations == rep.passes
@@ -55,7 +55,7 @@ def test_graph_of_an_iteration_does_not_grow_with_chunks_times_m():
 
     Phi, Y, P, Yn = _problem(n=20_000, m=512)
     V = np.ones((512, 2))
-    parts = solve._per_chunk(solve._matvec_chunk, "dsketch-cg-matvec", Phi, V=V, P=512 * 2,
+    parts = passes.per_chunk(cg.matvec_chunk, "dsketch-cg-matvec", Phi, V=V, P=512 * 2,
                              slab=8192)
     g = dict(parts.__dask_graph__())
     holding_v = [k for k in g if isinstance(k, str) and k.startswith("dsketch-cg-matvec-input-")]
@@ -96,3 +96,24 @@ def test_fold_ids_balanced_and_deterministic():
     assert (ids != engine.fold_ids(100_000, 5, seed=4)).mean() > 0.7
     with pytest.raises(ValueError):
         engine.fold_ids(10, 1, 0)
+
+
+def test_in_memory_phi_runs_the_same_passes_as_dask():
+    """NumPy Φ: one "chunk" through the same kernels — same Gram, folds, weights, predictions."""
+    Phi, Y, P, Yn = _problem(n=1500, m=40)
+    g_mem = engine.gram(P, Yn, n_folds=3, fold_seed=5)
+    g_lazy = engine.gram(Phi, Y, n_folds=3, fold_seed=5)
+    np.testing.assert_allclose(g_mem.G, g_lazy.G, rtol=1e-10)
+    np.testing.assert_allclose(g_mem.B, g_lazy.B, rtol=1e-10, atol=1e-10)
+    assert g_mem.n_folds == g_lazy.n_folds and g_mem.n == 1500
+    for f in range(3):
+        np.testing.assert_allclose(g_mem.G_folds[f], g_lazy.G_folds[f], rtol=1e-10, atol=1e-10)
+    ref = dense_ridge(P, Yn, 0.3)
+    for solver in ("direct", "cg"):
+        W, rep = engine.fit_ridge(P, Yn, alpha=0.3, solver=solver, tol=1e-10)
+        assert rep.solver == solver and rep.persisted is None
+        assert float(np.abs(W - ref).max() / np.abs(ref).max()) <= 1e-6
+    W, rep = engine.fit_ridge(P, Yn[:, 0], alpha=0.3)
+    assert rep.solver == "direct" and "m=40" in rep.reason and W.shape == (40, 1)
+    np.testing.assert_allclose(engine.predict(P, ref), engine.predict(Phi, ref).compute(),
+                               rtol=1e-12)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -21,6 +23,9 @@ from dsketch import engine
 from dask.utils import key_split
 
 from _maps import RFF, dense_ridge
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _rss import PeakRSS  # noqa: E402  (the benchmarks' worker-memory monitor)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -200,7 +205,7 @@ def test_worker_memory_during_fit_is_bounded(client, data):
     url, X, Y, fm = data
     ds = engine.open_dataset(url)
     Phi = engine.embed(ds.X, RFF((D,), 768, gamma=0.3, seed=2))
-    with engine.PeakRSS(client) as mon:
+    with PeakRSS(client) as mon:
         _, r1 = engine.fit_ridge(Phi, ds.y, alpha=1.0, solver="direct", client=client)
         _, r2 = engine.fit_ridge(Phi, ds.y, alpha=1.0, solver="cg", persist=False, maxiter=20,
                                  tol=1e-3, client=client)

@@ -249,7 +249,7 @@ def test_self_kernel_keeps_pixel_pair_symmetry():
 
 def test_window_geometry_matches_explicit_zero_padding():
     """Window sums (implicit padding) equal sums over an explicitly zero-padded copy."""
-    from dsketch.nets.conv import _axis_geometry, window_sum
+    from dsketch.nets.spatial import axis_geometry, window_sum
 
     r = np.random.default_rng(0)
     for size in range(1, 9):
@@ -258,7 +258,7 @@ def test_window_geometry_matches_explicit_zero_padding():
                 for padding in ("SAME", "VALID"):
                     if padding == "VALID" and win > size:
                         continue
-                    g = _axis_geometry(size, win, stride, padding, "window")
+                    g = axis_geometry(size, win, stride, padding, "window")
                     a = r.normal(size=(2, size))
                     lo, out = _pads(size, win, stride, padding)
                     padded = np.zeros((2, size + 2 * win))

@@ -20,8 +20,8 @@ from _gpu import cupy_or_none
 
 from dsketch.nets import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Relu, myrtle, serial
 from dsketch.nets.base import SketchOptions
-from dsketch.nets.conv import WIDTH_FACTOR
-from dsketch.nets.serial import _input_feature_shape, input_features
+from dsketch.nets.readout import WIDTH_FACTOR
+from dsketch.nets.serial import input_feature_shape, input_features
 
 
 def _images(n, h, w, c, seed=0):
@@ -30,7 +30,7 @@ def _images(n, h, w, c, seed=0):
 
 def _run_layers(layers, x, m, seed=0, dtype="float64"):
     """Plan and apply the layers' sketch faces by hand (no readout): pixel features stay."""
-    shape = _input_feature_shape(x.shape[1:])
+    shape = input_feature_shape(x.shape[1:])
     f = input_features(x, np.dtype(dtype))
     opts = SketchOptions(n_features=m, dtype=dtype)
     for i, layer in enumerate(layers):

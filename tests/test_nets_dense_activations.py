@@ -20,9 +20,10 @@ import pytest
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
+from _activations import acts, ids
 from dsketch.nets import (
-    ABRelu, Abs, Activation, Cos, Dense, Elementwise, Erf, Exp, Gaussian, Gelu, Identity, Kernel,
-    LeakyRelu, Monomial, RectifiedMonomial, Relu, Sign, Sin, Step,
+    ABRelu, Abs, Activation, Dense, Elementwise, Erf, Exp, Gaussian, Gelu, Identity, Kernel,
+    LeakyRelu, Monomial, RectifiedMonomial, Relu, Sign, Sin,
 )
 from dsketch.nets.activations import ACTIVATION_FUNCTIONS
 
@@ -74,17 +75,11 @@ def ref_moment(f, v, deg=300):
 
 
 # ------------------------------------------------------------------- the activations
-SMOOTH = [
-    Identity(), Erf(), Erf(2.0, 0.7, 0.3), Erf(0.5, -1.5, -0.2), Gelu(), Sin(), Sin(1.3, 0.8, 0.4),
-    Cos(), Cos(0.5, 1.5, -0.3), Exp(), Exp(0.7, -0.5), Gaussian(), Gaussian(2.0, -0.3),
-    Monomial(0), Monomial(1), Monomial(2), Monomial(3), Monomial(5),
-]
-HOMOGENEOUS = [
-    Relu(), LeakyRelu(0.1), LeakyRelu(-0.3), ABRelu(-0.5, 2.0), ABRelu(1.5, 0.25), Abs(), Sign(),
-    Step(), RectifiedMonomial(0), RectifiedMonomial(1), RectifiedMonomial(2), RectifiedMonomial(3),
-]
-CLOSED = SMOOTH + HOMOGENEOUS
-_ids = [repr(a) for a in CLOSED]
+# from the shared table (tests/_activations.py)
+CLOSED = acts("closed")
+SMOOTH = [a for a in CLOSED if a.homogeneity is None]
+NUMERIC = acts("numeric")
+_ids = ids(CLOSED)
 
 RHOS = [-1.0, -0.7, 0.0, 0.3, 0.9, 0.999, 1.0]
 SMOOTH_VARS = [1e-6, 1e-3, 0.3, 2.0]
@@ -165,8 +160,8 @@ def test_huge_norm_limits():
             np.testing.assert_allclose(sn, 0.5, atol=1e-12)   # E sin² → 1/2
 
 
-@pytest.mark.parametrize("act", CLOSED + [Elementwise("tanh"), Elementwise("softplus", quad_degree=16)],
-                         ids=_ids + ["tanh", "softplus"])
+@pytest.mark.parametrize("act", CLOSED + NUMERIC + acts("dual_nan"),
+                         ids=ids(CLOSED + NUMERIC + acts("dual_nan")))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_duals_never_nan(act, dtype):
     """Zero variances, |ρ| = 1 (and round-off past it), huge and tiny norms: no NaN."""
@@ -188,17 +183,17 @@ def test_dual_broadcasts_and_keeps_float32():
     v1 = np.array([[1.0], [2.0]], dtype=np.float32)
     v2 = np.array([[0.5, 1.5, 3.0]], dtype=np.float32)
     c = np.zeros((2, 3), dtype=np.float32) + 0.1
-    for act in (Relu(), Erf(), Gelu(), Monomial(0), Identity(), Sign()):
+    for act in CLOSED + NUMERIC:
         n, d = act.dual(v1, v2, c)
         assert n.shape == d.shape == (2, 3)
         assert n.dtype == d.dtype == np.float32
 
 
 # ------------------------------------------------------------------ Hermite expansion
-EXPANDED = CLOSED + [Elementwise("tanh"), Elementwise("softplus")]
+EXPANDED = CLOSED + NUMERIC
 
 
-@pytest.mark.parametrize("act", EXPANDED, ids=[repr(a) for a in EXPANDED])
+@pytest.mark.parametrize("act", EXPANDED, ids=ids(EXPANDED))
 def test_expansion_converges_to_dual(act):
     v = np.array([0.0, 1e-3, 0.3, 1.0, 2.5])
     v1, v2 = np.meshgrid(v, v, indexing="ij")
@@ -225,7 +220,7 @@ def test_expansion_converges_to_dual(act):
     assert prev[0] < limit and prev[1] < 0.1, prev
 
 
-@pytest.mark.parametrize("act", EXPANDED, ids=[repr(a) for a in EXPANDED])
+@pytest.mark.parametrize("act", EXPANDED, ids=ids(EXPANDED))
 def test_truncation_error_is_the_missing_diagonal(act):
     v = np.array([1e-3, 0.3, 1.0, 2.5])
     for degree in (2, 8, 24):
@@ -241,7 +236,7 @@ def test_truncation_error_is_the_missing_diagonal(act):
         assert (e > -1e-9).all() and (ed > -1e-9).all()
 
 
-@pytest.mark.parametrize("act", SMOOTH + [Gelu()], ids=[repr(a) for a in SMOOTH] + ["gelu2"])
+@pytest.mark.parametrize("act", SMOOTH, ids=ids(SMOOTH))
 def test_closed_form_hermite_coefficients(act):
     """R_l(v) = E[φ(√v z) He_l(z)]/√(l!), checked by direct quadrature here."""
     t, w = _gh(200)
@@ -363,7 +358,7 @@ def test_dense_kernel_map():
     assert outd.cov1 is outd.nngp and outd.cov2 is None
 
 
-@pytest.mark.parametrize("act", CLOSED + [Elementwise("tanh")], ids=_ids + ["tanh"])
+@pytest.mark.parametrize("act", CLOSED + NUMERIC, ids=ids(CLOSED + NUMERIC))
 def test_activation_kernel_map(act):
     k = _record()
     out = act.kernel(k)

@@ -19,9 +19,9 @@ import pytest
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
+from _activations import acts, fc_cases, ids
 from dsketch.nets import (
-    ABRelu, Abs, Cos, Dense, Elementwise, Erf, Exp, Gaussian, Gelu, Identity, LeakyRelu, Monomial,
-    RectifiedMonomial, Relu, Sign, Sin, Step, fully_connected, serial,
+    Dense, Elementwise, Erf, Exp, Monomial, RectifiedMonomial, Relu, fully_connected, serial,
 )
 
 # --------------------------------------------------------------- reference dual maps
@@ -87,17 +87,10 @@ def ref_fc(x, layers):
     return K, T
 
 
-# (activation, W_std, input norm scale): smooth ones keep pre-activation variances
-# moderate so that the Gauss–Hermite reference itself is exact to ~1e-12.
-FC_CASES = [
-    (Relu(), 1.4, "wide"), (LeakyRelu(0.2), 1.2, "wide"), (ABRelu(-0.3, 1.5), 1.0, "wide"),
-    (Abs(), 1.0, "wide"), (Sign(), 1.0, "wide"), (Step(), 1.0, "wide"),
-    (RectifiedMonomial(2), 0.8, "mid"), (RectifiedMonomial(3), 0.6, "mid"),
-    (Identity(), 1.1, "wide"), (Erf(), 1.0, "moderate"), (Erf(1.5, 0.7, 0.2), 1.0, "moderate"),
-    (Gelu(), 1.0, "moderate"), (Sin(), 1.0, "moderate"), (Cos(1.0, 0.8, 0.3), 1.0, "moderate"),
-    (Exp(0.7, 0.5), 1.0, "moderate"), (Gaussian(), 1.0, "moderate"), (Gaussian(2.0, -0.3), 0.8, "moderate"),
-    (Monomial(2), 0.8, "moderate"), (Monomial(3), 0.6, "moderate"),
-]
+# (activation, W_std, input norm scale) from the shared table: smooth ones keep
+# pre-activation variances moderate so that the Gauss–Hermite reference itself is exact
+# to ~1e-12.
+FC_CASES = fc_cases()
 _fc_ids = [repr(a) for a, _, _ in FC_CASES]
 
 
@@ -190,10 +183,10 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-MC_ACTS = [Relu(), Erf(), Gelu(), Elementwise("tanh"), Sin(), Abs(), LeakyRelu(0.1), Gaussian(), Step()]
+MC_ACTS = acts("mc")
 
 
-@pytest.mark.parametrize("act", MC_ACTS, ids=[repr(a) for a in MC_ACTS])
+@pytest.mark.parametrize("act", MC_ACTS, ids=ids(MC_ACTS))
 def test_nngp_matches_wide_random_networks(act):
     x = np.random.default_rng(1).standard_normal((6, 10)) * np.array([0.3, 0.7, 1.0, 1.0, 1.5, 2.0])[:, None]
     net = serial(Dense(1.3, 0.2), act, Dense(1.1, 0.3), act, Dense(1.2, 0.1))
@@ -217,8 +210,7 @@ def _mc_nngp(x, act, width, rng):
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-@pytest.mark.parametrize("act", [Relu(), Erf(), Gelu(), Elementwise("tanh"), LeakyRelu(0.2)],
-                         ids=["relu", "erf", "gelu", "tanh", "leaky"])
+@pytest.mark.parametrize("act", acts("ntk_mc"), ids=ids(acts("ntk_mc")))
 def test_ntk_matches_empirical_ntk_of_wide_networks(act, depth):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, 8)) * np.array([0.5, 1.0, 1.0, 1.5, 2.0])[:, None]
@@ -241,10 +233,10 @@ def test_ntk_matches_empirical_ntk_of_wide_networks(act, depth):
 
 
 # ------------------------------------------------------------------------- properties
-ALL_ACTS = [a for a, _, _ in FC_CASES] + [Elementwise("tanh"), Elementwise("softplus")]
+ALL_ACTS = [a for a, _, _ in FC_CASES] + acts("numeric")
 
 
-@pytest.mark.parametrize("act", ALL_ACTS, ids=[repr(a) for a in ALL_ACTS])
+@pytest.mark.parametrize("act", ALL_ACTS, ids=ids(ALL_ACTS))
 def test_symmetric_psd_and_diagonal_mode(act):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((12, 6)) * rng.uniform(0.1, 1.5, size=(12, 1))
@@ -267,7 +259,7 @@ def test_symmetric_psd_and_diagonal_mode(act):
     np.testing.assert_allclose(kc.ntk, k.ntk[:5, 5:], rtol=tol, atol=1e-14)
 
 
-@pytest.mark.parametrize("act", [Relu(), LeakyRelu(0.3), Abs(), ABRelu(-0.2, 0.9)])
+@pytest.mark.parametrize("act", acts("relu_family"), ids=ids(acts("relu_family")))
 def test_relu_family_homogeneity(act):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 5))
@@ -280,7 +272,7 @@ def test_relu_family_homogeneity(act):
         np.testing.assert_allclose(kc.ntk, c * k.ntk, rtol=1e-10)
 
 
-@pytest.mark.parametrize("act", ALL_ACTS, ids=[repr(a) for a in ALL_ACTS])
+@pytest.mark.parametrize("act", ALL_ACTS, ids=ids(ALL_ACTS))
 def test_float32_inputs_never_nan(act):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((7, 4)).astype(np.float32)

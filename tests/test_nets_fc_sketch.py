@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _activations import acts, ids
 from dsketch.nets import (
-    Abs, Dense, Elementwise, Erf, FeatureShape, Gelu, Identity, LeakyRelu, Relu, Sign, Sin,
-    SketchOptions, Step, fully_connected, serial,
+    Dense, Elementwise, Erf, FeatureShape, Gelu, Identity, Relu, Sign, SketchOptions, Step,
+    fully_connected, serial,
 )
 from dsketch.nets.activation_sketch import ActivationSketch, folded_expansion
 from dsketch.nets.serial import input_features
@@ -98,11 +99,10 @@ def test_activation_sketch_shapes():
         Relu().sketch(FeatureShape((), 10, 11), SketchOptions(128, relu_method="nope"), 0, ())
 
 
-ACTS = [Relu(), LeakyRelu(0.2), Abs(), Sign(), Step(), Erf(), Erf(1.5, 0.6, 0.3), Gelu(), Sin(0.8, 1.2, 0.3),
-        Elementwise("tanh")]
+ACTS = acts("fold")
 
 
-@pytest.mark.parametrize("act", ACTS, ids=[repr(a) for a in ACTS])
+@pytest.mark.parametrize("act", ACTS, ids=ids(ACTS))
 @pytest.mark.parametrize("degree", [1, 4, 8])
 def test_folded_expansion_is_exact_at_plus_minus_one(act, degree):
     v = np.array([0.0, 1e-3, 0.4, 2.0, 50.0])
@@ -124,7 +124,7 @@ def _expected_poly_kernel(act, var, K, degree):
     return np.einsum("il,jl,ijl->ij", R, R, pw), np.einsum("il,jl,ijl->ij", Rd, Rd, pw)
 
 
-@pytest.mark.parametrize("act", [Relu(), Erf(), Gelu()], ids=["relu", "erf", "gelu"])
+@pytest.mark.parametrize("act", acts("unbiased"), ids=ids(acts("unbiased")))
 def test_activation_face_is_unbiased(act):
     """Mean of F Fᵀ over seeds → Σ_l R_l R_l ρ^l (first layer: inputs are exact)."""
     x = spread_inputs(6, 5, lo=0.1, hi=10)
@@ -171,9 +171,8 @@ def test_feature_map_determinism():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("act, method", [(Relu(), "poly"), (Relu(), "random"), (Gelu(), "poly"),
-                                         (Elementwise("tanh"), "poly"), (Sign(), "poly")],
-                         ids=["relu", "relu-random", "gelu", "tanh", "sign"])
+@pytest.mark.parametrize("act, method", [(a, "poly") for a in acts("chunk")] + [(Relu(), "random")],
+                         ids=ids(acts("chunk")) + ["relu-random"])
 def test_chunk_invariance(act, method, dtype):
     x = spread_inputs(9, 7)
     fm = fully_connected(2, act, 1.2, 0.1).sketch((7,), n_features=256, seed=3, relu_method=method, dtype=dtype)
@@ -188,8 +187,7 @@ def test_chunk_invariance(act, method, dtype):
             np.testing.assert_allclose(got, getattr(whole, which), **tol)
 
 
-@pytest.mark.parametrize("act", [Relu(), Erf(), Gelu(), Elementwise("tanh"), Sign(), Abs()],
-                         ids=["relu", "erf", "gelu", "tanh", "sign", "abs"])
+@pytest.mark.parametrize("act", acts("sketch_nan"), ids=ids(acts("sketch_nan")))
 def test_feature_maps_never_nan(act):
     x = spread_inputs(8, 5, lo=1e-3, hi=1e3).astype(np.float32)
     x[0] = 0
@@ -217,8 +215,8 @@ def test_sketch_matches_kernel_for_identity_and_zero_derivative():
 
 
 # --------------------------------------------------------------------------- fidelity
-FIDELITY_ACTS = [Relu(), Erf(), Gelu(), Elementwise("tanh")]
-_fid_ids = ["relu", "erf", "gelu", "tanh"]
+FIDELITY_ACTS = acts("fidelity")
+_fid_ids = ids(FIDELITY_ACTS)
 
 
 def _fidelity_inputs(act):

@@ -1,4 +1,4 @@
-"""Tests of dsketch.sketch.kernels and dsketch.sketch.ntk_random_features."""
+"""Tests of dsketch.sketch.kernels, .arccos and .ntk_random_features."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dsketch.sketch import (
     arccos_kernel,
     relu_ntk,
 )
-from dsketch.sketch.kernels import _arccos_J
+from dsketch.sketch.arccos import arccos_J
 
 D = 10
 
@@ -145,8 +145,8 @@ def test_bad_spec(cls, kwargs):
 def test_arccos_quadrature_matches_closed_forms_and_moments():
     theta = np.linspace(0.0, math.pi, 50)
     for order in (0, 1, 2):
-        np.testing.assert_allclose(_arccos_J(order, theta, np, quadrature=True),
-                                   _arccos_J(order, theta, np), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(arccos_J(order, theta, np, quadrature=True),
+                                   arccos_J(order, theta, np), rtol=1e-12, atol=1e-12)
     # k_n(x, x) = (2n − 1)!! ‖x‖^{2n}
     x = _data(3, seed=2, scale=1.0)
     sq = (x * x).sum(1)

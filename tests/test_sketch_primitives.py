@@ -1,4 +1,4 @@
-"""Tests of dsketch.sketch.hadamard and dsketch.sketch.primitives."""
+"""Tests of dsketch.sketch.hadamard, .linear, .tensor and .polysketch (the primitives)."""
 
 from __future__ import annotations
 
@@ -330,6 +330,20 @@ def test_polysketch_output_structure():
     out2 = PolySketch(D, 16, 5, 0)(2.0 * x)
     for l in range(1, 6):
         np.testing.assert_allclose(out2[l], 2.0**l * out[l], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [PolySketch, CtRPolySketch])
+def test_iter_degrees_streams_sorted_degrees(cls):
+    """The public per-degree iterator yields (l, S_l x) in increasing l, as evaluate does."""
+    x = np.random.default_rng(2).normal(size=(3, D))
+    sk = cls(D, 15, 6, 4)
+    got = list(sk.iter_degrees(x, [1, 4, 6]))
+    assert [l for l, _ in got] == [1, 4, 6]
+    ev = sk.evaluate(x, [1, 4, 6])
+    for l, v in got:
+        assert v.shape == (3, 15) and not np.iscomplexobj(v)
+        np.testing.assert_array_equal(v, ev[l])
+    assert [l for l, _ in cls(D, 8, 1, 0).iter_degrees(x, [1])] == [1]
 
 
 def test_ctr_real_and_complex_primitives():

@@ -8,16 +8,19 @@ Public API (agreed with the user layer, see ``ENGINE_API``): :func:`connect`,
 ``dsketch.sketch`` and travel through the graph as small hashable specs.
 """
 
-from .cluster import PeakRSS, connect, dashboard_link, machine_size, show_progress, worker_memory
+from .cg import choose_persist
+from .cluster import connect, dashboard_link, machine_size, show_progress, worker_memory
+from .dataset import Dataset, open_dataset, validate_rows
 from .graph import embed, task_word, to_gpu
-from .io import Dataset, ingest, open_dataset, validate_rows, write_array
-from .solve import (FitReport, Gram, choose_persist, choose_solver, fit_ridge, fold_ids, gram,
-                    predict, solve_gram)
+from .ingest import ingest, write_array
+from .passes import Gram, fold_ids, gram
+from .solve import (FitReport, RidgePath, choose_solver, fit_ridge, predict, predict_std,
+                    ridge_path, solve_gram)
 
 __all__ = [
-    "connect", "dashboard_link", "PeakRSS", "machine_size", "show_progress", "worker_memory",
+    "connect", "dashboard_link", "machine_size", "show_progress", "worker_memory",
     "embed", "task_word", "to_gpu",
     "Dataset", "ingest", "open_dataset", "validate_rows", "write_array",
     "FitReport", "Gram", "gram", "solve_gram", "fit_ridge", "predict", "fold_ids",
-    "choose_solver", "choose_persist",
+    "choose_solver", "choose_persist", "ridge_path", "RidgePath", "predict_std",
 ]

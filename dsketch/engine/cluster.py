@@ -4,7 +4,9 @@ Owns the choice of cluster (explicit scheduler address, scheduler file,
 ``DASK_SCHEDULER_ADDRESS``, else an embedded ``LocalCluster(processes=True)`` sized to the
 machine, or ``dask_cuda.LocalCUDACluster`` for ``gpu=True``), printing the dashboard link,
 the progress bar of long computations, and questions about the workers (memory, count).
-Must not contain kernel maths or data I/O.
+Must not contain kernel maths or data I/O, and must not import the user layer: callers
+that want the ``/dsketch`` dashboard page call ``dsketch.dashboard.enable()`` before
+:func:`connect` starts a cluster (the CLI does).
 
 Memory contract of the engine (stated here once, relied on everywhere): nothing ``n × m``
 is ever gathered on the client; a worker task holds at most one row chunk of inputs and
@@ -19,8 +21,12 @@ import os
 import sys
 from typing import Iterator
 
+import psutil
+from distributed import Client, LocalCluster, default_client, progress
+from distributed.deploy.utils import nprocesses_nthreads
+
 __all__ = ["connect", "dashboard_link", "show_progress", "worker_memory", "machine_size",
-           "is_interactive", "PeakRSS"]
+           "is_interactive", "current_client", "worker_memory_limits"]
 
 
 def machine_size(n_workers: int | None = None, threads_per_worker: int | None = None) -> tuple[int, int]:
@@ -35,8 +41,6 @@ def machine_size(n_workers: int | None = None, threads_per_worker: int | None = 
         cores = os.cpu_count() or 1
     cores = max(1, cores)
     if n_workers is None and threads_per_worker is None:
-        from distributed.deploy.utils import nprocesses_nthreads
-
         return nprocesses_nthreads(cores)
     if n_workers is None:
         return max(1, cores // max(1, threads_per_worker)), int(threads_per_worker)
@@ -76,8 +80,6 @@ def show_progress(futures, *, enabled: bool | None = None) -> None:
     if enabled is False or (enabled is None and not is_interactive()):
         return
     try:
-        from distributed import progress
-
         progress(futures)
     except Exception:  # progress is cosmetic
         pass
@@ -88,10 +90,8 @@ def current_client(client=None):
     if client is not None:
         return client
     try:
-        from distributed import default_client
-
         return default_client()
-    except (ImportError, ValueError):
+    except ValueError:
         return None
 
 
@@ -110,8 +110,6 @@ def worker_memory_limits(client) -> tuple[int, int, int]:
         return 0, 0, 0
     if any(v == 0 for v in lims):  # unlimited workers: use the machine's memory
         try:
-            import psutil
-
             tot = int(psutil.virtual_memory().total)
         except Exception:  # pragma: no cover
             tot = 0
@@ -123,15 +121,6 @@ def worker_memory(client) -> dict:
     """Workers' count and memory limits in bytes: ``{"workers", "min", "total"}``."""
     w, mn, tot = worker_memory_limits(client)
     return {"workers": w, "min": mn, "total": tot}
-
-
-def _enable_dashboard_page() -> None:
-    try:
-        from .. import dashboard
-
-        dashboard.enable()
-    except Exception:  # the page is optional
-        pass
 
 
 @contextlib.contextmanager
@@ -165,8 +154,6 @@ def connect(scheduler: str | None = None, *, scheduler_file: str | None = None,
     **cluster_kwargs
         Passed to the embedded cluster's constructor.
     """
-    from distributed import Client
-
     cluster = None
     address = scheduler or None
     env = os.environ.get("DASK_SCHEDULER_ADDRESS")
@@ -177,7 +164,6 @@ def connect(scheduler: str | None = None, *, scheduler_file: str | None = None,
     elif env:
         client = Client(env)
     else:
-        _enable_dashboard_page()
         kw = dict(cluster_kwargs)
         if dashboard_address is not None:
             kw.setdefault("dashboard_address", dashboard_address)
@@ -195,8 +181,6 @@ def connect(scheduler: str | None = None, *, scheduler_file: str | None = None,
                 kw.setdefault("memory_limit", memory_limit)
             cluster = LocalCUDACluster(**kw)
         else:
-            from distributed import LocalCluster
-
             nw, tpw = machine_size(n_workers, threads_per_worker)
             cluster = LocalCluster(n_workers=nw, threads_per_worker=tpw, processes=True,
                                    memory_limit=memory_limit if memory_limit is not None else "auto",
@@ -215,70 +199,3 @@ def connect(scheduler: str | None = None, *, scheduler_file: str | None = None,
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-# ------------------------------------------------------------------ peak RSS sampling
-_SAMPLERS: dict = {}
-
-
-def _rss_start(token: str, interval: float) -> int:
-    """On a worker: sample this process's RSS every ``interval`` s in a daemon thread."""
-    import threading
-
-    import psutil
-
-    proc = psutil.Process()
-    state = {"peak": proc.memory_info().rss, "stop": threading.Event()}
-    state["start"] = state["peak"]
-
-    def loop():
-        while not state["stop"].wait(interval):
-            state["peak"] = max(state["peak"], proc.memory_info().rss)
-
-    threading.Thread(target=loop, daemon=True, name="dsketch-rss").start()
-    _SAMPLERS[token] = state
-    return state["start"]
-
-
-def _rss_stop(token: str) -> tuple[int, int]:
-    import psutil
-
-    state = _SAMPLERS.pop(token, None)
-    if state is None:  # a worker that started after the monitor (e.g. restarted)
-        rss = psutil.Process().memory_info().rss
-        return rss, rss
-    state["stop"].set()
-    state["peak"] = max(state["peak"], psutil.Process().memory_info().rss)
-    return state["start"], state["peak"]
-
-
-class PeakRSS:
-    """Peak resident memory of every worker process during a ``with`` block.
-
-    Each worker samples its own RSS in a thread (default every 20 ms), so the client
-    does no polling.  After the block, ``start`` and ``peak`` map worker address to bytes.
-    Workers that died during the block report only what their replacement saw.
-    """
-
-    def __init__(self, client, interval: float = 0.02):
-        import uuid
-
-        self.client = client
-        self.interval = float(interval)
-        self.token = uuid.uuid4().hex
-        self.start: dict = {}
-        self.peak: dict = {}
-
-    def __enter__(self) -> "PeakRSS":
-        self.start = self.client.run(_rss_start, self.token, self.interval)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        out = self.client.run(_rss_stop, self.token)
-        self.peak = {a: v[1] for a, v in out.items()}
-        for a, v in out.items():
-            self.start.setdefault(a, v[0])
-
-    @property
-    def max_peak(self) -> int:
-        return max(self.peak.values()) if self.peak else 0

@@ -13,35 +13,44 @@ plus the feature map's own working memory for that chunk.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
-__all__ = ["embed", "task_word", "check_feature_map", "to_gpu", "token"]
+from ..backend import is_cupy
+
+__all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token"]
 
 
 def token(*args) -> str:
     """A deterministic dask token of ``args`` (names graph keys)."""
-    from dask.base import tokenize
-
     return tokenize(*args)
+
+
+def word(text: str) -> str:
+    """``text`` as a task-name word: lower-case letters only, hyphens kept between words.
+
+    ``dask.utils.key_split`` keeps hyphen words only while purely alphabetic, so digits
+    and punctuation are dropped (``"X_train-2"`` → ``"xtrain"``); ``""`` when nothing is left.
+    """
+    parts = ["".join(ch for ch in p.lower() if ch.isalpha()) for p in str(text).split("-")]
+    return "-".join(p for p in parts if p)
 
 
 def task_word(fmap: Any, name: str | None = None) -> str:
     """The alphabetic word naming ``fmap``'s tasks (``dsketch-embed-<word>``).
 
-    ``dask.utils.key_split`` keeps hyphen words only while purely alphabetic, so digits
-    and punctuation are dropped.  Order of preference: ``name``, ``fmap.task_name``,
-    ``fmap.which`` (``"ntk"``/``"nngp"`` of ``net.sketch(...).output(which)``), the class
-    name in lower case.
+    The first non-empty :func:`word` of: ``name``, ``fmap.task_name``, ``fmap.which``
+    (``"ntk"``/``"nngp"`` of ``net.sketch(...).output(which)``), the class name.
     """
     for cand in (name, getattr(fmap, "task_name", None), getattr(fmap, "which", None),
                  type(fmap).__name__):
-        if isinstance(cand, str):
-            parts = ["".join(ch for ch in p.lower() if ch.isalpha()) for p in cand.split("-")]
-            parts = [p for p in parts if p]
-            if parts:
-                return "-".join(parts)
+        if isinstance(cand, str) and word(cand):
+            return word(cand)
     return "features"
 
 
@@ -70,8 +79,6 @@ def _apply(block, fmap, m: int, dtype):
 
 
 def _spec_token(fmap) -> str:
-    from dask.base import tokenize
-
     # repr of a frozen dataclass spec is deterministic and skips cache fields (repr=False)
     return tokenize(type(fmap).__module__, type(fmap).__qualname__, repr(fmap))
 
@@ -89,8 +96,6 @@ def _to_cupy(block):
 def to_gpu(X):
     """Move the blocks of ``X`` to the current GPU (lazily; tasks ``dsketch-togpu``)."""
     import cupy
-    import dask.array as da
-    from dask.base import tokenize
 
     meta = cupy.empty((0,) * X.ndim, dtype=X.dtype)
     return da.map_blocks(_to_cupy, X, dtype=X.dtype, meta=meta,
@@ -109,7 +114,8 @@ def embed(X, fmap, *, name: str | None = None, device: str | None = None):
     fmap : feature map
         Hashable spec with ``n_features``, ``dtype``, ``input_shape`` and
         ``__call__(block) -> (rows, n_features)``; row ``i``'s features must not depend on
-        the block it sits in.  It is the only object the graph carries per task.
+        the block it sits in.  It is the only object the graph carries per task; a map
+        with ``carries_data = True`` (landmark rows) travels once, as one graph key.
     name : str, optional
         Word for the task names (``dsketch-embed-<name>``); default from ``fmap``
         (see :func:`task_word`).
@@ -128,15 +134,13 @@ def embed(X, fmap, *, name: str | None = None, device: str | None = None):
     Peak memory per task: ``rows × (d + m)`` elements plus the map's working set for the
     chunk; nothing is computed here.
     """
-    import dask.array as da
-
     if not isinstance(X, da.Array):
         raise TypeError(f"X must be a dask array, got {type(X).__name__} (use dask.array.from_array "
                         f"or dsketch.engine.open_dataset)")
     check_feature_map(fmap)
     if device not in (None, "cpu", "gpu", "cuda"):
         raise ValueError(f"device must be 'cpu', 'gpu' or None, got {device!r}")
-    if device in ("gpu", "cuda") and type(X._meta).__module__.split(".")[0] != "cupy":
+    if device in ("gpu", "cuda") and not is_cupy(X._meta):
         X = to_gpu(X)
     m = int(fmap.n_features)
     dtype = np.dtype(fmap.dtype)
@@ -148,23 +152,22 @@ def embed(X, fmap, *, name: str | None = None, device: str | None = None):
         raise ValueError(f"X must have at least 2 dimensions (rows, features), got shape {X.shape}")
     split = [ax for ax in range(1, X.ndim) if len(X.chunks[ax]) > 1]
     if split:
-        import warnings
-
         warnings.warn(f"X is chunked along axis {split}; rechunking to whole rows per block "
                       f"before embedding", UserWarning, stacklevel=2)
         X = X.rechunk({ax: -1 for ax in split})
-    meta_mod = type(X._meta).__module__.split(".")[0] if X._meta is not None else "numpy"
-    if meta_mod == "cupy":
+    if is_cupy(X._meta):
         import cupy
 
         meta = cupy.empty((0, 0), dtype=dtype)
     else:
         meta = np.empty((0, 0), dtype=dtype)
-    from dask.base import tokenize
-
     key = f"dsketch-embed-{task_word(fmap, name)}-{tokenize(X.name, _spec_token(fmap))}"
     kw = {}
     if X.ndim > 2:
         kw["drop_axis"] = list(range(2, X.ndim))
-    return da.map_blocks(_apply, X, fmap, m, dtype, chunks=(X.chunks[0], (m,)), dtype=dtype,
+    spec = fmap
+    if getattr(fmap, "carries_data", False):  # e.g. Nyström landmarks: ship them once
+        spec = dask.delayed(fmap, name=f"dsketch-map-{task_word(fmap, name)}-{_spec_token(fmap)}",
+                            pure=True)
+    return da.map_blocks(_apply, X, spec, m, dtype, chunks=(X.chunks[0], (m,)), dtype=dtype,
                          meta=meta, name=key, **kw)

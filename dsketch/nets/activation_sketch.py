@@ -4,7 +4,7 @@ Owns turning an activation's Hermite expansion into random features that act on 
 axis of a :class:`~dsketch.nets.base.Features` record (so per-pixel image features work
 unchanged).  For a row (or pixel) with NNGP features ``x`` of exact variance ``v``:
 
-1. ``x̂ = x/‖x‖`` (zero rows stay zero) and a :class:`~dsketch.sketch.primitives.PolySketch`
+1. ``x̂ = x/‖x‖`` (zero rows stay zero) and a :class:`~dsketch.sketch.PolySketch`
    gives ``S_l x̂`` with ``E⟨S_l x̂, S_l ŷ⟩ = ⟨x̂, ŷ⟩^l`` for ``l = 1..p`` (``p = options.degree``);
 2. the blocks ``R_l(v)·S_l x̂`` (radial Hermite factors, exact for inputs anywhere in R^d)
    are each mapped by their own SRHT ``m → m−1`` (independent signs per degree) and summed,
@@ -37,8 +37,12 @@ family, Sign, Step, rectified monomials) to random features: ``f = φ(x G)/√m`
 ``g = φ'(x G')/√m`` with Gaussian ``G, G'`` (unbiased for E over (u, v) ~ N(0, [[‖x‖², ⟨x,y⟩],
 ...]) for any φ), then the same TensorSRHT for the NTK.
 
-No Dask here; every random matrix comes from ``dsketch.sketch.primitives`` specs seeded by
-``(seed, *path, component)`` and cached per device by them.
+It reads an activation only through its public faces (``expansion``, ``diagonal``,
+``fn``, ``deriv``, ``homogeneity``) and imports no activation module: the activation
+base class calls :func:`plan_activation_sketch`, and an activation with a better map
+overrides ``sketch`` instead (e.g. ``Identity``).  No Dask here; every random matrix
+comes from ``dsketch.sketch`` primitive specs seeded by ``(seed, *path, component)`` and
+cached per device by them.
 """
 
 from __future__ import annotations
@@ -49,10 +53,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_namespace, resolve_dtype
-from ..sketch.primitives import SRHT, GaussianProjection, PolySketch, TensorSRHT
+from ..sketch import SRHT, GaussianProjection, PolySketch, TensorSRHT
 from .base import Features, FeatureShape, LayerSketch, SketchOptions
 
-__all__ = ["ActivationSketch", "IdentitySketch", "plan_activation_sketch", "folded_expansion"]
+__all__ = ["ActivationSketch", "plan_activation_sketch", "folded_expansion"]
 
 _PROBE_VARIANCES = (0.37, 1.9, 11.3)
 
@@ -100,11 +104,7 @@ def _active_degrees(act, degree: int):
 
 def plan_activation_sketch(act, shape: FeatureShape, options: SketchOptions, seed: int, path: tuple):
     """Plan the sketch face of activation ``act`` on features of ``shape``."""
-    from .activations import Identity
-
     resolve_dtype(options.dtype)
-    if isinstance(act, Identity):
-        return IdentitySketch(out=shape)
     p = int(options.degree)
     if p < 1:
         raise ValueError(f"degree must be at least 1, got {p}")
@@ -128,16 +128,6 @@ def plan_activation_sketch(act, shape: FeatureShape, options: SketchOptions, see
     return ActivationSketch(act=act, w_in=shape.nngp, w_ntk_in=shape.ntk, out=out, degree=p,
                             method=method, active_nngp=act_n, active_dot=act_d,
                             dtype=str(np.dtype(options.dtype)), seed=int(seed), path=tuple(path))
-
-
-@dataclass(frozen=True)
-class IdentitySketch(LayerSketch):
-    """Sketch face of ``Identity``: features pass through unchanged."""
-
-    out: FeatureShape
-
-    def __call__(self, f: Features) -> Features:
-        return f
 
 
 @dataclass(frozen=True)
@@ -233,7 +223,7 @@ class ActivationSketch(LayerSketch):
         if needed:
             poly = self._poly()
             x2 = xhat.reshape(-1, self.w_in)
-            for l, s_l in poly._tree_iter(x2, needed):
+            for l, s_l in poly.iter_degrees(x2, needed):
                 for which, coef, active in (("nngp", R, act_n), ("dot", Rdot, act_d)):
                     if l not in active:
                         continue

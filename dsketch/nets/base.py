@@ -1,8 +1,9 @@
 """The layer algebra's records and protocol: ``Kernel`` (exact face), ``Features`` (sketch face).
 
-Owns the two immutable records every layer transforms, the ``Layer`` protocol, and the
-shapes used to plan a sketch.  Concrete layers live in their own modules; ``serial`` (in
-``serial.py``) chains them.  No Dask here.
+Owns the two immutable records every layer transforms, the ``Layer`` protocol, the shapes
+used to plan a sketch, and the validation of layer parameters (:func:`check_param`,
+:func:`check_int`).  Concrete layers live in their own modules; ``serial`` (in
+``serial.py``) chains them.  Must not import Dask nor any concrete layer.
 
 Array layout
 ------------
@@ -21,10 +22,14 @@ with ``S = (H, W)`` or ``()``, and ``var`` ``(n,) + S``: the exact NNGP variance
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["Kernel", "Features", "FeatureShape", "SketchOptions", "Layer", "LayerSketch"]
+import numpy as np
+
+__all__ = ["Kernel", "Features", "FeatureShape", "SketchOptions", "Layer", "LayerSketch",
+           "check_param", "check_int"]
 
 
 @dataclass(frozen=True)
@@ -161,3 +166,35 @@ class LayerSketch:
 
     def __call__(self, f: Features) -> Features:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- validation
+def check_param(name: str, value, *, nonneg: bool = False, positive: bool = False) -> float:
+    """Validate a real, finite layer parameter and return it as ``float``.
+
+    Raises ``ValueError`` naming ``name`` for booleans, non-numbers, NaN/Inf, and (with
+    ``nonneg``/``positive``) negative or non-positive values.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if nonneg and v < 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return v
+
+
+def check_int(name: str, value, lo: int = 0, hi: Optional[int] = None) -> int:
+    """Validate an integer layer parameter in ``[lo, hi]`` (booleans refused); return it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
+    return int(value)

@@ -1,8 +1,9 @@
 """``Conv``: 2-D convolution of an infinitely wide CNN, exact (CNTK) face and sketch face.
 
-Owns the convolution layer and the spatial geometry helpers (padding, window sums over
-pixel-pair axes) that ``pooling.py`` shares.  Conventions are neural-tangents ``stax.Conv``
-with ``parameterization="ntk"``, images channels-last ``(n, H, W, C)``:
+Owns the convolution layer, its exact face (diagonal window sums over pixel pairs) and its
+sketch face (shifted, concatenated per-pixel features); the padding geometry and window
+sums it shares with pooling live in ``spatial.py``.  Conventions are neural-tangents
+``stax.Conv`` with ``parameterization="ntk"``, images channels-last ``(n, H, W, C)``:
 
     z_p = W_std / sqrt(|F| C) * sum_{d in F} W_d x_{s p + d - lo} + b_std * b
 
@@ -22,143 +23,19 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from ..backend import get_namespace
+import numpy as np
+
+from ..backend import get_namespace, rng, to_namespace
+from ..sketch._base import RandomSpec, random_signs
+from ..sketch.hadamard import hadamard_blocks, next_pow2
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
+from .readout import WIDTH_FACTOR
+from .spatial import (
+    as_pair, check_image_kernel, check_image_shape, check_padding, diag_window_sum, geometry,
+    map_kernel_arrays, offset_range, window_sum,
+)
 
-__all__ = ["Conv", "WIDTH_FACTOR"]
-
-PADDINGS = ("SAME", "VALID")
-
-#: Sketch face: a block of per-pixel features wider than ``WIDTH_FACTOR * n_features`` is
-#: reduced to about that width with SRHTs (unbiased), so cost stays linear in the pixel count.
-WIDTH_FACTOR = 2
-
-
-# ------------------------------------------------------------------------------ geometry
-def _pair(value, name: str) -> tuple:
-    """``value`` as a 2-tuple of positive ints (an int ``k`` means ``(k, k)``)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        out = tuple(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}") from None
-    if len(out) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
-        raise ValueError(f"{name} must be a pair of positive ints (2-D images), got {value!r}")
-    return tuple(int(v) for v in out)
-
-
-def _padding(value) -> str:
-    if not isinstance(value, str) or value.upper() not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {value!r}")
-    return value.upper()
-
-
-@dataclass(frozen=True)
-class _Axis:
-    """Geometry of one spatial dimension: window, stride, pads and output size."""
-
-    size: int
-    window: int
-    stride: int
-    lo: int
-    hi: int
-    out: int
-
-    @property
-    def span(self) -> int:
-        return self.stride * (self.out - 1) + 1
-
-
-def _axis_geometry(size: int, window: int, stride: int, padding: str, what: str) -> _Axis:
-    """Output size and zero pads of one dimension (XLA ``padtype_to_pads`` semantics)."""
-    if padding == "VALID":
-        if window > size:
-            raise ValueError(f"{what} window {window} is larger than the image size {size} "
-                             "with padding='VALID'")
-        return _Axis(size, window, stride, 0, 0, (size - window) // stride + 1)
-    out = -(-size // stride)
-    total = max((out - 1) * stride + window - size, 0)
-    return _Axis(size, window, stride, total // 2, total - total // 2, out)
-
-
-def _geometry(spatial: tuple, window: tuple, strides: tuple, padding: str, what: str):
-    return tuple(_axis_geometry(int(s), w, st, padding, what)
-                 for s, w, st in zip(spatial, window, strides))
-
-
-def _image_shape(input_shape, layer: str) -> tuple:
-    shape = tuple(input_shape)
-    if len(shape) != 3:
-        raise ValueError(f"{layer} needs images of shape (H, W, C), got input shape {shape}")
-    return shape
-
-
-def _image_kernel(k: Kernel, layer: str) -> None:
-    if len(k.spatial) != 2:
-        raise ValueError(f"{layer} needs an image kernel record (spatial (H, W)), "
-                         f"got spatial {tuple(k.spatial)}")
-
-
-def _offset_range(g: _Axis, d: int):
-    """Output positions p whose input position s·p + d − lo lies inside the image.
-
-    Returns ``(out_slice, in_slice)`` or ``None`` when no output position sees offset d.
-    """
-    o = d - g.lo
-    p_lo = 0 if o >= 0 else -(o // g.stride)  # ceil(-o / s): first p with s·p + o ≥ 0
-    p_hi = min(g.out - 1, (g.size - 1 - o) // g.stride)
-    if p_hi < p_lo:
-        return None
-    start = g.stride * p_lo + o
-    stop = g.stride * p_hi + o + 1
-    return slice(p_lo, p_hi + 1), slice(start, stop, g.stride)
-
-
-def _window_apply(a, axes: tuple, g: _Axis):
-    """Σ_d a[.., s p + d − lo, ..] with the same offset d on every axis of ``axes``.
-
-    Zero padding is implicit: each offset adds into the part of the output it reaches, so
-    no padded copy is made.  Temporaries: the output (plus one strided view per offset).
-    """
-    xp = get_namespace(a)
-    shape = list(a.shape)
-    for ax in axes:
-        shape[ax] = g.out
-    ranges = [_offset_range(g, d) for d in range(g.window)]
-    full = next((r for r in ranges if r is not None and r[0] == slice(0, g.out)), None)
-    if full is not None:
-        idx = [slice(None)] * a.ndim
-        for ax in axes:
-            idx[ax] = full[1]
-        acc = a[tuple(idx)].copy()
-    else:
-        acc = xp.zeros(tuple(shape), dtype=a.dtype)
-    for r in ranges:
-        if r is None or r is full:
-            continue
-        o_idx = [slice(None)] * a.ndim
-        i_idx = [slice(None)] * a.ndim
-        for ax in axes:
-            o_idx[ax], i_idx[ax] = r
-        acc[tuple(o_idx)] += a[tuple(i_idx)]
-    return acc
-
-
-def diag_window_sum(a, axes: tuple, g: _Axis):
-    """Σ_d a[.., s p + d, .., s q + d, ..] over the pair of axes ``axes`` (zero padded).
-
-    ``axes`` are the two axes of one spatial dimension (pixel of x1, pixel of x2).  The
-    same offset d moves both: a convolution's filter is shared by the two inputs.
-    """
-    return _window_apply(a, tuple(axes), g)
-
-
-def window_sum(a, axis: int, g: _Axis):
-    """Σ_d a[.., s p + d, ..] along one ``axis`` (zero padded): pooling windows."""
-    return _window_apply(a, (axis,), g)
+__all__ = ["Conv", "ConvSketch", "conv_pairs"]
 
 
 def conv_pairs(a, geom):
@@ -166,18 +43,6 @@ def conv_pairs(a, geom):
     b = a.ndim - 4
     a = diag_window_sum(a, (b, b + 2), geom[0])
     return diag_window_sum(a, (b + 1, b + 3), geom[1])
-
-
-def map_kernel_arrays(k: Kernel, fn, **changes) -> Kernel:
-    """Apply ``fn`` to ``nngp``, ``cov1`` and ``cov2`` of ``k`` (reusing ``nngp`` as ``cov1`` in
-    diagonal mode); ``ntk`` is the caller's business."""
-    nngp = fn(k.nngp)
-    if k.diagonal and k.cov1 is k.nngp:
-        cov1 = nngp
-    else:
-        cov1 = fn(k.cov1)
-    cov2 = None if k.cov2 is None else fn(k.cov2)
-    return k.replace(nngp=nngp, cov1=cov1, cov2=cov2, **changes)
 
 
 # ---------------------------------------------------------------------------------- Conv
@@ -226,9 +91,9 @@ class Conv(Layer):
     strides: tuple = (1, 1)
 
     def __post_init__(self):
-        object.__setattr__(self, "filter_shape", _pair(self.filter_shape, "filter_shape"))
-        object.__setattr__(self, "strides", _pair(self.strides, "strides"))
-        object.__setattr__(self, "padding", _padding(self.padding))
+        object.__setattr__(self, "filter_shape", as_pair(self.filter_shape, "filter_shape"))
+        object.__setattr__(self, "strides", as_pair(self.strides, "strides"))
+        object.__setattr__(self, "padding", check_padding(self.padding))
         b = 0.0 if self.b_std is None else self.b_std
         for name, v in (("W_std", self.W_std), ("b_std", b)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -241,17 +106,17 @@ class Conv(Layer):
         return self.filter_shape[0] * self.filter_shape[1]
 
     def _geom(self, spatial):
-        return _geometry(spatial, self.filter_shape, self.strides, self.padding, "Conv filter")
+        return geometry(spatial, self.filter_shape, self.strides, self.padding, "Conv filter")
 
     # ------------------------------------------------------------------------- shapes
     def output_shape(self, input_shape: tuple) -> tuple:
-        h, w, c = _image_shape(input_shape, "Conv")
+        h, w, c = check_image_shape(input_shape, "Conv")
         gh, gw = self._geom((h, w))
         return (gh.out, gw.out, c)
 
     # -------------------------------------------------------------------------- exact
     def kernel(self, k: Kernel) -> Kernel:
-        _image_kernel(k, "Conv")
+        check_image_kernel(k, "Conv")
         geom = self._geom(k.spatial)
         scale = self.W_std ** 2 / self.filter_size
         b2 = self.b_std ** 2
@@ -300,20 +165,48 @@ def _per_offset_width(d_in: int, filter_size: int, cap: int) -> int:
 
 
 @dataclass(frozen=True)
-class _Reduce:
-    """Width ``d_in`` → ``d_out``: identity when equal, otherwise an SRHT (unbiased)."""
+class _OffsetSRHT(RandomSpec):
+    """One SRHT per filter offset, all cut from the same Hadamard transform of each pixel.
+
+    Offset ``o`` maps ``x ↦ (H D_b x̃)[P_o] / √k`` where ``P_o`` are ``k`` coordinates of the
+    ``B·n`` coordinates of ``B`` signed transforms (``n = 2^⌈log₂ d_in⌉``, ``D_b`` independent
+    ±1 diagonals) and the ``P_o`` of different offsets are disjoint (a random permutation cut
+    into ``|F|`` groups).  Each offset is marginally an SRHT ``d_in → k`` (unbiased), and an
+    input pixel is transformed ``B = ⌈|F|·k / n⌉`` times instead of ``|F|`` times.  Draws:
+    ``rng(seed, *path, "offset-srht")``.
+    """
 
     d_in: int
-    d_out: int
+    k: int
+    offsets: int
     seed: int
     path: tuple
 
-    def __call__(self, x):
-        if self.d_in == self.d_out:
-            return x
-        from ..sketch.primitives import SRHT
+    @property
+    def _n(self) -> int:
+        return next_pow2(self.d_in)
 
-        return SRHT(self.d_in, self.d_out, self.seed, self.path)(x, check=False)
+    @property
+    def blocks(self) -> int:
+        return -(-self.offsets * self.k // self._n)
+
+    def _build(self, xp, dtype):
+        gen = rng(self.seed, *self.path, "offset-srht")
+        signs = random_signs(gen, (self.blocks, self._n), False) / math.sqrt(self.k)
+        idx = gen.permutation(self.blocks * self._n)[:self.offsets * self.k]
+        idx = np.sort(idx.reshape(self.offsets, self.k), axis=1)
+        return to_namespace(signs.astype(dtype), xp), to_namespace(idx.astype(np.int64), xp)
+
+    def transform(self, x):
+        """``(..., d_in) → (..., B·n)``: every coordinate any offset may take."""
+        xp = get_namespace(x)
+        signs, _ = self._params(xp, x.dtype)
+        lead = x.shape[:-1]
+        return hadamard_blocks(x.reshape(-1, self.d_in), signs).reshape(lead + (-1,))
+
+    def index(self, xp, dtype, o: int):
+        """Coordinates ``P_o`` of offset ``o`` in the output of :meth:`transform`."""
+        return self._params(xp, dtype)[1][o]
 
 
 @dataclass(frozen=True)
@@ -321,10 +214,10 @@ class _ShiftConcat:
     """``(n, H, W, d_in)`` → ``(n, H', W', |F|·k)``: the |F| zero-padded, strided shifts of the
     per-pixel features, times ``scale``, concatenated in row-major (dh, dw) offset order.
 
-    When ``k < d_in`` every offset first goes through its own independent SRHT
-    ``d_in → k`` (a block-diagonal sketch of the concatenation: unbiased, with the variance
-    of one SRHT of the whole concatenation), so the transforms stay of size ~``d_in`` per
-    pixel instead of ~|F|·``d_in``.  Memory O(n · H'W' · |F| k) plus one projected copy.
+    When ``k < d_in`` every offset goes through its own SRHT ``d_in → k``
+    (:class:`_OffsetSRHT`: a block-diagonal sketch of the concatenation, unbiased), all cut
+    from ``⌈|F|·k / n⌉`` Hadamard transforms of each input pixel, so the work per pixel is
+    about one transform of the output width.  Memory: the output plus the transforms.
     """
 
     geom: tuple
@@ -339,28 +232,39 @@ class _ShiftConcat:
         gh, gw = self.geom
         return gh.window * gw.window * self.k
 
+    def _srht(self):
+        gh, gw = self.geom
+        return _OffsetSRHT(self.d_in, self.k, gh.window * gw.window, self.seed, self.path)
+
     def write(self, x, out) -> None:
         """Write the shifted features into ``out[..., :d_out]`` (the rest is left alone)."""
         if self.d_in == 0:
             return
+        xp = get_namespace(x)
         gh, gw = self.geom
-        dt = out.dtype.type(self.scale)
         reduce = self.k < self.d_in
         if reduce:
-            from ..sketch.primitives import SRHT
+            srht = self._srht()
+            x = srht.transform(x)
+            if self.scale != 1.0:
+                x *= x.dtype.type(self.scale)
+        else:
+            dt = out.dtype.type(self.scale)
         i = 0
         for dh in range(gh.window):
-            rh = _offset_range(gh, dh)
+            rh = offset_range(gh, dh)
             for dw in range(gw.window):
-                rw = _offset_range(gw, dw)
+                rw = offset_range(gw, dw)
                 cols = slice(i * self.k, (i + 1) * self.k)
+                o = i
                 i += 1
                 if rh is None or rw is None:
                     continue  # this offset only ever sees padding
                 src = x[:, rh[1], rw[1], :]
                 if reduce:
-                    src = SRHT(self.d_in, self.k, self.seed, self.path + (dh, dw))(src, check=False)
-                out[:, rh[0], rw[0], cols] = src * dt
+                    out[:, rh[0], rw[0], cols] = xp.take(src, srht.index(xp, x.dtype, o), axis=-1)
+                else:
+                    out[:, rh[0], rw[0], cols] = src * dt
 
 
 @dataclass(frozen=True)

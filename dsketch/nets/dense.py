@@ -10,34 +10,17 @@ The output width does not enter the infinite-width kernel, so ``Dense`` takes no
 images it maps channels and acts on every pixel pair alike (the bias is shared across
 pixels, so b_std² is added to every pixel-pair covariance).  Its sketch face is exact and
 deterministic: ``nngp' = [W_std·nngp, b_std·1]`` and ``ntk' = [W_std·ntk, nngp']``.
+No Dask here.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..backend import get_namespace
-from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
+from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions, check_param
 
-__all__ = ["Dense", "DenseSketch", "check_param"]
-
-
-def check_param(name: str, value, *, nonneg: bool = False, positive: bool = False) -> float:
-    """Validate a real, finite layer parameter and return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if nonneg and v < 0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
-    if positive and v <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return v
+__all__ = ["Dense", "DenseSketch"]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ Owns the pieces every activation's exact face and sketch face share:
 - :func:`gauss_hermite` and :func:`bivariate_expectation`: E[f(u) g(v)] for
   (u, v) ~ N(0, [[v1, c], [c, v2]]) by tensor Gauss–Hermite quadrature
   (``numpy.polynomial.hermite_e.hermegauss``), vectorized over any batch of pairs;
+- the standard normal CDF/density and ``erf`` on NumPy or CuPy arrays (:func:`norm_cdf`,
+  :func:`norm_pdf`, :func:`erf`);
 - :func:`hermite_radial`: the radial Hermite factors R_l(v) = E[f(√v z) He_l(z)]/√(l!)
   of a function, so that E[f(u) f(v)] = Σ_l R_l(v1) R_l(v2) ρ^l;
 - closed-form Hermite moments used by activations with known expansions
@@ -16,7 +18,8 @@ Owns the pieces every activation's exact face and sketch face share:
   (:func:`rectified_monomial_dual`).
 
 Everything takes and returns arrays of the caller's module (NumPy or CuPy); only the
-tiny node/coefficient tables are built on the host.  No Dask and no random state here.
+tiny node/coefficient tables are built on the host.  Knows no activation class; no Dask
+and no random state here.
 """
 
 from __future__ import annotations
@@ -29,13 +32,40 @@ import numpy as np
 from numpy.polynomial import hermite_e
 from numpy.polynomial import polynomial as P
 
-from ..backend import get_namespace, to_namespace
+from scipy import special
+
+from ..backend import get_namespace, is_cupy, to_namespace
 
 __all__ = [
     "Moments", "moments", "gauss_hermite", "bivariate_expectation", "hermite_radial",
     "normalized_hermite", "bivariate_expectations", "phi_cdf_moments", "phi_pdf_moments", "relu_power_moments",
-    "monomial_moments", "rectified_monomial_dual", "half_normal_moment",
+    "monomial_moments", "rectified_monomial_dual", "half_normal_moment", "double_factorial_ratio",
+    "erf", "norm_cdf", "norm_pdf", "safe_power", "MAX_QUAD_DEGREE",
 ]
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2 * math.pi)
+
+
+# --------------------------------------------------------------------- special functions
+def erf(x):
+    """The error function, elementwise, on the device of ``x`` (SciPy or cupyx)."""
+    if is_cupy(x):  # pragma: no cover - GPU only
+        from cupyx.scipy.special import erf as cupy_erf
+
+        return cupy_erf(x)
+    return special.erf(x)
+
+
+def norm_cdf(x):
+    """Standard normal CDF Φ(x) = (1 + erf(x/√2))/2."""
+    return 0.5 * (1 + erf(x / _SQRT2))
+
+
+def norm_pdf(x):
+    """Standard normal density φ_N(x) = exp(−x²/2)/√(2π)."""
+    xp = get_namespace(x)
+    return xp.exp(-0.5 * x * x) / _SQRT2PI
 
 
 # ------------------------------------------------------------------------------ moments
@@ -181,7 +211,7 @@ def hermite_radial(f: Callable, var, degree: int, quad_degree: int):
     return xp.einsum("...q,ql->...l", vals, h).astype(dt, copy=False)
 
 
-def _double_factorial_ratio(k: int) -> float:
+def double_factorial_ratio(k: int) -> float:
     """(k−1)!!/√(k!) for even k ≥ 0 (= √((k−1)!!/k!!))."""
     r = 1.0
     for j in range(2, k + 1, 2):
@@ -205,7 +235,7 @@ def phi_pdf_moments(s, degree: int):
         if k % 2:
             out.append(xp.zeros_like(s))
         else:
-            c = (-1) ** (k // 2) * _double_factorial_ratio(k)
+            c = (-1) ** (k // 2) * double_factorial_ratio(k)
             out.append(c * base * ratio ** (k // 2))
     return xp.stack(out, axis=-1)
 
@@ -227,7 +257,7 @@ def phi_cdf_moments(s, degree: int):
             continue
         i = (k - 1) // 2
         # (2i−1)!!/√(k!) = (2i−1)!!/√((2i)! (2i+1)) = ratio(2i)/√(2i+1)
-        c = (-1) ** i * _double_factorial_ratio(2 * i) / math.sqrt(k) / math.sqrt(2 * math.pi)
+        c = (-1) ** i * double_factorial_ratio(2 * i) / math.sqrt(k) / math.sqrt(2 * math.pi)
         out.append(c * unit ** k)
     return xp.stack(out, axis=-1)
 
@@ -344,6 +374,11 @@ def rectified_monomial_dual(q: int, rho):
     p, qq, r = _rectified_monomial_triple(int(q))
     sin = xp.sqrt(xp.maximum((1 - rho) * (1 + rho), 0))
     return _polyval(p, rho) + _polyval(qq, rho) * xp.arcsin(rho) + _polyval(r, rho) * sin
+
+
+def safe_power(v, p: float):
+    """``v ** p`` for ``v ≥ 0``; ``p = 0`` gives 1 also at ``v = 0`` (an array like ``v``)."""
+    return v ** p if p else v * 0 + 1
 
 
 def _polyval(coefs, x):

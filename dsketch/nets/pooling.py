@@ -4,7 +4,8 @@ Exact face and sketch face of each, neural-tangents ``stax`` semantics
 (``parameterization="ntk"``, channels-last images).  All three are linear, parameter-free
 maps of each image, so the exact face averages the kernel over windows in *both* pixel
 indices and the sketch face applies the same linear map to per-pixel features.  Spatial
-geometry (pads, window sums) comes from ``conv.py``.  No Dask here.
+geometry (pads, window sums) comes from ``spatial.py``, the width reduction of
+``Flatten`` from ``readout.py``.  No Dask here.
 """
 
 from __future__ import annotations
@@ -13,20 +14,22 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from ..backend import get_namespace, to_namespace
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
-from .conv import (
-    WIDTH_FACTOR, _Reduce, _geometry, _image_kernel, _image_shape, _pair, _padding,
-    map_kernel_arrays, window_sum,
+from .readout import WIDTH_FACTOR, FitWidth
+from .spatial import (
+    as_pair, check_image_kernel, check_image_shape, check_padding, geometry, map_kernel_arrays,
+    window_sum,
 )
 
-__all__ = ["AvgPool", "GlobalAvgPool", "Flatten"]
+__all__ = ["AvgPool", "GlobalAvgPool", "Flatten", "AvgPoolSketch", "GlobalAvgPoolSketch",
+           "FlattenSketch"]
 
 
 def _edge_counts(g, xp):
     """Number of real (non-padding) positions in each output window of one dimension."""
-    import numpy as np
-
     ones = np.ones(g.size)
     return to_namespace(window_sum(ones, 0, g), xp)
 
@@ -66,14 +69,14 @@ class AvgPool(Layer):
     normalize_edges: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "window_shape", _pair(self.window_shape, "window_shape"))
+        object.__setattr__(self, "window_shape", as_pair(self.window_shape, "window_shape"))
         strides = self.window_shape if self.strides is None else self.strides
-        object.__setattr__(self, "strides", _pair(strides, "strides"))
-        object.__setattr__(self, "padding", _padding(self.padding))
+        object.__setattr__(self, "strides", as_pair(strides, "strides"))
+        object.__setattr__(self, "padding", check_padding(self.padding))
         object.__setattr__(self, "normalize_edges", bool(self.normalize_edges))
 
     def _geom(self, spatial):
-        return _geometry(spatial, self.window_shape, self.strides, self.padding, "AvgPool")
+        return geometry(spatial, self.window_shape, self.strides, self.padding, "AvgPool")
 
     def _divisor(self, geom, xp, pairs: bool):
         """Divisor array (or scalar) for the window sums: per pixel, or per pixel pair."""
@@ -88,12 +91,12 @@ class AvgPool(Layer):
         return pix[:, :, None, None] * pix[None, None, :, :]
 
     def output_shape(self, input_shape: tuple) -> tuple:
-        h, w, c = _image_shape(input_shape, "AvgPool")
+        h, w, c = check_image_shape(input_shape, "AvgPool")
         gh, gw = self._geom((h, w))
         return (gh.out, gw.out, c)
 
     def kernel(self, k: Kernel) -> Kernel:
-        _image_kernel(k, "AvgPool")
+        check_image_kernel(k, "AvgPool")
         geom = self._geom(k.spatial)
         xp = get_namespace(k.nngp)
         div = self._divisor(geom, xp, pairs=True)
@@ -154,11 +157,11 @@ class GlobalAvgPool(Layer):
     """
 
     def output_shape(self, input_shape: tuple) -> tuple:
-        h, w, c = _image_shape(input_shape, "GlobalAvgPool")
+        h, w, c = check_image_shape(input_shape, "GlobalAvgPool")
         return (c,)
 
     def kernel(self, k: Kernel) -> Kernel:
-        _image_kernel(k, "GlobalAvgPool")
+        check_image_kernel(k, "GlobalAvgPool")
 
         def gap(a):
             return a.mean(axis=tuple(range(a.ndim - 4, a.ndim)))
@@ -206,7 +209,7 @@ class Flatten(Layer):
     def kernel(self, k: Kernel) -> Kernel:
         if not k.spatial:
             return k
-        _image_kernel(k, "Flatten")
+        check_image_kernel(k, "Flatten")
         hw = int(k.spatial[0] * k.spatial[1])
 
         def trace_mean(a):
@@ -226,8 +229,8 @@ class Flatten(Layer):
         d_nngp, d_ntk = hw * shape.nngp, hw * shape.ntk
         out = FeatureShape((), min(d_nngp, cap), min(d_ntk, cap))
         return FlattenSketch(hw=hw, out=out,
-                             nngp=_Reduce(d_nngp, out.nngp, seed, tuple(path) + ("nngp",)),
-                             ntk=_Reduce(d_ntk, out.ntk, seed, tuple(path) + ("ntk",)))
+                             nngp=FitWidth(d_nngp, out.nngp, seed, tuple(path) + ("nngp",), check=False),
+                             ntk=FitWidth(d_ntk, out.ntk, seed, tuple(path) + ("ntk",), check=False))
 
 
 @dataclass(frozen=True)
@@ -236,8 +239,8 @@ class FlattenSketch(LayerSketch):
 
     hw: int
     out: FeatureShape
-    nngp: Optional[_Reduce]
-    ntk: Optional[_Reduce]
+    nngp: Optional[FitWidth]
+    ntk: Optional[FitWidth]
 
     def __call__(self, f: Features) -> Features:
         if self.nngp is None:

@@ -1,6 +1,6 @@
 """Ready-made networks: ``fully_connected`` and ``myrtle`` (Shankar et al. 2020).
 
-Owns only the wiring of existing layers; no maths here.
+Owns only the wiring of existing layers; no maths and no Dask here.
 """
 
 from __future__ import annotations

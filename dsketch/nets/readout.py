@@ -1,33 +1,47 @@
-"""Final step of every network sketch: bring both feature kinds to exactly ``n_features``.
+"""Feature widths: the one width-fitting map, the per-pixel width cap, the final readout.
 
-Narrower features are zero-padded (Gram matrix unchanged); wider ones are projected with
-an SRHT (unbiased: E⟨Sx, Sy⟩ = ⟨x, y⟩).  Nets whose output is still an image are refused:
-their kernel has pixel-pair axes that no single feature row can represent.
+Owns :class:`FitWidth` (width ``d_in`` → ``d_out``: identity, zero-padding, or an SRHT
+projection, unbiased: E⟨Sx, Sy⟩ = ⟨x, y⟩), :data:`WIDTH_FACTOR` (how wide ``Conv`` and
+``Flatten`` let features grow before reducing them), and the last step of every network
+sketch, which brings both feature kinds to exactly ``n_features``.  Nets whose output is
+still an image are refused: their kernel has pixel-pair axes that no single feature row
+can represent.  No Dask here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from ..backend import get_namespace
+from ..sketch import SRHT
 from .base import Features, FeatureShape, LayerSketch, SketchOptions
 
-__all__ = ["plan_readout", "Readout"]
+__all__ = ["WIDTH_FACTOR", "FitWidth", "Readout", "plan_readout"]
+
+#: A block of (per-pixel) features wider than ``WIDTH_FACTOR * n_features`` is reduced to
+#: about that width with SRHTs (unbiased), so sketch cost stays linear in the pixel count.
+WIDTH_FACTOR = 2
 
 
 @dataclass(frozen=True)
-class _FitWidth:
-    """Map width ``d_in`` to ``d_out``: identity, zero-padding or an SRHT projection."""
+class FitWidth:
+    """Map the last axis from width ``d_in`` to ``d_out``.
+
+    Identity when equal, zero-padding when narrower (Gram matrix unchanged), otherwise the
+    SRHT ``d_in → d_out`` seeded by ``(seed, *path)``.  ``check`` makes the SRHT validate
+    its input (finite values) first.
+    """
 
     d_in: int
     d_out: int
     seed: int
     path: tuple
+    check: bool = True
 
     def projection(self):
+        """The SRHT used when ``d_in > d_out`` (else ``None``)."""
         if self.d_in <= self.d_out:
             return None
-        from ..sketch.primitives import SRHT
-
         return SRHT(self.d_in, self.d_out, self.seed, self.path)
 
     def __call__(self, x):
@@ -35,7 +49,7 @@ class _FitWidth:
             return x
         proj = self.projection()
         if proj is not None:
-            return proj(x)
+            return proj(x, check=self.check)
         xp = get_namespace(x)
         pad = xp.zeros(x.shape[:-1] + (self.d_out - self.d_in,), dtype=x.dtype)
         return xp.concatenate([x, pad], axis=-1)
@@ -45,8 +59,8 @@ class _FitWidth:
 class Readout(LayerSketch):
     """Fits ``nngp`` and ``ntk`` features to exactly ``out.nngp == out.ntk == n_features``."""
 
-    nngp: _FitWidth
-    ntk: _FitWidth
+    nngp: FitWidth
+    ntk: FitWidth
     out: FeatureShape
 
     def __call__(self, f: Features) -> Features:
@@ -62,7 +76,7 @@ def plan_readout(shape: FeatureShape, options: SketchOptions, seed: int,
             "end it with Flatten() or GlobalAvgPool() (then Dense) to sketch it")
     m = options.n_features
     return Readout(
-        nngp=_FitWidth(shape.nngp, m, seed, path + ("nngp",)),
-        ntk=_FitWidth(shape.ntk, m, seed, path + ("ntk",)),
+        nngp=FitWidth(shape.nngp, m, seed, path + ("nngp",)),
+        ntk=FitWidth(shape.ntk, m, seed, path + ("ntk",)),
         out=FeatureShape((), m, m),
     )

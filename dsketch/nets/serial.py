@@ -2,7 +2,8 @@
 
 Owns the input kernel/feature construction (input covariance ⟨x, y⟩/d, channels-last
 images with ⟨x_p, y_q⟩/C), blocking of exact kernels over row blocks, and the
-``FeatureMap`` returned by ``net.sketch``.  Layer maths lives in the layer modules.
+``FeatureMap`` returned by ``net.sketch``.  Layer maths lives in the layer modules; this one
+imports no concrete layer and no Dask.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import numpy as np
 
 from ..backend import check_array, get_namespace, resolve_dtype
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions
+from .exact import blocked_kernel, default_block_size, resolve_get
+from .readout import plan_readout
 
-__all__ = ["serial", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult"]
+__all__ = ["serial", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
+           "input_features", "input_feature_shape"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class Serial(Layer):
                 raise ValueError(f"layer {i} ({type(layer).__name__}): {exc}") from None
         return shape
 
-    def kernel(self, x1, x2=None, *, diagonal: bool = False, block_size: Optional[int] = None):
+    def kernel(self, x1, x2=None, get=None, *, diagonal: bool = False,
+               block_size: Optional[int] = None, n_jobs: Optional[int] = None):
         """Exact NNGP and NTK of the infinitely wide network (neural-tangents 'ntk' param.).
 
         Parameters
@@ -80,21 +85,29 @@ class Serial(Layer):
         x1 : array (n1, d) or (n1, H, W, C)
             NumPy or CuPy; the result lives on the same device.
         x2 : array (n2, ...), optional
-            Defaults to ``x1``.
+            Defaults to ``x1`` (then only the upper block triangle is computed).
+        get : {None, "nngp", "ntk"} or tuple of them
+            What to return, as in neural-tangents: ``None`` gives a :class:`KernelResult`
+            with both; a string gives that kernel's array alone; a tuple gives a
+            ``KernelResult`` whose other field is ``None``.  Only what is asked for is
+            kept, so ``get="ntk"`` peaks near the size of the NTK itself.
         diagonal : bool
             Only k(x_i, x_i) for rows of ``x1`` (``x2`` must be omitted): cost linear in n.
         block_size : int, optional
             Rows per block; blocks of ``x1`` × blocks of ``x2`` are computed independently.
-            Peak memory is O(block_size² · P) where P = (H·W)² for images (1 for vectors),
-            times a small constant per layer. Default: 256 for vectors, chosen so one block
-            pair stays under ~256 MB for images.
+            Peak memory is the outputs plus O(block_size² · P) per thread, P = (H·W)² for
+            images (1 for vectors).  Default: 512 for vectors, chosen so one block pair
+            stays under ~256 MB for images.
+        n_jobs : int, optional
+            Threads computing blocks (default: every usable core; 1 on CuPy).
 
         Returns
         -------
-        KernelResult
+        KernelResult or array
             ``nngp`` and ``ntk``, each ``(n1, n2)`` (``(n,)`` when ``diagonal``); conv nets
             without a final ``Flatten``/``GlobalAvgPool`` keep pixel-pair axes.
         """
+        kinds, single = resolve_get(get)
         x1 = check_array(x1, "x1", ndim=(2, 4))
         if diagonal and x2 is not None:
             raise ValueError("x2 must be omitted when diagonal=True")
@@ -102,15 +115,15 @@ class Serial(Layer):
         x2 = x1 if same else check_array(x2, "x2", ndim=(2, 4))
         if x1.shape[1:] != x2.shape[1:]:
             raise ValueError(f"x1 and x2 differ in shape: {tuple(x1.shape[1:])} vs {tuple(x2.shape[1:])}")
-        self.output_shape(tuple(x1.shape[1:]))  # validates the whole chain up front
+        out_shape = self.output_shape(tuple(x1.shape[1:]))  # validates the whole chain up front
         xp = get_namespace(x1, x2)
         x1 = x1.astype(xp.float64, copy=False)
         x2 = x2.astype(xp.float64, copy=False)
         if block_size is None:
-            pix = int(np.prod(x1.shape[1:-1])) if x1.ndim == 4 else 1
-            block_size = 256 if pix == 1 else max(1, int(math.sqrt(256e6 / 8 / 4 / pix**2)))
-        if block_size < 1:
-            raise ValueError(f"block_size must be positive, got {block_size}")
+            block_size = default_block_size(x1, x2)
+        if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        pair_shape = tuple(out_shape[:-1]) * 2
 
         def run(a, b, diag):
             k = _input_kernel(a, b, diag)
@@ -118,32 +131,11 @@ class Serial(Layer):
                 k = layer.kernel(k)
             return k
 
-        n1, n2 = x1.shape[0], x2.shape[0]
-        if diagonal:
-            parts = [run(x1[i:i + block_size], None, True) for i in range(0, n1, block_size)]
-            return KernelResult(xp.concatenate([p.nngp for p in parts]),
-                                xp.concatenate([p.ntk for p in parts]))
-        def swap(a):  # K[i, j, p, q] -> K[j, i, q, p]
-            s = (a.ndim - 2) // 2
-            return a.transpose((1, 0) + tuple(range(2 + s, 2 + 2 * s)) + tuple(range(2, 2 + s)))
-
-        starts1, starts2 = range(0, n1, block_size), range(0, n2, block_size)
-        blocks = {}
-        for bi, i in enumerate(starts1):
-            for bj, j in enumerate(starts2):
-                if same and bj < bi:  # K(x, x) is symmetric: mirror the computed block
-                    k = blocks[bj, bi]
-                    blocks[bi, bj] = (swap(k[0]), swap(k[1]))
-                    continue
-                k = run(x1[i:i + block_size], x2[j:j + block_size], False)
-                blocks[bi, bj] = (k.nngp, k.ntk)
-        nb1, nb2 = len(starts1), len(starts2)
-        nngp, ntk = (xp.concatenate([xp.concatenate([blocks[a, b][c] for b in range(nb2)], axis=1)
-                                     for a in range(nb1)], axis=0) for c in (0, 1))
-        if same:  # symmetrize away round-off: K[i, j, p, q] = K[j, i, q, p]
-            nngp = (nngp + swap(nngp)) / 2
-            ntk = (ntk + swap(ntk)) / 2
-        return KernelResult(nngp, ntk)
+        out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=int(block_size),
+                             kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs)
+        if single:
+            return out[kinds[0]]
+        return KernelResult(out.get("nngp"), out.get("ntk"))
 
     # ------------------------------------------------------------------------ sketch
     def sketch(self, input_shape, n_features: int = 1024, seed: int = 0, *, degree: int = 8,
@@ -243,9 +235,7 @@ class FeatureMap:
     def plan(self):
         """The per-layer sketch faces (planned once per process)."""
         if "plan" not in self._plan_cache:
-            from .readout import plan_readout
-
-            shape = _input_feature_shape(self.input_shape)
+            shape = input_feature_shape(self.input_shape)
             steps = []
             for i, layer in enumerate(self.net.layers):
                 step = layer.sketch(shape, self.options, self.seed, (f"layer{i}", type(layer).__name__))
@@ -269,7 +259,8 @@ class FeatureMap:
         return SketchOutput(f.nngp, f.ntk)
 
 
-def _input_feature_shape(input_shape: tuple) -> FeatureShape:
+def input_feature_shape(input_shape: tuple) -> FeatureShape:
+    """Shape of :func:`input_features` for rows of ``input_shape``."""
     return FeatureShape(tuple(input_shape[:-1]), int(input_shape[-1]), 0)
 
 

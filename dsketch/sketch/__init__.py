@@ -1,28 +1,31 @@
 """Randomized sketching primitives and non-network kernel feature maps (NumPy/CuPy, no Dask).
 
 - :mod:`.hadamard`: fast Walsh–Hadamard transform along the last axis.
-- :mod:`.primitives`: SRHT, Gaussian projection, CountSketch, TensorSRHT, TensorSketch,
-  PolySketch (Ahle et al.), complex-to-real variants (Wacker et al.), dot-product sketches.
-- :mod:`.kernels`: polynomial, random Fourier / Gaussian Maclaurin, arc-cosine and ReLU-NTK
-  random-feature maps with their exact kernels.
+- :mod:`._base`: validation helpers and the seeded random-spec / kernel-map bases.
+- :mod:`.linear`: SRHT (real and complex signs), Gaussian projection, CountSketch.
+- :mod:`.tensor`: TensorSRHT (real, complex, complex-to-real), TensorSketch(Power), ``ctr_real``.
+- :mod:`.polysketch`: the PolySketch tree of Ahle et al. (real and complex-to-real, Wacker
+  et al.) and dot-product kernel sketches.
+- :mod:`.arccos`: the exact arc-cosine maths (Cho & Saul ``J_n``, ``arccos_kernel``).
+- :mod:`.kernels`: polynomial, random Fourier / Gaussian Maclaurin and arc-cosine
+  random-feature maps with their exact kernels; :mod:`.ntk_random_features`: the ReLU-NTK map.
+
+Dependencies inside the package point one way: ``_base``/``hadamard`` ← ``linear`` ←
+``tensor`` ← ``polysketch`` ← ``kernels``/``ntk_random_features``; ``arccos`` depends only
+on the backend. Nothing here imports Dask.
 """
 
 from .hadamard import fwht, hadamard_matrix, next_pow2
-from .primitives import (
-    SRHT,
-    ComplexSRHT,
+from .linear import SRHT, ComplexSRHT, CountSketch, GaussianProjection
+from .tensor import (
     ComplexTensorSRHT,
-    CountSketch,
-    CtRPolySketch,
     CtRTensorSRHT,
-    DotProductSketch,
-    GaussianProjection,
-    PolySketch,
     TensorSketch,
     TensorSketchPower,
     TensorSRHT,
     ctr_real,
 )
+from .polysketch import CtRPolySketch, DotProductSketch, PolySketch
 from .kernels import (
     ArcCosineFeatures,
     GaussianMaclaurin,

@@ -6,6 +6,7 @@ transform is computed as a product of small Hadamard factors, ``Hₙ = H_{b₁} 
 each pass is one large matrix product ``(rows·n/b, b) @ H_b`` followed by a rotation of the
 factor axes, so the work is ``n·Σbᵢ`` multiply-adds per row in ``t = ⌈log₂n / 6⌉`` passes,
 all of it BLAS (cuBLAS on GPU). Real and complex inputs, any leading dimensions.
+:func:`hadamard_blocks` is the signed, blocked transform the SRHT family applies.
 
 Must not import Dask and holds no random state.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..backend import device_key, get_namespace
 
-__all__ = ["fwht", "fwht_padded", "hadamard_matrix", "next_pow2", "is_pow2"]
+__all__ = ["fwht", "fwht_padded", "hadamard_blocks", "hadamard_matrix", "next_pow2", "is_pow2"]
 
 # Padded tails at most this wide are transformed by one small dense product (fwht_padded).
 _TAIL_DENSE = 64
@@ -211,3 +212,17 @@ def fwht_padded(x, n: int):
     xp.add(a, b, out=out[..., :h])
     xp.subtract(a, b, out=out[..., h:])
     return out
+
+
+def hadamard_blocks(x2, signs):
+    """``fwht_padded(x ⊙ D_b)`` for every sign block ``b``: ``(R, d) → (R, B·n)``.
+
+    ``signs`` is ``(B, n)`` (``n`` a power of two ``≥ d``, real or complex); block ``b``
+    multiplies the rows of ``x2`` by the first ``d`` signs of row ``b`` and transforms them
+    zero-padded to ``n``, without materializing or transforming the padding. The SRHT and
+    TensorSRHT families are built on it.
+    """
+    r, d = x2.shape
+    blocks, n = signs.shape
+    z = x2[:, None, :] * (signs if d == n else signs[:, :d])[None, :, :]
+    return fwht_padded(z, n).reshape(r, blocks * n)

@@ -12,7 +12,10 @@ dataclass spec with ``input_dim``, ``n_features``, ``seed`` and ``dtype`` fields
   feature-map protocol (``dtype`` is stored as a ``numpy.dtype``).
 
 Random draws come from ``dsketch.backend.rng(seed, "<map>", ...)`` through the primitives
-of :mod:`dsketch.sketch.primitives`, materialized once per process and device.
+of :mod:`.linear`, :mod:`.tensor` and :mod:`.polysketch`, materialized once per process and
+device. The exact arc-cosine maths lives in :mod:`.arccos` and the ReLU-NTK map in
+:mod:`.ntk_random_features`; both names are re-exported here (saved models name
+``kernels.<Map>``).
 
 Must not import Dask.
 """
@@ -26,17 +29,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_namespace, rng, to_namespace
-from ._base import _KernelMap, _pos_float
+from ._base import KernelMap, check_sparse, is_sparse, pos_float, pos_int, sparse_namespace
+from .arccos import arccos_kernel
 from .ntk_random_features import NTKRandomFeatures, relu_ntk
-from .primitives import (
-    CtRPolySketch,
-    DotProductSketch,
-    PolySketch,
-    TensorSketchPower,
-    _check_sparse,
-    _is_sparse,
-    _pos_int,
-)
+from .polysketch import CtRPolySketch, DotProductSketch, PolySketch
+from .tensor import TensorSketchPower
 
 __all__ = [
     "PolynomialSketch",
@@ -51,7 +48,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- polynomial
 @dataclass(frozen=True)
-class PolynomialSketch(_KernelMap):
+class PolynomialSketch(KernelMap):
     """Sketch of the polynomial kernel ``k(x, y) = (γ⟨x, y⟩ + c)ᵖ``.
 
     Sketches (all unbiased, ``E⟨f(x), f(y)⟩ = k(x, y)``):
@@ -97,12 +94,12 @@ class PolynomialSketch(_KernelMap):
 
     def __post_init__(self):
         self._check_common()
-        _pos_int(self, "degree")
+        pos_int(self, "degree")
         if self.expansion not in ("binomial", "append"):
             raise ValueError(f"PolynomialSketch: expansion must be 'binomial' or 'append', "
                              f"got {self.expansion!r}")
-        _pos_float(self, "gamma")
-        _pos_float(self, "coef0", allow_zero=True)
+        pos_float(self, "gamma")
+        pos_float(self, "coef0", allow_zero=True)
         if self.method not in ("polysketch", "ctr", "tensorsketch"):
             raise ValueError("PolynomialSketch: method must be 'polysketch', 'ctr' or "
                              f"'tensorsketch', got {self.method!r}")
@@ -138,13 +135,10 @@ class PolynomialSketch(_KernelMap):
         """Run the planned sketch on rows ``x`` (dense or sparse, already in ``dtype``)."""
         if self._binomial:
             return sk(x, check=False)
-        if _is_sparse(x):
+        if is_sparse(x):
             x = x * math.sqrt(self.gamma)
             if self.coef0 > 0:
-                if type(x).__module__.startswith("cupyx"):  # pragma: no cover - GPU only
-                    import cupyx.scipy.sparse as sps
-                else:
-                    import scipy.sparse as sps
+                sps = sparse_namespace(x)
                 col = sps.csr_matrix(
                     np.full((x.shape[0], 1), math.sqrt(self.coef0), self.dtype))
                 x = sps.hstack([x, col], format="csr")
@@ -163,11 +157,11 @@ class PolynomialSketch(_KernelMap):
 
     def __call__(self, X):
         """Features ``(n, n_features)``; 2-D sparse ``X`` too for the CountSketch-based methods."""
-        if _is_sparse(X):
+        if is_sparse(X):
             if not (self.method == "tensorsketch" or self.leaf == "countsketch"):
                 raise ValueError("PolynomialSketch: sparse X needs method='tensorsketch' or "
                                  "leaf='countsketch'")
-            x = _check_sparse(X, self.input_dim, type(self).__name__, "input_dim")
+            x = check_sparse(X, self.input_dim, type(self).__name__, "input_dim")
             x = x.astype(self.dtype)
             return self._apply(self._params(get_namespace(x.data), self.dtype), x)
         return super().__call__(X)
@@ -179,14 +173,15 @@ class PolynomialSketch(_KernelMap):
 
 
 # ------------------------------------------------------------------------------ Gaussian
-def _sq_dists(x1, x2):
+def _gaussian_kernel(x1, x2, gamma: float):
+    """``exp(−γ‖x − y‖²)`` of 2-D float64 rows (squared distances clipped at 0)."""
     xp = get_namespace(x1, x2)
     d = (x1 * x1).sum(1)[:, None] + (x2 * x2).sum(1)[None, :] - 2.0 * (x1 @ x2.T)
-    return xp.maximum(d, 0.0)
+    return xp.exp(-gamma * xp.maximum(d, 0.0))
 
 
 @dataclass(frozen=True)
-class RandomFourierFeatures(_KernelMap):
+class RandomFourierFeatures(KernelMap):
     """Random Fourier features (Rahimi & Recht) of the Gaussian kernel ``exp(−γ‖x − y‖²)``.
 
     ``γ`` follows scikit-learn's ``RBFSampler`` (``gamma``). Frequencies ``ω ~ N(0, 2γ I)``.
@@ -208,7 +203,7 @@ class RandomFourierFeatures(_KernelMap):
 
     def __post_init__(self):
         self._check_common()
-        _pos_float(self, "gamma")
+        pos_float(self, "gamma")
 
     def _build(self, xp, dtype):
         h, odd = divmod(self.n_features, 2)
@@ -230,12 +225,11 @@ class RandomFourierFeatures(_KernelMap):
 
     def kernel(self, X1, X2=None):
         """Exact ``exp(−γ‖x − y‖²)`` (float64)."""
-        x1, x2 = self._kernel_inputs(X1, X2)
-        return get_namespace(x1).exp(-self.gamma * _sq_dists(x1, x2))
+        return _gaussian_kernel(*self._kernel_inputs(X1, X2), self.gamma)
 
 
 @dataclass(frozen=True)
-class GaussianMaclaurin(_KernelMap):
+class GaussianMaclaurin(KernelMap):
     """Gaussian kernel through its Maclaurin series and a polynomial sketch.
 
     ``exp(−γ‖x − y‖²) = e^{−γ‖x‖²} e^{−γ‖y‖²} Σ_k (2γ)ᵏ ⟨x, y⟩ᵏ / k!``, truncated at
@@ -263,12 +257,12 @@ class GaussianMaclaurin(_KernelMap):
 
     def __post_init__(self):
         self._check_common()
-        _pos_float(self, "gamma")
-        _pos_int(self, "degree")
+        pos_float(self, "gamma")
+        pos_int(self, "degree")
         if self.n_features < 2:
             raise ValueError("GaussianMaclaurin: n_features must be ≥ 2")
         if self.poly_width is not None:
-            _pos_int(self, "poly_width")
+            pos_int(self, "poly_width")
         if self.method not in ("polysketch", "ctr"):
             raise ValueError(f"GaussianMaclaurin: method must be 'polysketch' or 'ctr', "
                              f"got {self.method!r}")
@@ -294,12 +288,11 @@ class GaussianMaclaurin(_KernelMap):
             if k > 0:
                 a = xp.where(r > 0, a, 0.0)
             scales.append(a.astype(x2.dtype))
-        return dps._compose(unit, scales)
+        return dps.compose(unit, scales)
 
     def kernel(self, X1, X2=None):
         """Exact Gaussian kernel ``exp(−γ‖x − y‖²)`` (float64)."""
-        x1, x2 = self._kernel_inputs(X1, X2)
-        return get_namespace(x1).exp(-self.gamma * _sq_dists(x1, x2))
+        return _gaussian_kernel(*self._kernel_inputs(X1, X2), self.gamma)
 
     def truncated_kernel(self, X1, X2=None):
         """The degree-``degree`` Maclaurin truncation the features are unbiased for."""
@@ -315,54 +308,8 @@ class GaussianMaclaurin(_KernelMap):
 
 
 # ---------------------------------------------------------------------------- arc-cosine
-def _arccos_J(order: int, theta, xp, quadrature: bool = False):
-    """``J_n(θ)`` of Cho & Saul: closed form for n ≤ 2, Gauss–Legendre otherwise.
-
-    ``quadrature=True`` forces the quadrature (used by the tests to check it against the
-    closed forms).
-    """
-    pi = math.pi
-    if not quadrature and order <= 2:
-        s, c = xp.sin(theta), xp.cos(theta)
-        if order == 0:
-            return pi - theta
-        if order == 1:
-            return s + (pi - theta) * c
-        return 3.0 * s * c + (pi - theta) * (1.0 + 2.0 * c * c)
-    # J_n(θ) = 2ⁿ n! ∫_{θ−π/2}^{π/2} cosⁿφ cosⁿ(φ−θ) dφ  (a smooth integrand on a finite
-    # interval; 2-D polar form of 2∫ Θ(w·x)Θ(w·y)(w·x)ⁿ(w·y)ⁿ dN(w)).
-    nodes, weights = np.polynomial.legendre.leggauss(24 + 2 * order)
-    half = (pi - theta) / 2.0
-    mid = theta / 2.0  # interval [θ − π/2, π/2] has midpoint θ/2
-    acc = 0.0
-    for t, w in zip(nodes, weights):
-        phi = mid + half * float(t)
-        acc = acc + float(w) * (xp.cos(phi) * xp.cos(phi - theta)) ** order
-    return (2.0 ** order) * math.factorial(order) * half * acc
-
-
-def arccos_kernel(x1, x2, order: int):
-    """Cho & Saul arc-cosine kernel ``k_n(x, y) = (1/π)‖x‖ⁿ‖y‖ⁿ J_n(θ)`` (float64, 2-D inputs).
-
-    ``k_n(x, y) = 2 E_{w~N(0,I)}[Θ(w·x)Θ(w·y)(w·x)ⁿ(w·y)ⁿ]``: ``k_0(x, x) = 1``,
-    ``k_1(x, x) = ‖x‖²``, ``k_2(x, x) = 3‖x‖⁴``. ``J_0 = π − θ``, ``J_1 = sin θ + (π − θ)cos θ``,
-    ``J_2 = 3 sin θ cos θ + (π − θ)(1 + 2cos²θ)``; higher orders by Gauss–Legendre
-    quadrature of the polar integral. With ``Θ(0) = 0``, a zero row has kernel 0.
-    """
-    xp = get_namespace(x1, x2)
-    n1 = xp.sqrt((x1 * x1).sum(1))[:, None]
-    n2 = xp.sqrt((x2 * x2).sum(1))[None, :]
-    prod = n1 * n2
-    cos = xp.clip((x1 @ x2.T) / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
-    theta = xp.arccos(cos)
-    k = _arccos_J(order, theta, xp) / math.pi
-    if order:
-        k = k * prod ** order
-    return xp.where(prod > 0, k, 0.0)
-
-
 @dataclass(frozen=True)
-class ArcCosineFeatures(_KernelMap):
+class ArcCosineFeatures(KernelMap):
     """Random features of the Cho & Saul arc-cosine kernel of order ``q``.
 
     ``f(x) = √(2/m) · Θ(Wᵀx) ⊙ (Wᵀx)^q`` with ``W`` i.i.d. N(0, 1) (``d × m``) and
@@ -380,7 +327,7 @@ class ArcCosineFeatures(_KernelMap):
 
     def __post_init__(self):
         self._check_common()
-        _pos_int(self, "order", minimum=0)
+        pos_int(self, "order", minimum=0)
 
     def _build(self, xp, dtype):
         w = rng(self.seed, "arccos").standard_normal((self.input_dim, self.n_features))

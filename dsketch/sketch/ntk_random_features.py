@@ -10,8 +10,9 @@ Conventions (neural-tangents ``parameterization="ntk"``):
 
 - input covariance ``Σ⁰(x, y) = ⟨x, y⟩/d``, ``Θ⁰ = 0``;
 - Dense: ``Σ' = W_std²·Σ + b_std²``, ``Θ' = Σ' + W_std²·Θ``;
-- ReLU: with ``cos θ = Σxy/√(ΣxxΣyy)``, ``Σ' = (√(ΣxxΣyy − Σxy²) + (π − θ)Σxy)/(2π)``,
-  ``Σ̇ = (π − θ)/(2π)`` and ``Θ' = Θ·Σ̇``.
+- ReLU: with ``cos θ = Σxy/√(ΣxxΣyy)``, ``Σ' = √(ΣxxΣyy)·J₁(θ)/(2π)``,
+  ``Σ̇ = J₀(θ)/(2π)`` and ``Θ' = Θ·Σ̇`` (``J_n`` of Cho & Saul, :func:`.arccos.arccos_J`;
+  ``J₁(θ)·√(ΣxxΣyy) = √(ΣxxΣyy − Σxy²) + (π − θ)Σxy``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_namespace, rng, to_namespace
-from ._base import _KernelMap, _pos_float
-from .primitives import TensorSRHT, _pos_int
+from ._base import KernelMap, pos_float, pos_int
+from .arccos import arccos_J
+from .tensor import TensorSRHT
 
 __all__ = ["NTKRandomFeatures", "relu_ntk"]
 
@@ -50,8 +52,8 @@ def relu_ntk(x1, x2=None, depth: int = 1, W_std: float = 1.0, b_std: float = 0.0
         prod = xp.sqrt(s1[:, None] * s2[None, :])
         cos = xp.clip(s / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
         theta = xp.arccos(cos)
-        sdot = (math.pi - theta) / (2 * math.pi)
-        s = prod * (xp.sqrt(1.0 - cos * cos) + (math.pi - theta) * cos) / (2 * math.pi)
+        sdot = arccos_J(0, theta, xp) / (2 * math.pi)
+        s = prod * arccos_J(1, theta, xp) / (2 * math.pi)
         s1, s2 = s1 / 2, s2 / 2
         t = t * sdot
         s, s1, s2 = w2 * s + b2, w2 * s1 + b2, w2 * s2 + b2
@@ -60,7 +62,7 @@ def relu_ntk(x1, x2=None, depth: int = 1, W_std: float = 1.0, b_std: float = 0.0
 
 
 @dataclass(frozen=True)
-class NTKRandomFeatures(_KernelMap):
+class NTKRandomFeatures(KernelMap):
     """Random features of the ReLU NTK of ``fully_connected(depth, Relu(), W_std, b_std)``.
 
     Feature recursion (rows are inputs; ``z_n`` approximates the NNGP Σ, ``z_t`` the NTK Θ,
@@ -118,9 +120,9 @@ class NTKRandomFeatures(_KernelMap):
 
     def __post_init__(self):
         self._check_common()
-        _pos_int(self, "depth")
-        _pos_float(self, "W_std")
-        _pos_float(self, "b_std", allow_zero=True)
+        pos_int(self, "depth")
+        pos_float(self, "W_std")
+        pos_float(self, "b_std", allow_zero=True)
         if not isinstance(self.leverage, (bool, np.bool_)):
             raise ValueError(f"NTKRandomFeatures: leverage must be a bool, got {self.leverage!r}")
         object.__setattr__(self, "leverage", bool(self.leverage))
@@ -130,7 +132,7 @@ class NTKRandomFeatures(_KernelMap):
                              f"(got {self.n_features})")
         for name in ("nngp_features", "step_features"):
             if getattr(self, name) is not None:
-                _pos_int(self, name)
+                pos_int(self, name)
         if self.nngp_features is not None and self.nngp_features > self.n_features - bias - 1:
             raise ValueError(f"NTKRandomFeatures: nngp_features must be ≤ n_features − "
                              f"{bias + 1} = {self.n_features - bias - 1}")

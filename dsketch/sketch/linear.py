@@ -1,0 +1,212 @@
+"""Linear random sketches of one vector: SRHT (real and complex signs), Gaussian, CountSketch.
+
+Owns the maps ``S: R^{d_in} → R^{d_out}`` with ``E⟨Sx, Sy⟩ = ⟨x, y⟩`` (``ComplexSRHT``:
+``E[u(x) · conj u(y)] = ⟨x, y⟩`` and ``E[u(x) · u(y)] = 0``) that the tensor sketches,
+the PolySketch tree, the layers of :mod:`dsketch.nets` and the kernel maps are built from.
+Each is a frozen dataclass spec that acts on the last axis of its input (any leading
+dimensions), takes NumPy or CuPy arrays and returns the same module, preserves the float
+dtype of its input (integers → float64), and draws its randomness on the host from
+``dsketch.backend.rng(seed, *path, "<component>")``, cached per process, device and dtype
+(:class:`._base.RandomSpec`). Calls validate their input unless ``check=False`` (internal
+callers that already did). Must not import Dask and holds no random state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+from ..backend import get_namespace, rng, to_namespace
+from ._base import (
+    RandomSpec,
+    as_rows,
+    check_sparse,
+    check_spec,
+    complex_dtype,
+    float_dtype,
+    is_sparse,
+    prepare_input,
+    random_signs,
+)
+from .hadamard import hadamard_blocks, next_pow2
+
+__all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch"]
+
+
+@dataclass(frozen=True)
+class _SRHTCore(RandomSpec):
+    """Shared SRHT body (real or complex signs); see :class:`SRHT`."""
+
+    d_in: int
+    d_out: int
+    seed: int
+    path: tuple = ()
+
+    _component = "srht"
+    _complex = False
+
+    def __post_init__(self):
+        check_spec(self, "d_in", "d_out")
+
+    @property
+    def _n(self) -> int:
+        return next_pow2(self.d_in)
+
+    def _build(self, xp, dtype):
+        n = self._n
+        blocks = -(-self.d_out // n)
+        gen = rng(self.seed, *self.path, self._component)
+        signs = random_signs(gen, (blocks, n), self._complex) / math.sqrt(self.d_out)
+        last = self.d_out - (blocks - 1) * n
+        idx = np.concatenate([np.arange((blocks - 1) * n),
+                              (blocks - 1) * n + np.sort(gen.choice(n, last, replace=False))])
+        sdt = complex_dtype(dtype) if self._complex else dtype
+        return (to_namespace(signs.astype(sdt), xp), to_namespace(idx.astype(np.int64), xp))
+
+    def _apply(self, x, check: bool):
+        x = prepare_input(x, self.d_in, type(self).__name__, check=check)
+        xp = get_namespace(x)
+        x2, lead = as_rows(x, self.d_in)
+        signs, idx = self._params(xp, float_dtype(x))
+        y = hadamard_blocks(x2, signs)
+        if y.shape[1] != self.d_out:  # a full last block needs no gather
+            y = xp.take(y, idx, axis=1)
+        return y.reshape(lead + (self.d_out,))
+
+
+@dataclass(frozen=True)
+class SRHT(_SRHTCore):
+    """Subsampled randomized Hadamard transform ``S: R^{d_in} → R^{d_out}``.
+
+    ``S x = (H D x̃)[P] / √d_out`` with ``x̃`` the input zero-padded to ``n = 2^⌈log₂ d_in⌉``,
+    ``D`` a random ±1 diagonal, ``H`` the unnormalized ``n × n`` Walsh–Hadamard matrix and
+    ``P`` ``d_out`` coordinates sampled **without replacement**. When ``d_out > n`` the map
+    stacks ``⌈d_out/n⌉`` independent blocks (independent ``D``): all ``n`` coordinates of
+    the full blocks and a without-replacement sample of the last. Unbiased,
+    ``E⟨Sx, Sy⟩ = ⟨x, y⟩``; exact (an isometry) when ``d_out`` is a multiple of ``n``.
+    Cost ``O(⌈d_out/n⌉ · n log n)`` per row.
+
+    Parameters
+    ----------
+    d_in, d_out : int
+        Input and output widths (≥ 1).
+    seed : int
+        Non-negative root seed.
+    path : tuple of str/int
+        Named stream below ``seed``; draws come from ``rng(seed, *path, "srht")``.
+    """
+
+    def __call__(self, x, *, check: bool = True):
+        """Sketch the last axis of ``x``: ``(..., d_in) → (..., d_out)``."""
+        return self._apply(x, check)
+
+
+@dataclass(frozen=True)
+class ComplexSRHT(_SRHTCore):
+    """SRHT with complex Rademacher signs ``{±1, ±i}``: complex output ``(..., d_out)``.
+
+    ``u = (H D x̃)[P] / √d_out``. For real or complex ``x``: ``E[Σ u(x) conj u(y)] = ⟨x, ȳ⟩``
+    (the Hermitian inner product) and ``E[Σ u(x) u(y)] = 0``: the building block of the
+    complex-to-real sketches of Wacker et al. (2022). Draws: ``rng(seed, *path, "csrht")``.
+    """
+
+    _component = "csrht"
+    _complex = True
+
+    def __call__(self, x, *, check: bool = True):
+        """Complex sketch of the last axis: ``(..., d_in) → (..., d_out)`` complex.
+
+        Real input is validated like :class:`SRHT`'s; complex input is accepted only from
+        internal callers (``check=False``).
+        """
+        if check or x.dtype.kind != "c":
+            return self._apply(x, check)
+        xp = get_namespace(x)
+        x2, lead = as_rows(x, self.d_in)
+        real = np.float32 if x.dtype == np.complex64 else np.float64
+        signs, idx = self._params(xp, real)
+        y = xp.take(hadamard_blocks(x2, signs), idx, axis=1)
+        return y.reshape(lead + (self.d_out,))
+
+
+@dataclass(frozen=True)
+class GaussianProjection(RandomSpec):
+    """Dense Gaussian projection ``S x = Gᵀ x / √d_out`` with ``G`` i.i.d. N(0, 1), d_in × d_out.
+
+    Unbiased, ``E⟨Sx, Sy⟩ = ⟨x, y⟩``; cost ``O(d_in · d_out)`` per row. Draws:
+    ``rng(seed, *path, "gaussian")`` (float64 on the host, cast to the input dtype).
+    """
+
+    d_in: int
+    d_out: int
+    seed: int
+    path: tuple = ()
+
+    def __post_init__(self):
+        check_spec(self, "d_in", "d_out")
+
+    def _build(self, xp, dtype):
+        gen = rng(self.seed, *self.path, "gaussian")
+        g = gen.standard_normal((self.d_in, self.d_out)) / math.sqrt(self.d_out)
+        return to_namespace(g.astype(dtype), xp)
+
+    def __call__(self, x, *, check: bool = True):
+        """Project the last axis of ``x``: ``(..., d_in) → (..., d_out)``."""
+        x = prepare_input(x, self.d_in, type(self).__name__, check=check)
+        xp = get_namespace(x)
+        x2, lead = as_rows(x, self.d_in)
+        return (x2 @ self._params(xp, x.dtype)).reshape(lead + (self.d_out,))
+
+
+@dataclass(frozen=True)
+class CountSketch(RandomSpec):
+    """CountSketch ``(S x)_j = Σ_{i: h(i)=j} s(i) x_i`` (Charikar et al.), O(nnz) per row.
+
+    ``h`` uniform on ``[0, d_out)`` and ``s`` uniform ±1, independent per coordinate, from
+    ``rng(seed, *path, "countsketch")``. Unbiased, ``E⟨Sx, Sy⟩ = ⟨x, y⟩``. Also accepts a 2-D
+    ``scipy.sparse`` (or ``cupyx.scipy.sparse``) matrix and returns a dense array.
+    """
+
+    d_in: int
+    d_out: int
+    seed: int
+    path: tuple = ()
+
+    def __post_init__(self):
+        check_spec(self, "d_in", "d_out")
+
+    def hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Host arrays ``(h, s)``: bucket index and sign of every input coordinate."""
+        gen = rng(self.seed, *self.path, "countsketch")
+        h = gen.integers(0, self.d_out, size=self.d_in)
+        s = 1.0 - 2.0 * gen.integers(0, 2, size=self.d_in)
+        return h, s
+
+    def _build(self, xp, dtype):
+        h, s = self.hashes()
+        ct = scipy.sparse.csr_matrix((s.astype(dtype), (h, np.arange(self.d_in))),
+                           shape=(self.d_out, self.d_in))
+        c = ct.T.tocsr()
+        if xp is not np:  # pragma: no cover - GPU only
+            import cupyx.scipy.sparse as csp
+
+            ct, c = csp.csr_matrix(ct), csp.csr_matrix(c)
+        return ct, c
+
+    def __call__(self, x, *, check: bool = True):
+        """Sketch the last axis: ``(..., d_in) → (..., d_out)`` dense (sparse 2-D input too)."""
+        name = type(self).__name__
+        if is_sparse(x):
+            x = check_sparse(x, self.d_in, name)
+            xp = get_namespace(x.data)
+            _, c = self._params(xp, float_dtype(x.data))
+            return (x @ c).toarray()
+        x = prepare_input(x, self.d_in, name, check=check)
+        xp = get_namespace(x)
+        x2, lead = as_rows(x, self.d_in)
+        ct, _ = self._params(xp, x.dtype)
+        y = xp.ascontiguousarray((ct @ x2.T).T)
+        return y.reshape(lead + (self.d_out,))
