@@ -15,6 +15,7 @@ _EXPORTS = {
     "NTKSketch": "estimators", "NNGPSketch": "estimators", "CNTKSketch": "estimators",
     "NTKRandomFeatures": "estimators", "PolynomialSketch": "estimators",
     "RandomFourierFeatures": "estimators", "ArcCosineFeatures": "estimators",
+    "NeuralNystroem": "estimators",
     "SketchRidge": "estimators", "SketchRidgeClassifier": "estimators",
     "save_model": "model_io", "load_model": "model_io",
     "nets": None, "sketch": None, "engine": None,

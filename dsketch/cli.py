@@ -35,8 +35,16 @@ import time
 import traceback
 
 import click
+import dask
+import dask.config
+import numpy as np
+import zarr
 
-from . import __version__
+from . import __version__, dashboard, engine, nets
+from . import estimators as E
+from .dashboard import TerminalProgress, track_fit
+from .demo import format_report, run_demo
+from .model_io import load_model, read_model_info, save_model
 
 __all__ = ["main"]
 
@@ -146,7 +154,6 @@ def _scheduler_source(obj) -> tuple[str | None, str | None]:
 
 def _tls_config(obj, source: str | None, address: str | None) -> dict:
     """Dask config for the connection; refuses TLS settings that cannot work, before connecting."""
-    import dask.config
 
     tls = obj.get("tls")
     address = address or ""
@@ -168,9 +175,7 @@ def _tls_config(obj, source: str | None, address: str | None) -> dict:
 @contextlib.contextmanager
 def _cluster(obj):
     """Connect (or start an embedded cluster), say which and why, print the dashboard links on stderr."""
-    import dask.config
 
-    from . import dashboard, engine
 
     source, address = _scheduler_source(obj)
     config = _tls_config(obj, source, address)
@@ -214,7 +219,6 @@ def _float_list(values: tuple[str, ...], name: str) -> list[float]:
 
 def _activation(name: str):
     """The activation named by ``--activation`` (the registry of ``dsketch.nets``)."""
-    from . import nets
 
     try:
         return nets.make_activation(name)
@@ -227,8 +231,6 @@ def build_sketch(kernel: str, *, n_features: int, seed: int, depth: int | None, 
                  W_std: float | None, b_std: float, degree: int | None, gamma: float, coef0: float,
                  order: int, image_shape: tuple | None):
     """The transformer for ``dsketch fit``'s kernel options."""
-    from . import estimators as E
-    from . import nets
 
     if kernel in ("ntk", "nngp"):
         w = math.sqrt(2.0) if W_std is None else W_std
@@ -252,13 +254,11 @@ def build_sketch(kernel: str, *, n_features: int, seed: int, depth: int | None, 
 
 
 def _is_label_dtype(dtype) -> bool:
-    import numpy as np
 
     return np.dtype(dtype).kind in "biuUSO"
 
 
 def _open(url: str, *, y: bool):
-    from . import engine
 
     if not (os.path.exists(url) or "://" in url):
         raise InputError(f"data store {url!r} does not exist")
@@ -269,7 +269,6 @@ def _open(url: str, *, y: bool):
 
 
 def _load(path: str):
-    from .model_io import load_model
 
     if not os.path.isdir(path):
         raise InputError(f"model {path!r} does not exist (expected a directory written by `dsketch fit`)")
@@ -296,7 +295,6 @@ def main():
 @common_options
 def demo(obj, workdir, n_rows, n_features):
     """Fit an NTK-sketch classifier (digits) and regressor (generated) end to end."""
-    from .demo import format_report, run_demo
 
     with _cluster(obj) as client:
         with _progress(client, obj):
@@ -308,7 +306,6 @@ def demo(obj, workdir, n_rows, n_features):
 
 @contextlib.contextmanager
 def _progress(client, obj):
-    from .dashboard import TerminalProgress
 
     if obj["json"]:
         yield
@@ -320,7 +317,6 @@ def _progress(client, obj):
 @contextlib.contextmanager
 def _tracked(client, est, rows, phase: str):
     """Publish a predict/evaluate pass like a fit (dashboard page, terminal line)."""
-    from .dashboard import track_fit
 
     with track_fit(client, estimator=f"{type(est).__name__}.{phase}", n_rows=int(rows.shape[0]),
                    n_features=int(est.sketch_.n_components), Phi=rows) as progress:
@@ -337,7 +333,6 @@ def _tracked(client, est, rows, phase: str):
 @common_options
 def ingest(obj, source, dest, y_path, chunk_rows, overwrite):
     """Convert SOURCE (.npy, .csv with the target in the last column, svmlight) to a Zarr store DEST."""
-    from . import engine
 
     if not os.path.exists(source):
         raise InputError(f"source {source!r} does not exist")
@@ -382,8 +377,6 @@ def ingest(obj, source, dest, y_path, chunk_rows, overwrite):
 def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_features, degree,
         gamma, coef0, order, image_shape, alpha, cv, solver, seed, overwrite):
     """Fit sketched kernel ridge regression / classification on a store and save the model."""
-    from . import estimators as E
-    from .model_io import save_model
 
     alphas = _float_list(alpha, "--alpha")
     if not alphas:
@@ -441,7 +434,6 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
 @common_options
 def predict(obj, model_path, data, out, name, overwrite):
     """Predict on a store and write the predictions to a Zarr store."""
-    from . import engine
 
     est = _load(model_path)
     if not overwrite and _has_array(out, name):
@@ -460,7 +452,6 @@ def predict(obj, model_path, data, out, name, overwrite):
 
 def _store_arrays(url: str) -> list[dict] | None:
     """Name, shape and dtype of every array at the top of a Zarr group (None: not a group)."""
-    import zarr
 
     try:
         group = zarr.open_group(url, mode="r")
@@ -474,7 +465,6 @@ def _has_array(url: str, name: str) -> bool:
     if not (os.path.exists(url) or "://" in url):
         return False
     try:
-        import zarr
 
         group = zarr.open_group(url, mode="r")
         return name in group
@@ -505,8 +495,6 @@ def evaluate(obj, model_path, data):
 
 def evaluate_model(est, X, y) -> dict:
     """Metrics of ``est`` on dask ``X``/``y`` in one pass (one ``compute``)."""
-    import dask
-    import numpy as np
 
     pred = est.predict(X)
     y = y.rechunk({0: pred.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
@@ -528,7 +516,6 @@ def evaluate_model(est, X, y) -> dict:
 
 def _open_any(url: str):
     """Open a store with its targets when it has them (metadata only, nothing computed)."""
-    from . import engine
 
     try:
         return engine.open_dataset(url, y="y", validate=False)
@@ -551,7 +538,6 @@ def _dataset_info(ds) -> dict:
 @common_options
 def info(obj, path):
     """Summarize a model directory or a dataset store (no cluster needed)."""
-    from .model_io import read_model_info
 
     if not (os.path.exists(path) or "://" in path):
         raise InputError(f"{path!r} does not exist")

@@ -1,10 +1,10 @@
 """Dask and Zarr: dataset I/O, the embed graph, streaming reductions, solvers, clusters.
 
-Public API (agreed with the user layer, see ``ENGINE_API``): :func:`connect`,
+Public API: :func:`connect`,
 :func:`dashboard_link`, :class:`Dataset`, :func:`open_dataset`, :func:`ingest`,
 :func:`write_array`, :func:`validate_rows`, :func:`embed`, :class:`FitReport`,
 :class:`Gram`, :func:`gram`, :func:`solve_gram`, :func:`fit_ridge`, :func:`predict`,
-:func:`fold_ids`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
+:func:`fold_ids`, :func:`leverage_scores`, :func:`take_rows`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
 ``dsketch.sketch`` and travel through the graph as small hashable specs.
 """
 
@@ -13,6 +13,7 @@ from .cluster import connect, dashboard_link, machine_size, show_progress, worke
 from .dataset import Dataset, open_dataset, validate_rows
 from .graph import embed, task_word, to_gpu
 from .ingest import ingest, write_array
+from .landmarks import leverage_scores, take_rows
 from .passes import Gram, fold_ids, gram
 from .solve import (FitReport, RidgePath, choose_solver, fit_ridge, predict, predict_std,
                     ridge_path, solve_gram)
@@ -23,4 +24,5 @@ __all__ = [
     "Dataset", "ingest", "open_dataset", "validate_rows", "write_array",
     "FitReport", "Gram", "gram", "solve_gram", "fit_ridge", "predict", "fold_ids",
     "choose_solver", "choose_persist", "ridge_path", "RidgePath", "predict_std",
+    "leverage_scores", "take_rows",
 ]

@@ -2,7 +2,8 @@
 
 Owns the public modelling API: the transformers (:class:`NTKSketch`, :class:`NNGPSketch`,
 :class:`CNTKSketch`, :class:`NTKRandomFeatures`, :class:`PolynomialSketch`,
-:class:`RandomFourierFeatures`, :class:`ArcCosineFeatures`; in :mod:`.transformers`),
+:class:`RandomFourierFeatures`, :class:`ArcCosineFeatures`; in :mod:`.transformers`;
+:class:`NeuralNystroem` in :mod:`.nystroem`),
 :class:`SketchRidge` and :class:`SketchRidgeClassifier` (in :mod:`.ridge`); input handling
 lives in :mod:`._inputs`.  They follow scikit-learn 1.9's conventions (keyword-only
 ``__init__`` that only stores, validation in ``fit`` through ``_parameter_constraints`` and
@@ -32,6 +33,7 @@ Must not hold kernel maths (``dsketch.nets`` / ``dsketch.sketch``) or ridge math
 graph code (``dsketch.engine``): it wires them.
 """
 
+from .nystroem import NeuralNystroem
 from .ridge import SketchRidge, SketchRidgeClassifier
 from .transformers import (ArcCosineFeatures, CNTKSketch, NNGPSketch, NTKRandomFeatures,
                            NTKSketch, PolynomialSketch, RandomFourierFeatures)
@@ -44,6 +46,7 @@ __all__ = [
     "PolynomialSketch",
     "RandomFourierFeatures",
     "ArcCosineFeatures",
+    "NeuralNystroem",
     "SketchRidge",
     "SketchRidgeClassifier",
 ]

@@ -28,7 +28,7 @@ __all__ = ["NTKSketch", "NNGPSketch", "CNTKSketch", "NTKRandomFeatures", "Polyno
            "RandomFourierFeatures", "ArcCosineFeatures"]
 
 
-class _BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared machinery of every random-feature transformer.
 
     A subclass only says how to build its feature map (``_make_map(input_shape, seed)``,
@@ -137,12 +137,12 @@ class _BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         return tags
 
 
-class _NetSketch(_BaseSketch):
+class _NetSketch(BaseSketch):
     """A network's NTK or NNGP features: ``net.sketch(...).output(_output)``."""
 
     _output = "ntk"
     _parameter_constraints: dict = {
-        **_BaseSketch._parameter_constraints,
+        **BaseSketch._parameter_constraints,
         "net": [None, HasMethods(["sketch", "kernel"])],
         "degree": [Interval(Integral, 1, None, closed="left")],
         "relu_method": [StrOptions({"poly", "random"})],
@@ -275,7 +275,7 @@ class CNTKSketch(_NetSketch):
         return tags
 
 
-class _KernelSketch(_BaseSketch):
+class _KernelSketch(BaseSketch):
     """A map of :mod:`dsketch.sketch`: ``_map_name`` built with ``_map_params``."""
 
     _map_name = ""
@@ -311,7 +311,7 @@ class NTKRandomFeatures(_KernelSketch):
     _map_name = "NTKRandomFeatures"
     _map_params = ("depth", "W_std", "b_std", "leverage")
     _parameter_constraints: dict = {
-        **_BaseSketch._parameter_constraints,
+        **BaseSketch._parameter_constraints,
         "depth": [Interval(Integral, 1, None, closed="left")],
         "W_std": [Interval(Real, 0, None, closed="neither")],
         "b_std": [Interval(Real, 0, None, closed="left")],
@@ -355,7 +355,7 @@ class PolynomialSketch(_KernelSketch):
     _map_name = "PolynomialSketch"
     _map_params = ("degree", "gamma", "coef0", "method", "leaf")
     _parameter_constraints: dict = {
-        **_BaseSketch._parameter_constraints,
+        **BaseSketch._parameter_constraints,
         "degree": [Interval(Integral, 1, None, closed="left")],
         "gamma": [Interval(Real, 0, None, closed="neither")],
         "coef0": [Interval(Real, 0, None, closed="left")],
@@ -392,7 +392,7 @@ class RandomFourierFeatures(_KernelSketch):
     _map_name = "RandomFourierFeatures"
     _map_params = ("gamma",)
     _parameter_constraints: dict = {
-        **_BaseSketch._parameter_constraints,
+        **BaseSketch._parameter_constraints,
         "gamma": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -416,7 +416,7 @@ class ArcCosineFeatures(_KernelSketch):
     _map_name = "ArcCosineFeatures"
     _map_params = ("order",)
     _parameter_constraints: dict = {
-        **_BaseSketch._parameter_constraints,
+        **BaseSketch._parameter_constraints,
         "order": [Interval(Integral, 0, 2, closed="both")],
     }
 
