@@ -19,7 +19,7 @@ from ..backend import get_namespace
 __all__ = ["arccos_J", "arccos_kernel"]
 
 
-def arccos_J(order: int, theta, xp, quadrature: bool = False):
+def arccos_J(order: int, theta, xp, quadrature: bool = False, cos=None):
     """Cho & Saul's angular factor ``J_n(θ)``.
 
     Parameters
@@ -33,6 +33,10 @@ def arccos_J(order: int, theta, xp, quadrature: bool = False):
     quadrature : bool
         Force the Gauss–Legendre quadrature also for ``n ≤ 2`` (the tests check it
         against the closed forms).
+    cos : array, optional
+        ``cos θ`` when the caller has it (a correlation ρ, θ = arccos ρ): the closed forms
+        then use ``sin θ = √((1 − ρ)(1 + ρ))`` instead of two trigonometric passes, which
+        is faster and exact at θ = 0 and π.
 
     Returns
     -------
@@ -45,7 +49,11 @@ def arccos_J(order: int, theta, xp, quadrature: bool = False):
     if not quadrature and order <= 2:
         if order == 0:
             return pi - theta
-        s, c = xp.sin(theta), xp.cos(theta)
+        if cos is None:
+            s, c = xp.sin(theta), xp.cos(theta)
+        else:
+            c = cos
+            s = xp.sqrt(xp.maximum((1.0 - c) * (1.0 + c), 0.0))
         if order == 1:
             return s + (pi - theta) * c
         return 3.0 * s * c + (pi - theta) * (1.0 + 2.0 * c * c)
@@ -74,7 +82,7 @@ def arccos_kernel(x1, x2, order: int):
     prod = n1 * n2
     cos = xp.clip((x1 @ x2.T) / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
     theta = xp.arccos(cos)
-    k = arccos_J(order, theta, xp) / math.pi
+    k = arccos_J(order, theta, xp, cos=cos) / math.pi
     if order:
         k = k * prod ** order
     return xp.where(prod > 0, k, 0.0)

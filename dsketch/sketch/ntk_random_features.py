@@ -53,7 +53,7 @@ def relu_ntk(x1, x2=None, depth: int = 1, W_std: float = 1.0, b_std: float = 0.0
         cos = xp.clip(s / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
         theta = xp.arccos(cos)
         sdot = arccos_J(0, theta, xp) / (2 * math.pi)
-        s = prod * arccos_J(1, theta, xp) / (2 * math.pi)
+        s = prod * arccos_J(1, theta, xp, cos=cos) / (2 * math.pi)
         s1, s2 = s1 / 2, s2 / 2
         t = t * sdot
         s, s1, s2 = w2 * s + b2, w2 * s1 + b2, w2 * s2 + b2

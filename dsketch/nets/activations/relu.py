@@ -56,7 +56,7 @@ class _ReluFamily(HomogeneousActivation):
         a, b = self.slopes
         theta = xp.arccos(rho)
         kink = (a - b) ** 2 / (2 * math.pi)   # the ReLU part; a·b is the linear part
-        g = kink * arccos_J(1, theta, xp) + a * b * rho
+        g = kink * arccos_J(1, theta, xp, cos=rho) + a * b * rho
         gdot = kink * arccos_J(0, theta, xp) + a * b
         return g, gdot
 
