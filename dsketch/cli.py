@@ -291,14 +291,17 @@ def main():
 @click.option("--n-rows", type=click.IntRange(1000), default=200_000, show_default=True,
               help="Rows of the generated regression set.")
 @click.option("--n-features", type=click.IntRange(16), default=1024, show_default=True,
-              help="Sketch width m of both models.")
+              help="Sketch width m of the digits classifier (NTKSketch).")
+@click.option("--n-landmarks", type=click.IntRange(16), default=512, show_default=True,
+              help="Landmark rows of the regressor's Nyström features (NeuralNystroem).")
 @common_options
-def demo(obj, workdir, n_rows, n_features):
-    """Fit an NTK-sketch classifier (digits) and regressor (generated) end to end."""
+def demo(obj, workdir, n_rows, n_features, n_landmarks):
+    """Fit an NTK-sketch classifier (digits) and an NTK-Nyström regressor (generated) end to end."""
 
     with _cluster(obj) as client:
         with _progress(client, obj):
-            result = run_demo(workdir, n_rows=n_rows, n_features=n_features, client=client,
+            result = run_demo(workdir, n_rows=n_rows, n_features=n_features,
+                              n_landmarks=n_landmarks, client=client,
                               log=None if obj["json"] else lambda s: click.echo(s, err=True))
     result["dashboard"] = obj.get("dashboard")
     _emit(obj, result, format_report(result))
