@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Where results go (``DSKETCH_BENCH_RESULTS`` overrides it, e.g. for the CI smoke run).
+RESULTS = Path(os.environ.get("DSKETCH_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def best_time(fn, repeat: int = 3) -> float:

@@ -1,0 +1,47 @@
+"""The real-data benchmark runs end to end (``--quick``) on Fashion-MNIST.
+
+CI installs Debian's ``dataset-fashion-mnist`` (``.ci/run``); elsewhere the test skips,
+saying so.  Speed is not asserted here (machines are noisy): the benchmark reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import _fashion  # noqa: E402
+
+
+@pytest.mark.skipif(not _fashion.available(), reason="Fashion-MNIST not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.timeout(900)
+def test_realdata_quick(tmp_path):
+    env = dict(os.environ, DSKETCH_BENCH_RESULTS=str(tmp_path), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, str(BENCH / "realdata.py"), "--quick"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "realdata-quick.json").read_text())
+    methods = {r["method"] for r in result["rows"]}
+    assert {"exact NTK kernel ridge", "NeuralNystroem (uniform)", "NTKSketch",
+            "sklearn RBFSampler + RidgeCV", "linear RidgeCV on pixels"} <= methods
+    for r in result["rows"]:
+        assert 0.5 < r["accuracy"] <= 1.0 and r["seconds"] > 0, r
+    assert (tmp_path / "realdata-quick.png").stat().st_size > 1000
+    assert "| method |" in (tmp_path / "realdata-quick.md").read_text()
+
+
+def test_fashion_protocol_scaling():
+    """The protocol's normalization: mean ‖x‖²/d = 1 on the training rows."""
+    if not _fashion.available():
+        pytest.skip("Fashion-MNIST not installed")
+    Xtr, ytr, Xte, yte = _fashion.load()
+    assert Xtr.shape == (60000, 784) and Xte.shape == (10000, 784)
+    assert abs(float((Xtr ** 2).sum(1).mean() / 784) - 1.0) < 1e-9
+    assert sorted(set(ytr.tolist())) == list(range(10))
