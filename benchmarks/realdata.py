@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import re
 import sys
@@ -123,14 +124,25 @@ def sklearn_model(est, Xtr, ytr, Xte, yte):
             "alpha": float(est[-1].alpha_ if hasattr(est, "steps") else est.alpha_)}
 
 
-def _row(method, n, m, res):
-    out = {"method": method, "n_train": n, "m": m, **res}
+GROUPS = ("exact", "nystroem", "sketch", "rf", "sklearn", "allrows", "cntk")
+
+
+#: Rows measured so far, dumped after each one (``<name>.partial.json``) so that a run
+#: stopped early keeps what it measured.
+_PROGRESS: dict = {"path": None, "rows": []}
+
+
+def _row(method, n, m, res, group):
+    out = {"method": method, "group": group, "n_train": n, "m": m, **res}
+    _PROGRESS["rows"].append(out)
+    if _PROGRESS["path"] is not None:
+        Path(_PROGRESS["path"]).write_text(json.dumps(_PROGRESS["rows"], indent=1, default=float))
     print(f"{method:34s} n={n:6d} m={m if m else '-':>5} acc={res['accuracy']:.4f} "
           f"{res['seconds']:8.1f} s", flush=True)
     return out
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, groups=GROUPS) -> dict:
     cfg = CONFIG["quick" if quick else "full"]
     Xall, yall, Xte, yte = _fashion.load()
     Xte, yte = Xte[:cfg["n_test"]], yte[:cfg["n_test"]]
@@ -142,7 +154,8 @@ def run(quick: bool) -> dict:
     gamma = 1.0 / Xtr.shape[1]  # RBF on rows with mean ‖x‖²/d = 1
 
     lam = exact_lambda(Xtr, ytr, classes, cfg["lambda_rows"])
-    for ne in cfg["exact_n"]:
+    print(f"exact kernel ridge: lambda {lam:g} chosen on held-out training rows", flush=True)
+    for ne in (cfg["exact_n"] if "exact" in groups else []):
         if ne * (ne + len(Xte)) * 8 > EXACT_MAX_BYTES:
             print(f"exact NTK at n={ne}: the kernel would not fit; stopped", flush=True)
             break
@@ -152,46 +165,49 @@ def run(quick: bool) -> dict:
             Xe, ye = Xall[extra], yall[extra]
         else:
             Xe, ye = Xtr[sub], ytr[sub]
-        rows.append(_row("exact NTK kernel ridge", ne, 0, exact_krr(Xe, ye, Xte, yte, classes, lam)))
+        rows.append(_row("exact NTK kernel ridge", ne, 0, exact_krr(Xe, ye, Xte, yte, classes, lam),
+                         "exact"))
         gc.collect()
 
-    for m in cfg["nystroem_m"]:
+    for m in (cfg["nystroem_m"] if "nystroem" in groups else []):
         for how in ("uniform", "leverage"):
             sk = NeuralNystroem(net=NET, n_components=m, landmarks=how, random_state=0)
-            rows.append(_row(f"NeuralNystroem ({how})", n, m, dsketch_model(sk, Xtr, ytr, Xte, yte, cv)))
-    for m in cfg["sketch_m"]:
+            rows.append(_row(f"NeuralNystroem ({how})", n, m, dsketch_model(sk, Xtr, ytr, Xte, yte, cv),
+                             "nystroem"))
+    for m in (cfg["sketch_m"] if "sketch" in groups else []):
         rows.append(_row("NTKSketch", n, m, dsketch_model(
-            NTKSketch(net=NET, n_components=m, random_state=0), Xtr, ytr, Xte, yte, cv)))
+            NTKSketch(net=NET, n_components=m, random_state=0), Xtr, ytr, Xte, yte, cv), "sketch"))
         rows.append(_row("NTKSketch (relu_method=random)", n, m, dsketch_model(
             NTKSketch(net=NET, n_components=m, random_state=0, relu_method="random"),
-            Xtr, ytr, Xte, yte, cv)))
+            Xtr, ytr, Xte, yte, cv), "sketch"))
     m = cfg["rff_m"]
-    rows.append(_row("NTKRandomFeatures", n, m, dsketch_model(
-        NTKRandomFeatures(depth=2, W_std=math.sqrt(2.0), b_std=0.1, n_components=m, random_state=0),
-        Xtr, ytr, Xte, yte, cv)))
-    rows.append(_row("sklearn RBFSampler + RidgeCV", n, m, sklearn_model(make_pipeline(
-        RBFSampler(gamma=gamma, n_components=m, random_state=0), RidgeClassifierCV(alphas=ALPHAS)),
-        Xtr, ytr, Xte, yte)))
-    rows.append(_row("sklearn Nystroem(rbf) + RidgeCV", n, m, sklearn_model(make_pipeline(
-        Nystroem(gamma=gamma, n_components=m, random_state=0), RidgeClassifierCV(alphas=ALPHAS)),
-        Xtr, ytr, Xte, yte)))
-    rows.append(_row("linear RidgeCV on pixels", n, 0, sklearn_model(
-        RidgeClassifierCV(alphas=[1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3]), Xtr, ytr, Xte, yte)))
+    if "rf" in groups:
+        rows.append(_row("NTKRandomFeatures", n, m, dsketch_model(
+            NTKRandomFeatures(depth=2, W_std=math.sqrt(2.0), b_std=0.1, n_components=m, random_state=0),
+            Xtr, ytr, Xte, yte, cv), "rf"))
+    if "sklearn" in groups:
+        rows.append(_row("sklearn RBFSampler + RidgeCV", n, m, sklearn_model(make_pipeline(
+            RBFSampler(gamma=gamma, n_components=m, random_state=0), RidgeClassifierCV(alphas=ALPHAS)),
+            Xtr, ytr, Xte, yte), "sklearn"))
+        rows.append(_row("sklearn Nystroem(rbf) + RidgeCV", n, m, sklearn_model(make_pipeline(
+            Nystroem(gamma=gamma, n_components=m, random_state=0), RidgeClassifierCV(alphas=ALPHAS)),
+            Xtr, ytr, Xte, yte), "sklearn"))
+        rows.append(_row("linear RidgeCV on pixels", n, 0, sklearn_model(
+            RidgeClassifierCV(alphas=[1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3]), Xtr, ytr, Xte, yte),
+            "sklearn"))
 
-    for m in cfg["all_rows_m"]:
+    for m in (cfg["all_rows_m"] if "allrows" in groups else []):
         sk = NeuralNystroem(net=NET, n_components=m, random_state=0)
         rows.append(_row("NeuralNystroem, all 60k rows", len(Xall), m,
-                         dsketch_model(sk, Xall, yall, Xte, yte, cv)))
+                         dsketch_model(sk, Xall, yall, Xte, yte, cv), "allrows"))
         gc.collect()
 
     out = {"protocol": {"net": "fully_connected(2, Relu(), W_std=sqrt(2), b_std=0.1), NTK",
                         "n_train": n, "n_test": len(Xte), "cv": cv, "alphas": ALPHAS,
                         "exact_lambda": lam, "quick": quick}, "rows": rows}
-    try:
+    if "cntk" in groups:
         import realdata_cntk
-    except ImportError:  # pragma: no cover - the CNTK part lives in its own module
-        realdata_cntk = None
-    if realdata_cntk is not None:
+
         out["cntk"] = realdata_cntk.run(quick)
     return out
 
@@ -268,9 +284,41 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI-sized run (about a minute)")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the README table")
+    ap.add_argument("--groups", default=",".join(GROUPS),
+                    help=f"comma-separated parts to run (default all: {','.join(GROUPS)})")
+    ap.add_argument("--rows-json", default=None,
+                    help="do not run: rebuild the results from rows saved by a stopped run "
+                         "(its .partial.json)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other groups' rows from the existing JSON (re-run some parts only)")
     args = ap.parse_args(argv)
+    groups = tuple(g for g in args.groups.split(",") if g)
+    bad = set(groups) - set(GROUPS)
+    if bad:
+        ap.error(f"unknown groups {sorted(bad)}; choose from {GROUPS}")
     name = "realdata-quick" if args.quick else "realdata"
-    result = run(args.quick)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _PROGRESS["path"] = RESULTS / f"{name}.partial.json"
+    if args.rows_json:
+        cfg = CONFIG["quick" if args.quick else "full"]
+        result = {"protocol": {"net": "fully_connected(2, Relu(), W_std=sqrt(2), b_std=0.1), NTK",
+                               "n_train": cfg["n"], "n_test": cfg["n_test"], "cv": cfg["cv"],
+                               "alphas": ALPHAS, "quick": args.quick,
+                               "rows_from": str(args.rows_json)},
+                  "rows": json.loads(Path(args.rows_json).read_text())}
+    else:
+        result = run(args.quick, groups)
+    old_path = RESULTS / f"{name}.json"
+    if args.merge and old_path.exists():
+        old = json.loads(old_path.read_text())
+        ran = {r.get("group") for r in result["rows"]}
+        kept = [r for r in old.get("rows", []) if r.get("group") not in ran]
+        result["rows"] = kept + result["rows"]
+        for key in ("cntk",):
+            if key not in result and key in old:
+                result[key] = old[key]
+        if "exact_lambda" not in result["protocol"] and "exact_lambda" in old.get("protocol", {}):
+            result["protocol"]["exact_lambda"] = old["protocol"]["exact_lambda"]
     result["targets"] = targets(result)
     md = table(result)
     write_results(name, result)

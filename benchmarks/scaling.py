@@ -10,7 +10,9 @@ default, sharded by rows):
   embedded ``LocalCluster`` with 1 and 2 single-threaded worker processes;
 * ``cg``: ``engine.fit_ridge(solver="cg")`` on the largest cluster for the sizes up to
   ``--cg-max-rows`` (iterations, seconds per iteration, whether Φ was persisted);
-* peak RSS of every worker (sampled inside the workers) for each run.
+* peak RSS of every worker (sampled inside the workers) for each run;
+* CPU seconds (user + system) and minor page faults of the loop's process and of the
+  workers, so that the Dask overhead reads the same on a machine other jobs load.
 
 It prints a table with the Dask overhead (loop time / 1-worker time) and the 2-vs-1
 speedup, and writes ``benchmarks/results/scaling.json`` and ``scaling.png``.
@@ -26,6 +28,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -77,6 +80,7 @@ def loop_baseline(path: str, fmap, threads: int = 1) -> dict:
     rows = (zX.shards or zX.chunks)[0]
     n, m = zX.shape[0], fmap.n_features
     total = None
+    cpu0 = _cpu()
     t = time.perf_counter()
     with threadpool_limits(threads):
         for r0 in range(0, n, rows):
@@ -85,8 +89,20 @@ def loop_baseline(path: str, fmap, threads: int = 1) -> dict:
             part = gram_chunk(fmap(xb), yb, n_folds=0, fold_seed=0, slab=8192, m=m, k=1)
             total = part if total is None else total + part
     secs = time.perf_counter() - t
-    return {"seconds": secs, "rows_per_s": n / secs,
+    cpu = np.subtract(_cpu(), cpu0)
+    return {"seconds": secs, "rows_per_s": n / secs, "cpu_s": float(cpu[0]),
+            "minor_faults": int(cpu[1]),
             "peak_rss_mb": psutil.Process().memory_info().rss / 2**20}
+
+
+def _cpu() -> tuple:
+    """(user + system CPU seconds, minor page faults) of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_minflt
+
+
+def _workers_cpu(client) -> np.ndarray:
+    return np.sum([v for v in client.run(_cpu).values()], axis=0)
 
 
 # ------------------------------------------------------------------- machine check
@@ -126,10 +142,13 @@ def run_cluster(path: str, fmap, workers: int, memory_limit: str, do_cg: bool, a
         engine.fit_ridge(Phi[: ds.X.chunks[0][0]], ds.y[: ds.X.chunks[0][0]], alpha=alpha,
                          solver="direct", client=client)
         with PeakRSS(client) as mon:
+            cpu0 = _workers_cpu(client)
             t = time.perf_counter()
             W, rep = engine.fit_ridge(Phi, ds.y, alpha=alpha, solver="direct", client=client)
             secs = time.perf_counter() - t
+            cpu = _workers_cpu(client) - cpu0
         out["direct"] = {"seconds": secs, "rows_per_s": ds.n_rows / secs,
+                         "workers_cpu_s": float(cpu[0]), "workers_minor_faults": int(cpu[1]),
                          "gram_s": rep.timings.get("gram_s"),
                          "peak_rss_mb": {a: v / 2**20 for a, v in mon.peak.items()},
                          "max_peak_rss_mb": mon.max_peak / 2**20}
@@ -234,7 +253,8 @@ def main(argv=None) -> int:
                    "chunks": math.ceil(n / chunk_rows)}
             print(f"n={n:>10,}: store {disk / 2**20:8.1f} MiB written in {t_ing:6.1f} s", flush=True)
             rec["loop"] = loop_baseline(path, fmap)
-            print(f"  loop     {rec['loop']['seconds']:8.2f} s  {rec['loop']['rows_per_s']:12,.0f} rows/s", flush=True)
+            print(f"  loop     {rec['loop']['seconds']:8.2f} s  {rec['loop']['rows_per_s']:12,.0f} rows/s  "
+                  f"cpu {rec['loop']['cpu_s']:.2f} s", flush=True)
             for w in a.workers:
                 r = run_cluster(path, fmap, w, a.memory_limit,
                                 do_cg=(w == max(a.workers) and n <= cg_max), alpha=a.alpha,
@@ -242,6 +262,7 @@ def main(argv=None) -> int:
                 rec[f"dask_{w}w"] = r
                 dr = r["direct"]
                 print(f"  dask {w}w  {dr['seconds']:8.2f} s  {dr['rows_per_s']:12,.0f} rows/s  "
+                      f"cpu {dr['workers_cpu_s']:.2f} s, {dr['workers_minor_faults']:,} minor faults  "
                       f"peak RSS/worker {dr['max_peak_rss_mb']:7.0f} MiB", flush=True)
                 if "cg" in r:
                     c = r["cg"]
@@ -260,7 +281,7 @@ def main(argv=None) -> int:
     w1, wmax = min(a.workers), max(a.workers)
     print()
     hdr = (f"{'n':>11} {'loop rows/s':>13} {f'{w1}w rows/s':>12} {f'{wmax}w rows/s':>12} "
-           f"{'loop/1w':>8} {f'{wmax}w/{w1}w':>7} {'peak MiB':>9} {'cg it':>6} {'s/it':>7} {'persist':>8}")
+           f"{'loop/1w':>8} {'cpu':>5} {f'{wmax}w/{w1}w':>7} {'peak MiB':>9} {'cg it':>6} {'s/it':>7} {'persist':>8}")
     print(hdr)
     print("-" * len(hdr))
     for rec in results["runs"]:
@@ -268,14 +289,18 @@ def main(argv=None) -> int:
         r1 = rec[f"dask_{w1}w"]["direct"]["rows_per_s"]
         rm = rec[f"dask_{wmax}w"]["direct"]["rows_per_s"]
         c = rec[f"dask_{wmax}w"].get("cg")
-        rec["ratios"] = {"dask_1w_over_loop": r1 / l, "speedup_max_over_min_workers": rm / r1}
+        cpu_ratio = rec["loop"]["cpu_s"] / rec[f"dask_{w1}w"]["direct"]["workers_cpu_s"]
+        rec["ratios"] = {"dask_1w_over_loop": r1 / l, "speedup_max_over_min_workers": rm / r1,
+                         "loop_cpu_over_1w_cpu": cpu_ratio}
         peak = max(rec[f"dask_{w}w"]["direct"]["max_peak_rss_mb"] for w in a.workers)
-        print(f"{rec['n']:>11,} {l:>13,.0f} {r1:>12,.0f} {rm:>12,.0f} {r1 / l:>8.2f} {rm / r1:>7.2f} "
+        print(f"{rec['n']:>11,} {l:>13,.0f} {r1:>12,.0f} {rm:>12,.0f} {r1 / l:>8.2f} {cpu_ratio:>5.2f} {rm / r1:>7.2f} "
               f"{peak:>9.0f} " + (f"{c['iterations']:>6} {c['seconds_per_iteration']:>7.3f} {str(c['persisted']):>8}"
                                   if c else f"{'-':>6} {'-':>7} {'-':>8}"))
     print(f"parallel capacity of the machine during the run: {cap:.2f} (of {max(a.workers)})")
     print("loop/1w = throughput of 1 single-thread worker relative to the 1-thread NumPy loop "
-          "(1.0 = no Dask overhead); {0}w/{1}w = speedup from {1} to {0} workers.".format(wmax, w1))
+          "(1.0 = no Dask overhead); cpu = loop CPU seconds / the worker's CPU seconds (the same "
+          "ratio, insensitive to other load); {0}w/{1}w = speedup from {1} to {0} workers."
+          .format(wmax, w1))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     name = a.name or ("scaling_quick" if a.quick else "scaling")

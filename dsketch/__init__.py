@@ -16,7 +16,7 @@ _EXPORTS = {
     "NTKRandomFeatures": "estimators", "PolynomialSketch": "estimators",
     "RandomFourierFeatures": "estimators", "ArcCosineFeatures": "estimators",
     "NeuralNystroem": "estimators",
-    "SketchRidge": "estimators", "SketchRidgeClassifier": "estimators",
+    "SketchRidge": "estimators", "SketchRidgeClassifier": "estimators", "AlphaGridWarning": "estimators",
     "save_model": "model_io", "load_model": "model_io",
     "nets": None, "sketch": None, "engine": None,
 }

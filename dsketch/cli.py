@@ -419,9 +419,13 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
     human = [f"fitted {cls.__name__} ({kernel}, m={n_features}) on {rep.get('n_samples'):,} rows "
              f"in {seconds:.1f} s; solver {rep.get('solver')}, alpha {est.alpha_:.3g}"]
     if est.cv_results_:
-        curve = est.cv_results_.get("mean_test_mse") or est.cv_results_.get("gcv_mse")
-        human.append("CV MSE per alpha: " + ", ".join(
-            f"{a:.3g}: {v:.4g}" for a, v in zip(est.cv_results_["alphas"], curve)))
+        cvr = est.cv_results_
+        if cvr.get("mean_test_score") is not None:
+            what, curve = f"CV {cvr.get('scoring', 'score')} per alpha", cvr["mean_test_score"]
+        else:
+            what, curve = "CV MSE per alpha", cvr.get("mean_test_mse") or cvr.get("gcv_mse")
+        human.append(f"{what}: " + ", ".join(
+            f"{a:.3g}: {v:.4g}" for a, v in zip(cvr["alphas"], curve)))
     if rep.get("solver") == "cg" and result["residual"] is not None:
         human.append(f"CG: {rep.get('iterations')} iterations, final residual {result['residual']:.2e}")
     human.append(f"model saved to {path}")

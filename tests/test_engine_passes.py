@@ -117,3 +117,120 @@ def test_in_memory_phi_runs_the_same_passes_as_dask():
     assert rep.solver == "direct" and "m=40" in rep.reason and W.shape == (40, 1)
     np.testing.assert_allclose(engine.predict(P, ref), engine.predict(Phi, ref).compute(),
                                rtol=1e-12)
+
+
+# ================================================================ direct solves, path
+def test_blocked_cholesky_equals_scipy_and_reports_indefinite():
+    from dsketch.engine.linalg import cho_solve, cholesky
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    for n, block in [(37, 8), (64, 16), (50, 50), (9, 4)]:
+        X = rng.standard_normal((n, n + 3))
+        A = X @ X.T
+        L = cholesky(A, block=block, blocked_min=1)  # force the blocked path
+        np.testing.assert_allclose(L, scipy.linalg.cholesky(A, lower=True), rtol=1e-10, atol=1e-12)
+        B = rng.standard_normal((n, 2))
+        np.testing.assert_allclose(cho_solve(L, B), np.linalg.solve(A, B), rtol=1e-8)
+    A = np.eye(20)
+    A[13, 13] = -1.0
+    with pytest.raises(np.linalg.LinAlgError, match="order 14"):
+        cholesky(A, block=4, blocked_min=1)
+
+
+def test_ridge_system_cholesky_and_eigh_agree():
+    from dsketch.engine.linalg import RidgeSystem
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 12))
+    S, B = X @ X.T, rng.standard_normal((30, 3))  # rank-deficient S, as for m > n
+    chol, eig = RidgeSystem(S, 2), RidgeSystem(S, 100)
+    assert (chol.method, eig.method) == ("cholesky", "eigh")
+    for a in (1e-3, 0.7, 50.0):
+        ref = np.linalg.solve(S + a * np.eye(30), B)
+        np.testing.assert_allclose(chol.solve(a, B), ref, rtol=1e-7)
+        np.testing.assert_allclose(eig.solve(a, B), ref, rtol=1e-7)
+        tr = np.trace(np.linalg.inv(S + a * np.eye(30)))
+        assert chol.trace_inv(a) == pytest.approx(tr, rel=1e-9)
+        assert eig.trace_inv(a) == pytest.approx(tr, rel=1e-9)
+        for sysm in (chol, eig):
+            F = sysm.posterior_factor(a)
+            np.testing.assert_allclose(F @ F.T, a * np.linalg.inv(S + a * np.eye(30)), atol=1e-10)
+
+
+def _cv_brute(P, Y, ids, alphas):
+    """Per-fold MSE and accuracy (argmax of rows) by explicit refits."""
+    F = ids.max() + 1
+    mse, acc = np.empty((F, len(alphas))), np.empty((F, len(alphas)))
+    for f in range(F):
+        tr, va = ids != f, ids == f
+        for j, a in enumerate(alphas):
+            W = np.linalg.solve(P[tr].T @ P[tr] + a * np.eye(P.shape[1]), P[tr].T @ Y[tr])
+            pred = P[va] @ W
+            mse[f, j] = np.mean((Y[va] - pred) ** 2)
+            acc[f, j] = np.mean(pred.argmax(1) == Y[va].argmax(1))
+    return mse, acc
+
+
+@pytest.mark.parametrize("m", [40, 400])  # n > m (feature space) and n < m (sample space)
+def test_fit_path_forms_and_scorings_equal_brute_force(m):
+    rng = np.random.default_rng(2)
+    n, alphas = 240, np.array([1e-3, 1e-1, 3.0, 100.0])
+    P = rng.standard_normal((n, m))
+    lab = (P[:, :3].sum(1) > 0).astype(int) + (P[:, 3] > 1)
+    Y = np.where(lab[:, None] == np.arange(3)[None], 1.0, -1.0)
+    ids = engine.fold_ids(n, 3, 4)
+    mse, acc = _cv_brute(P, Y, ids, alphas)
+    sizes = np.bincount(ids)
+    form, _ = engine.path.choose_form(n, m, 3, 3, 4, in_memory=True, posterior=False)
+    assert form == ("sample" if m > n else "feature")
+    outs = {}
+    for f in ("feature", "sample"):
+        for scoring in ("neg_mean_squared_error", "accuracy"):
+            r = engine.fit_path(P, Y, alphas, n_folds=3, fold_seed=4, scoring=scoring, form=f)
+            outs[f, scoring] = r
+            for k in range(3):
+                np.testing.assert_allclose(r.cv_results[f"split{k}_test_mse"], mse[k], rtol=1e-8)
+                ref = acc[k] if scoring == "accuracy" else -mse[k]
+                np.testing.assert_allclose(r.cv_results[f"split{k}_test_score"], ref, rtol=1e-8)
+            ref = (acc if scoring == "accuracy" else -mse) * sizes[:, None]
+            np.testing.assert_allclose(r.cv_results["mean_test_score"], ref.sum(0) / n, rtol=1e-8)
+            W = np.linalg.solve(P.T @ P + r.alpha * np.eye(m), P.T @ Y)
+            np.testing.assert_allclose(r.W, W, rtol=1e-7, atol=1e-9)
+    # GCV n·RSS/(n − df)²: the sample form is exact, the feature form's RSS = yy − 2⟨W, B⟩ + …
+    # cancels near interpolation (small alpha, m > n)
+    ref = []
+    for a in alphas:
+        H = P @ np.linalg.solve(P.T @ P + a * np.eye(m), P.T)
+        ref.append(n * np.sum((Y - H @ Y) ** 2) / 3 / (n - np.trace(H)) ** 2)
+    g1 = engine.fit_path(P, Y, alphas, form="feature").cv_results["gcv_mse"]
+    g2 = engine.fit_path(P, Y, alphas, form="sample").cv_results["gcv_mse"]
+    np.testing.assert_allclose(g2, ref, rtol=1e-7)
+    np.testing.assert_allclose(g1, ref, rtol=1e-5)
+    with pytest.raises(ValueError, match="folds"):
+        engine.fit_path(P, Y, alphas, scoring="accuracy")
+
+
+def test_accuracy_pass_on_dask_equals_in_memory():
+    Phi, _, P, _ = _problem(n=2100, m=30)
+    lab = (P[:, 0] > np.median(P[:, 0])).astype(int) + (P[:, 1] > np.median(P[:, 1]))
+    Yn = np.where(lab[:, None] == np.arange(3)[None], 1.0, -1.0)
+    Y = da.from_array(Yn, chunks=(700, 3))
+    alphas = [1e-3, 1.0, 30.0]
+    lazy = engine.fit_path(Phi, Y, alphas, n_folds=3, fold_seed=1, scoring="accuracy")
+    mem = engine.fit_path(P, Yn, alphas, n_folds=3, fold_seed=1, scoring="accuracy")
+    assert lazy.form == mem.form == "feature" and lazy.timings["score_pass_s"] >= 0
+    for key in ("mean_test_score", "split0_test_score", "mean_test_mse"):
+        np.testing.assert_allclose(lazy.cv_results[key], mem.cv_results[key], rtol=1e-9)
+    np.testing.assert_allclose(lazy.W, mem.W, rtol=1e-9, atol=1e-12)
+
+
+def test_edge_of_grid_warns():
+    Phi, _, P, Yn = _problem(n=600, m=20)
+    with pytest.warns(engine.AlphaGridWarning, match="largest of the grid.*upwards"):
+        engine.fit_path(P, Yn, [1e-6, 1e-5, 1e6], n_folds=3)  # pure noise: the most shrinkage
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", engine.AlphaGridWarning)
+        engine.fit_path(P, Yn, 1e-6, n_folds=3)  # one alpha: nothing to warn about

@@ -156,9 +156,12 @@ def test_task_names_on_the_scheduler(client, data):
     before = set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes)))
     engine.fit_ridge(Phi, Yd, alpha=0.5, solver="direct", client=client)
     engine.fit_ridge(Phi, Yd, alpha=0.5, solver="cg", persist=False, client=client)
+    Phi3, Y3, _, _ = _phi_y(data, 3)
+    engine.fit_path(Phi3, Y3, [0.1, 1.0, 10.0], n_folds=3, scoring="accuracy", client=client)
     after = set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes)))
     for name in ("dsketch-gram", "dsketch-gram-partial", "dsketch-gram-aggregate",
-                 "dsketch-cg-setup", "dsketch-cg-matvec", "dsketch-cg-matvec-aggregate"):
+                 "dsketch-cg-setup", "dsketch-cg-matvec", "dsketch-cg-matvec-aggregate",
+                 "dsketch-cv-score", "dsketch-cv-score-aggregate"):
         assert name in after, [p for p in sorted(after) if "dsketch" in p]
     # read → validate → embed → per-chunk partial are fused into the dsketch-gram/-cg tasks:
     # every task group a fit creates is named dsketch-...

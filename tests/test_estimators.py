@@ -258,6 +258,45 @@ def test_classifier_on_digits_one_vs_rest():
     np.testing.assert_array_equal(b.predict(Xte), np.where(dec > 0, "dog", "cat"))
 
 
+def test_classifier_scores_cv_by_accuracy_and_warns_at_the_grid_edge():
+    d = load_digits()
+    X, y = d.data[:400] / 16, d.target[:400]
+    alphas = [1e-3, 1e-1, 10.0]
+    sk = NTKSketch(n_components=256, random_state=0)
+    clf = SketchRidgeClassifier(sketch=sk, alpha=alphas, cv=3).fit(X, y)
+    res = clf.cv_results_
+    assert res["scoring"] == "accuracy" and len(res["split2_test_score"]) == 3
+    assert 0.8 < max(res["mean_test_score"]) <= 1.0 and "mean_test_mse" in res
+    assert clf.alpha_ == alphas[int(np.argmax(res["mean_test_score"]))]
+    # brute force: refit each fold, count correct argmax labels
+    Phi = clf.sketch_.transform(X).astype(np.float64)
+    ids = engine.fold_ids(len(X), 3, clf.sketch_.seed_)
+    Y = np.where(y[:, None] == np.arange(10)[None], 1.0, -1.0)
+    for f in range(3):
+        tr, va = ids != f, ids == f
+        for j, a in enumerate(alphas):
+            W = scipy.linalg.solve(Phi[tr].T @ Phi[tr] + a * np.eye(256), Phi[tr].T @ Y[tr])
+            assert res[f"split{f}_test_score"][j] == pytest.approx(
+                np.mean((Phi[va] @ W).argmax(1) == y[va]), abs=1e-12)
+    mse = SketchRidgeClassifier(sketch=sk, alpha=alphas, cv=3,
+                                scoring="neg_mean_squared_error").fit(X, y)
+    assert mse.cv_results_["scoring"] == "neg_mean_squared_error"
+    np.testing.assert_allclose(mse.cv_results_["mean_test_score"],
+                               -np.asarray(res["mean_test_mse"]), rtol=1e-10)
+    import dsketch
+    from dsketch.estimators import AlphaGridWarning
+
+    assert dsketch.AlphaGridWarning is AlphaGridWarning and issubclass(AlphaGridWarning, UserWarning)
+    with pytest.warns(AlphaGridWarning, match=r"smallest of the grid \[1000.0, 10000.0\]"):
+        SketchRidgeClassifier(sketch=sk, alpha=[1e3, 1e4], cv=3).fit(X, y)
+    with pytest.raises(ValueError, match="classifiers"):
+        SketchRidge(sketch=sk, alpha=alphas, scoring="accuracy").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="cv folds"):
+        SketchRidgeClassifier(sketch=sk, alpha=alphas, cv=None, scoring="accuracy").fit(X, y)
+    gcv = SketchRidgeClassifier(sketch=sk, alpha=alphas, cv=None).fit(X, y)  # GCV: MSE
+    assert "gcv_mse" in gcv.cv_results_
+
+
 def _gram_pair(est, X, Y):
     P = est.sketch_.transform(X).astype(np.float64)
     return P.T @ P + est.alpha_ * np.eye(P.shape[1]), P.T @ Y
@@ -325,8 +364,14 @@ def test_store_input_and_lazy_classifier(client, tmp_path):
     d = load_digits()
     X, y = (d.data[:600] / 16).astype(np.float32), d.target[:600]
     url = engine.ingest(X, str(tmp_path / "digits.zarr"), y=y, chunk_rows=200)
-    clf = SketchRidgeClassifier(sketch=NTKSketch(n_components=256, random_state=0), alpha=0.1).fit(url)
-    ref = SketchRidgeClassifier(sketch=NTKSketch(n_components=256, random_state=0), alpha=0.1).fit(X, y)
+    grid = [1e-3, 0.1, 10.0]  # by CV accuracy: one extra pass on the cluster
+    clf = SketchRidgeClassifier(sketch=NTKSketch(n_components=256, random_state=0), alpha=grid,
+                                cv=3).fit(url)
+    ref = SketchRidgeClassifier(sketch=NTKSketch(n_components=256, random_state=0), alpha=grid,
+                                cv=3).fit(X, y)
+    assert clf.fit_report_["passes"] == 2 and clf.alpha_ == ref.alpha_
+    np.testing.assert_allclose(clf.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"],
+                               rtol=1e-9)
     np.testing.assert_array_equal(clf.classes_, ref.classes_)
     pred = clf.predict(url)
     assert isinstance(pred, da.Array)

@@ -154,6 +154,41 @@ def test_deterministic_chunk_invariant_and_dtype():
     np.testing.assert_allclose(np.concatenate([r.var for r in rows]), a.var, rtol=1e-12)
 
 
+def test_offset_srht_cuts_disjoint_coordinates_from_shared_transforms():
+    from dsketch.nets.conv import _OffsetSRHT
+
+    s = _OffsetSRHT(d_in=100, k=30, offsets=9, seed=3, path=("c",))
+    assert s.blocks == 3  # 9·30 = 270 coordinates from ⌈270 / 128⌉ signed transforms
+    signs, idx = s._params(np, np.float64)
+    assert signs.shape == (3, 128) and idx.shape == (9, 30)
+    assert len(np.unique(idx)) == idx.size and idx.max() < 3 * 128
+    x = _images(2, 3, 3, 100, seed=12)
+    t = s.transform(x)
+    assert t.shape == (2, 3, 3, 384)
+    # each offset is an SRHT: an isometry in expectation, ⟨Sx, Sx⟩ ≈ ‖x‖²
+    norms = [np.sum(np.take(t, idx[o], axis=-1) ** 2, axis=-1) for o in range(9)]
+    np.testing.assert_allclose(np.mean(norms, axis=0), np.sum(x ** 2, axis=-1), rtol=0.3)
+
+
+def test_feature_map_chunks_rows_on_threads_with_batch_invariant_rows():
+    from dsketch.nets.chunks import chunk_rows, map_row_chunks
+
+    assert chunk_rows((8, 8, 3)) == 8 and chunk_rows((784,)) == 512
+    assert chunk_rows((14, 14, 1), gpu=True) > chunk_rows((14, 14, 1))
+    x = _images(19, 8, 8, 1, seed=13)
+    fmap = myrtle(5).sketch(x.shape[1:], n_features=64, seed=4)
+    whole = fmap(x)  # 3 chunks of 8 rows, on threads
+    one = [fmap(x[i:i + 1]) for i in (0, 9, 18)]
+    for j, i in enumerate((0, 9, 18)):
+        np.testing.assert_allclose(whole.ntk[i], one[j].ntk[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(whole.nngp[i], one[j].nngp[0], rtol=1e-5, atol=1e-6)
+    fn = lambda a: (a.sum(axis=(1, 2, 3)), a[:, 0, 0, :] * 2)  # noqa: E731
+    for rows, jobs in ((3, 2), (5, 1), (100, None)):
+        got = map_row_chunks(fn, x, rows=rows, n_jobs=jobs)
+        for g, w in zip(got, fn(x)):
+            np.testing.assert_array_equal(g, w)
+
+
 # =========================================================================================
 # with ReLU: fidelity of the whole CNTK sketch (needs the activation sketch faces)
 # =========================================================================================

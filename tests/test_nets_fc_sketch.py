@@ -187,6 +187,20 @@ def test_chunk_invariance(act, method, dtype):
             np.testing.assert_allclose(got, getattr(whole, which), **tol)
 
 
+def test_batches_larger_than_a_chunk_give_the_rows_features(monkeypatch):
+    """``FeatureMap.__call__`` runs row chunks: any batch gives each row's own features."""
+    from dsketch.nets import chunks
+
+    x = spread_inputs(23, 7)
+    fm = fully_connected(2, Relu(), 1.2, 0.1).sketch((7,), n_features=64, seed=5)
+    rows = [fm(x[i:i + 1]) for i in range(len(x))]
+    monkeypatch.setattr(chunks, "PIXEL_ROWS", 4)
+    whole = fm(x)
+    for which in ("nngp", "ntk"):
+        got = np.concatenate([getattr(r, which) for r in rows])
+        np.testing.assert_allclose(getattr(whole, which), got, rtol=2e-6, atol=2e-6)
+
+
 @pytest.mark.parametrize("act", acts("sketch_nan"), ids=ids(acts("sketch_nan")))
 def test_feature_maps_never_nan(act):
     x = spread_inputs(8, 5, lo=1e-3, hi=1e3).astype(np.float32)

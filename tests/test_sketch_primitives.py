@@ -86,6 +86,23 @@ def test_fwht_padded_matches_padded_fwht(d, n):
         fwht_padded(x, max(1, d // 2) if d > 1 else 3)
 
 
+@pytest.mark.parametrize("d,n,k", [(65, 128, 100), (70, 128, 128), (33, 64, 200),
+                                   (129, 256, 256), (40, 64, 64), (64, 64, 10), (20, 64, 30)])
+@pytest.mark.parametrize("complex_signs", [False, True])
+def test_hadamard_gather_matches_transform_then_take(d, n, k, complex_signs):
+    """The gathered transform skips the padding work but gives the same numbers."""
+    from dsketch.sketch.hadamard import hadamard_blocks, hadamard_gather
+
+    rng = np.random.default_rng(d + n + k)
+    x = rng.normal(size=(5, d))
+    signs = (1 - 2 * rng.integers(0, 2, (1, n))).astype(float)
+    if complex_signs:
+        signs = signs * 1j ** rng.integers(0, 4, (1, n))
+    idx = rng.integers(0, n, k)
+    np.testing.assert_allclose(hadamard_gather(x, signs, idx), hadamard_blocks(x, signs)[:, idx],
+                               rtol=1e-12, atol=1e-10)
+
+
 def test_fwht_large_and_involution():
     x = np.random.default_rng(0).normal(size=(2, 2**15))
     y = fwht(x)
@@ -278,6 +295,51 @@ def test_tensorsrht_all_pairs_is_exact():
     assert got == pytest.approx((x1 @ y1) * (x2 @ y2), rel=1e-12)
     t2 = TensorSRHT(4, 8, 64, 3)  # two independent full blocks
     assert t2(x1, x2) @ t2(y1, y2) == pytest.approx((x1 @ y1) * (x2 @ y2), rel=1e-12)
+
+
+def test_tensorsrht_fused_product_matches_factor_product():
+    """``combine`` (windowed, no d_out-wide gathers) equals left ⊙ right, any shapes."""
+    rng = np.random.default_rng(1)
+    for d1, d2, m in [(12, 5, 16), (12, 5, 40), (65, 65, 100), (33, 9, 15), (3, 2, 20)]:
+        t = TensorSRHT(d1, d2, m, 4)
+        x1, x2 = rng.normal(size=(6, d1)), rng.normal(size=(6, d2))
+        np.testing.assert_allclose(t(x1, x2), t.left(x1) * t.right(x2), rtol=1e-12, atol=1e-12)
+        # broadcast leading dimensions
+        np.testing.assert_allclose(t(x1[:, None], x2[None, :3]),
+                                   t.left(x1)[:, None] * t.right(x2[:3])[None], atol=1e-12)
+
+
+def test_signed_sum_is_unbiased_and_needs_no_transform():
+    from dsketch.sketch.linear import SignedSum
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(3, 2, 16))              # three blocks, two rows
+    est = []
+    for s in range(400):
+        mix = SignedSum(16, 3, s)
+        f = None
+        for t in range(3):
+            f = mix.add(f, t, a[t], 0.5 if t == 1 else None)
+        est.append(f[0] @ f[1])
+    truth = a[0, 0] @ a[0, 1] + 0.25 * a[1, 0] @ a[1, 1] + a[2, 0] @ a[2, 1]
+    se = np.std(est) / math.sqrt(len(est))
+    assert abs(np.mean(est) - truth) <= 4 * se
+    # the blocks themselves are never written to
+    a0 = a.copy()
+    SignedSum(16, 3, 0).add(None, 0, a[0], 2.0)
+    np.testing.assert_array_equal(a, a0)
+
+
+def test_kernel_maps_run_in_row_slabs_with_identical_results(monkeypatch):
+    """A batch larger than one slab gives the rows' features of the unslabbed call."""
+    from dsketch.sketch import _base
+    from dsketch.sketch.kernels import PolynomialSketch
+
+    x = _unit(np.random.default_rng(3), 70, D)
+    sk = PolynomialSketch(input_dim=D, n_features=32, degree=4, coef0=1.0, seed=1)
+    whole = sk(x)
+    monkeypatch.setitem(_base.SLAB_ELEMENTS, "cpu", 16 * 32)   # 16-row slabs
+    np.testing.assert_array_equal(sk(x), whole)
 
 
 def test_countsketch_matches_explicit_matrix_and_sparse_input():

@@ -15,8 +15,8 @@ from .graph import embed, task_word, to_gpu
 from .ingest import ingest, write_array
 from .landmarks import leverage_scores, take_rows
 from .passes import Gram, fold_ids, gram
-from .solve import (FitReport, RidgePath, choose_solver, fit_ridge, predict, predict_std,
-                    ridge_path, solve_gram)
+from .solve import (AlphaGridWarning, FitReport, RidgePath, choose_solver, fit_path, fit_ridge,
+                    predict, predict_std, ridge_path, solve_gram)
 
 __all__ = [
     "connect", "dashboard_link", "machine_size", "show_progress", "worker_memory",
@@ -24,5 +24,6 @@ __all__ = [
     "Dataset", "ingest", "open_dataset", "validate_rows", "write_array",
     "FitReport", "Gram", "gram", "solve_gram", "fit_ridge", "predict", "fold_ids",
     "choose_solver", "choose_persist", "ridge_path", "RidgePath", "predict_std",
+    "fit_path", "AlphaGridWarning",
     "leverage_scores", "take_rows",
 ]

@@ -2,10 +2,10 @@
 
 Owns :class:`FitReport` (what a fit did and why), :func:`fit_ridge` (one entry point:
 direct or CG, chosen by :func:`choose_solver` with ONE direct-solver cut-off), the direct
-solve of a :class:`.passes.Gram` by Cholesky (:func:`solve_gram`), the regularization
-path from one Gram (:func:`ridge_path`: eigen path, k-fold CV from the per-fold Grams,
-GCV, the posterior factor) and the lazy products with the weights (:func:`predict`,
-:func:`predict_std`).  Everything serves a dask ``Φ`` (on the cluster) and an in-memory
+solve of a :class:`.passes.Gram` by Cholesky (:func:`solve_gram`, through
+:func:`.linalg.cholesky`, blocked for large ``m``) and the lazy products with the weights
+(:func:`predict`, :func:`predict_std`); re-exports the regularization path of
+:mod:`.path` (:func:`fit_path`, :func:`ridge_path`).  Everything serves a dask ``Φ`` (on the cluster) and an in-memory
 NumPy one alike.  One-vs-rest least-squares classification is the same problem with a
 one-hot ``Y`` built by the caller.
 
@@ -24,16 +24,17 @@ from typing import Callable
 import dask
 import dask.array as da
 import numpy as np
-import scipy.linalg
 
 from ..backend import get_namespace, to_namespace
 from .cg import block_cg
 from .cluster import current_client, worker_memory_limits
 from .graph import token
+from .linalg import cho_solve, cholesky
 from .passes import SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, fmt_bytes, gram
+from .path import AlphaGridWarning, RidgePath, fit_path, ridge_path
 
 __all__ = ["FitReport", "RidgePath", "fit_ridge", "choose_solver", "solve_gram", "ridge_path",
-           "predict", "predict_std", "DIRECT_MAX_FEATURES"]
+           "fit_path", "AlphaGridWarning", "predict", "predict_std", "DIRECT_MAX_FEATURES"]
 
 #: ``solver="auto"`` forms and factors the m × m Gram up to this many features, else CG.
 DIRECT_MAX_FEATURES = 8192
@@ -73,19 +74,9 @@ class FitReport:
         return d
 
 
-@dataclass
-class RidgePath:
-    """Result of :func:`ridge_path`: weights ``W`` (m, k) at the selected ``alpha``."""
-
-    W: np.ndarray
-    alpha: float
-    cv_results: dict | None = None
-    posterior_factor: np.ndarray | None = None
-
-
 # ===================================================================== direct solve
 def solve_gram(gram: Gram, alpha) -> np.ndarray:
-    """Ridge weights ``(G + αI)⁻¹ B`` by Cholesky (``scipy.linalg.cho_factor``), float64.
+    """Ridge weights ``(G + αI)⁻¹ B`` by Cholesky (:func:`.linalg.cholesky`), float64.
 
     Parameters
     ----------
@@ -117,111 +108,12 @@ def solve_gram(gram: Gram, alpha) -> np.ndarray:
 
 
 def _cho_solve(G, alpha, B):
-    A = G + alpha * np.eye(G.shape[0])
     try:
-        c = scipy.linalg.cho_factor(A, lower=False, check_finite=False)
+        L = cholesky(G + alpha * np.eye(G.shape[0]))
     except np.linalg.LinAlgError:
         raise np.linalg.LinAlgError(
             f"G + alpha·I is not positive definite (alpha={alpha}); increase alpha") from None
-    return scipy.linalg.cho_solve(c, B, check_finite=False)
-
-
-# ================================================================ regularization path
-def _eig(G):
-    lam, V = scipy.linalg.eigh(G, driver="evd")
-    return np.maximum(lam, 0.0), V
-
-
-def _path_errors(G, B, Gv, Bv, yyv, alphas):
-    """Squared validation error Σ‖Y_v − Φ_v W(α)‖² of ridge fitted on (G, B), per alpha.
-
-    One eigendecomposition G = V Λ Vᵀ; for each α, W = V (VᵀB / (λ + α)) and
-    err = yy_v − 2·tr(WᵀB_v) + tr(Wᵀ G_v W): O(m²·k) per alpha after the O(m³) eigh.
-    """
-    lam, V = _eig(G)
-    C = V.T @ B
-    out = np.empty(len(alphas))
-    for j, a in enumerate(alphas):
-        W = V @ (C / (lam + a)[:, None])
-        out[j] = float(np.sum(yyv) - 2.0 * np.sum(W * Bv) + np.sum(W * (Gv @ W)))
-    return np.maximum(out, 0.0)
-
-
-def _cv_curve(gram: Gram, alphas):
-    """Per-fold validation MSE of every alpha from the per-fold partial Grams.
-
-    The train Gram of fold k is G − G_k (and B − B_k): no extra pass over the data.
-    """
-    nf = len(gram.G_folds)
-    t = gram.B.shape[1]
-    errs = np.empty((nf, len(alphas)))
-    for k in range(nf):
-        sq = _path_errors(gram.G - gram.G_folds[k], gram.B - gram.B_folds[k],
-                          gram.G_folds[k], gram.B_folds[k], gram.yy_folds[k], alphas)
-        errs[k] = sq / max(gram.n_folds[k] * t, 1)
-    weights = np.asarray(gram.n_folds, dtype=float)
-    mean = (weights[:, None] * errs).sum(axis=0) / weights.sum()
-    results = {"alphas": [float(a) for a in alphas], "mean_test_mse": mean.tolist(),
-               "std_test_mse": errs.std(axis=0).tolist()}
-    for k in range(nf):
-        results[f"split{k}_test_mse"] = errs[k].tolist()
-    return results, mean
-
-
-def _gcv_curve(gram: Gram, lam, V, alphas):
-    """Generalized cross-validation n·RSS/(n − df)² from the full Gram only."""
-    C = V.T @ gram.B
-    n, t = gram.n, gram.B.shape[1]
-    scores = np.empty(len(alphas))
-    for j, a in enumerate(alphas):
-        Wr = C / (lam + a)[:, None]
-        rss = float(np.sum(gram.yy) - 2.0 * np.sum(Wr * C) + np.sum(Wr * (lam[:, None] * Wr)))
-        df = float(np.sum(lam / (lam + a)))
-        scores[j] = n * max(rss, 0.0) / t / max(n - df, 1e-12) ** 2
-    return {"alphas": [float(a) for a in alphas], "gcv_mse": scores.tolist()}, scores
-
-
-def ridge_path(gram: Gram, alphas, *, posterior: bool = False) -> RidgePath:
-    """Select alpha from a grid and solve, from ONE Gram (no further pass over the data).
-
-    Parameters
-    ----------
-    gram : Gram
-        With per-fold sums (``gram(..., n_folds=F)``) a grid is scored by F-fold CV: fold
-        ``f`` trains on ``G − G_f`` and is validated in closed form for every alpha after
-        one eigendecomposition per fold.  Without folds, by generalized CV (GCV).
-    alphas : array of float
-        One value (no selection) or a grid; the selected one is the first minimum.
-    posterior : bool
-        Also return ``posterior_factor`` ``S = V diag(√(α/(λ + α)))`` (``ΦᵀΦ = VΛVᵀ``),
-        so that ``α·φᵀ(ΦᵀΦ + αI)⁻¹φ = ‖φᵀS‖²`` (see :func:`predict_std`).
-
-    Returns
-    -------
-    RidgePath
-        ``cv_results`` holds ``alphas`` and ``mean_test_mse``, ``std_test_mse``,
-        ``split{f}_test_mse`` (CV) or ``gcv_mse`` (GCV); None for a single alpha.  A grid
-        or ``posterior`` solves through the eigendecomposition, a single alpha by Cholesky.
-    """
-    alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
-    grid = alphas.size > 1
-    lam = V = cv_results = None
-    if grid:
-        if gram.G_folds is not None:
-            cv_results, score = _cv_curve(gram, alphas)
-        else:
-            lam, V = _eig(gram.G)
-            cv_results, score = _gcv_curve(gram, lam, V, alphas)
-        alpha = float(alphas[int(np.argmin(score))])
-    else:
-        alpha = float(alphas[0])
-    if not (grid or posterior):
-        return RidgePath(W=np.asarray(solve_gram(gram, alpha), dtype=np.float64), alpha=alpha)
-    if lam is None:
-        lam, V = _eig(gram.G)
-    W = V @ ((V.T @ gram.B) / (lam + alpha)[:, None])
-    factor = V * np.sqrt(alpha / (lam + alpha))[None, :] if posterior else None
-    return RidgePath(W=W, alpha=alpha, cv_results=cv_results, posterior_factor=factor)
+    return cho_solve(L, B)
 
 
 # ========================================================================== policy

@@ -34,7 +34,7 @@ graph code (``dsketch.engine``): it wires them.
 """
 
 from .nystroem import NeuralNystroem
-from .ridge import SketchRidge, SketchRidgeClassifier
+from .ridge import AlphaGridWarning, SketchRidge, SketchRidgeClassifier
 from .transformers import (ArcCosineFeatures, CNTKSketch, NNGPSketch, NTKRandomFeatures,
                            NTKSketch, PolynomialSketch, RandomFourierFeatures)
 
@@ -49,4 +49,5 @@ __all__ = [
     "NeuralNystroem",
     "SketchRidge",
     "SketchRidgeClassifier",
+    "AlphaGridWarning",
 ]

@@ -24,12 +24,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .. import engine
+from ..engine.path import AlphaGridWarning
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
 from ._inputs import is_dask, is_store, open_store, rechunk_like_rows, validate_input
 from .transformers import NTKSketch
 
-__all__ = ["SketchRidge", "SketchRidgeClassifier"]
+__all__ = ["SketchRidge", "SketchRidgeClassifier", "AlphaGridWarning"]
 
 
 class _SketchRidgeBase(BaseEstimator):
@@ -46,10 +47,14 @@ class _SketchRidgeBase(BaseEstimator):
         "tol": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "posterior_std": ["boolean"],
+        "scoring": [None, StrOptions({"accuracy", "neg_mean_squared_error"})],
     }
 
+    #: What ``scoring=None`` means for this model.
+    _default_scoring = "neg_mean_squared_error"
+
     def __init__(self, *, sketch=None, alpha=1.0, solver="auto", cv=5, tol=1e-6, max_iter=200,
-                 posterior_std=False):
+                 posterior_std=False, scoring=None):
         self.sketch = sketch
         self.alpha = alpha
         self.solver = solver
@@ -57,6 +62,7 @@ class _SketchRidgeBase(BaseEstimator):
         self.tol = tol
         self.max_iter = max_iter
         self.posterior_std = posterior_std
+        self.scoring = scoring
 
     # ---------------------------------------------------------------------- helpers
     def _alphas(self) -> np.ndarray:
@@ -79,9 +85,22 @@ class _SketchRidgeBase(BaseEstimator):
         return validate_input(self, X, y, reset=reset, sparse=sparse, images=images)
 
     # -------------------------------------------------------------------------- fit
+    def _scoring(self, grid: bool) -> str:
+        scoring = self._default_scoring if self.scoring is None else self.scoring
+        if scoring == "accuracy" and not isinstance(self, ClassifierMixin):
+            raise ValueError(f"scoring='accuracy' is for classifiers; {type(self).__name__} "
+                             f"scores by 'neg_mean_squared_error'")
+        if grid and not self.cv:  # GCV scores the MSE only
+            if self.scoring == "accuracy":
+                raise ValueError("scoring='accuracy' needs cv folds (cv=None selects by GCV, "
+                                 "which scores the mean squared error)")
+            scoring = "neg_mean_squared_error"
+        return scoring
+
     def _fit(self, X, y):
         alphas = self._alphas()
         grid = alphas.size > 1
+        self._scoring(grid)
         if (grid or self.posterior_std) and self.solver == "cg":
             what = "an alpha grid is selected" if grid else "posterior_std is computed"
             raise ValueError(f"{what} from the m×m Gram matrix (solver='direct' or 'auto'); "
@@ -137,14 +156,13 @@ class _SketchRidgeBase(BaseEstimator):
         self._set_coef(np.asarray(W, dtype=np.float64))
 
     def _solve_path(self, Phi, Y, alphas, grid, n, progress):
-        """One Gram pass (per-fold sums for a CV grid), then ``engine.ridge_path``."""
+        """``engine.fit_path``: one Gram pass (or the in-memory kernel), the path, the refit."""
         t0 = time.perf_counter()
         n_folds = self.cv if (grid and self.cv) else None
         fold_seed = int(getattr(self.sketch_, "seed_", 0) or 0)
-        gram = engine.gram(Phi, Y, n_folds=n_folds, fold_seed=fold_seed)
-        t_gram = time.perf_counter() - t0
-        progress.phase("solve", rows_done=n)
-        path = engine.ridge_path(gram, alphas, posterior=self.posterior_std)
+        path = engine.fit_path(Phi, Y, alphas, n_folds=n_folds, fold_seed=fold_seed,
+                               scoring=self._scoring(grid), posterior=self.posterior_std,
+                               phase=lambda name: progress.phase(name, rows_done=n))
         if grid:
             self.cv_results_ = path.cv_results
             progress.update(cv=path.cv_results, alpha=path.alpha)
@@ -152,11 +170,14 @@ class _SketchRidgeBase(BaseEstimator):
             self.posterior_factor_ = path.posterior_factor
         reason = ("alpha grid (regularization path)" if grid
                   else ("posterior_std" if self.posterior_std else f"solver={self.solver!r}"))
-        report = engine.FitReport(solver="direct", reason=reason, n_samples=n,
-                                  n_features=int(gram.G.shape[0]), n_targets=int(gram.B.shape[1]),
-                                  alpha=path.alpha, passes=1,
-                                  timings={"gram_s": t_gram,
-                                           "solve_s": time.perf_counter() - t0 - t_gram})
+        passes = 0 if path.form == "sample" else 1 + int("score_pass_s" in path.timings)
+        report = engine.FitReport(solver="direct", reason=f"{reason}; {path.reason}",
+                                  n_samples=n, n_features=int(path.W.shape[0]),
+                                  n_targets=int(path.W.shape[1]), alpha=path.alpha,
+                                  passes=passes,
+                                  timings={**path.timings,
+                                           "solve_s": time.perf_counter() - t0
+                                           - path.timings.get("gram_s", 0.0)})
         return path.W, report
 
     def _set_coef(self, W):
@@ -202,9 +223,11 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
         ``NTKSketch()``.
     alpha : float or array-like of floats, default=1.0
         Ridge penalty (> 0).  A grid selects ``alpha_`` by ``cv``-fold cross-validation
-        from ONE pass over the data: the per-fold Grams G_k give every fold's training
-        Gram as G − G_k and its validation error in closed form, for every alpha, after
-        one eigendecomposition per fold.
+        from ONE pass over the data (``dsketch.engine.fit_path``): the per-fold Grams G_k
+        give every fold's training Gram as G − G_k and its validation error in closed
+        form (one Cholesky per fold and alpha); in-memory input with fewer rows than
+        features uses the n × n kernel ΦΦᵀ instead.  A choice at an end of the grid warns
+        (``dsketch.estimators.AlphaGridWarning``).
     solver : {"auto", "direct", "cg"}, default="auto"
         "direct": form the m × m Gram in one pass and factor it; "cg": conjugate gradients
         whose matvec is a pass over Φ (for large m; a single alpha only); "auto": the
@@ -220,6 +243,9 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
         CG iterations at most.
     posterior_std : bool, default=False
         Keep the m × m posterior factor so that ``predict(X, return_std=True)`` works.
+    scoring : {"neg_mean_squared_error", "accuracy"} or None, default=None
+        What CV maximizes over the grid (None: ``"neg_mean_squared_error"``; ``"accuracy"``
+        is for :class:`SketchRidgeClassifier`, whose default it is).
 
     Attributes
     ----------
@@ -230,8 +256,10 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
     alpha_ : float
         The alpha used (selected from the grid when ``alpha`` is one).
     cv_results_ : dict or None
-        For a grid: ``alphas``, ``mean_test_mse``, ``std_test_mse``, ``split{k}_test_mse``
-        (or ``gcv_mse`` when ``cv=None``).
+        For a grid: ``alphas``, ``scoring``, ``mean_test_score``, ``std_test_score``,
+        ``split{k}_test_score`` (the means weighted by fold size) and the CV MSE as
+        ``mean_test_mse``, ``std_test_mse``, ``split{k}_test_mse``; with ``cv=None``
+        ``gcv_mse`` and ``mean_test_score`` (= −GCV).
     fit_report_ : dict
         ``dsketch.engine.FitReport.to_dict()``: solver, reason, n_samples, n_features,
         n_targets, alpha, iterations, residuals, converged, seconds, persisted,
@@ -319,9 +347,12 @@ class SketchRidgeClassifier(ClassifierMixin, _SketchRidgeBase):
     Parameters
     ----------
     targets : {"signed", "onehot"}, default="signed"
-        ±1 or 0/1 encoding of the one-vs-rest targets.  An alpha grid is selected by the
-        cross-validated mean squared error on these encoded targets (computable from the
-        per-fold Grams), not by accuracy.
+        ±1 or 0/1 encoding of the one-vs-rest targets.
+    scoring : {"accuracy", "neg_mean_squared_error"} or None, default=None
+        What CV maximizes over an alpha grid; None means ``"accuracy"`` (from the folds'
+        validation predictions for every alpha: for dask input one extra pass over the
+        data); ``"neg_mean_squared_error"`` scores the encoded targets from the per-fold
+        Grams alone.  ``cv=None`` (GCV) scores the MSE.
 
     Attributes
     ----------
@@ -336,10 +367,12 @@ class SketchRidgeClassifier(ClassifierMixin, _SketchRidgeBase):
         "targets": [StrOptions({"signed", "onehot"})],
     }
 
+    _default_scoring = "accuracy"
+
     def __init__(self, *, sketch=None, alpha=1.0, solver="auto", cv=5, tol=1e-6, max_iter=200,
-                 posterior_std=False, targets="signed"):
+                 posterior_std=False, targets="signed", scoring=None):
         super().__init__(sketch=sketch, alpha=alpha, solver=solver, cv=cv, tol=tol,
-                         max_iter=max_iter, posterior_std=posterior_std)
+                         max_iter=max_iter, posterior_std=posterior_std, scoring=scoring)
         self.targets = targets
 
     @_fit_context(prefer_skip_nested_validation=False)

@@ -6,14 +6,13 @@ unchanged).  For a row (or pixel) with NNGP features ``x`` of exact variance ``v
 
 1. ``x̂ = x/‖x‖`` (zero rows stay zero) and a :class:`~dsketch.sketch.PolySketch`
    gives ``S_l x̂`` with ``E⟨S_l x̂, S_l ŷ⟩ = ⟨x̂, ŷ⟩^l`` for ``l = 1..p`` (``p = options.degree``);
-2. the blocks ``R_l(v)·S_l x̂`` (radial Hermite factors, exact for inputs anywhere in R^d)
-   are each mapped by their own SRHT ``m → m−1`` (independent signs per degree) and summed,
-   after the exact constant column ``R_0(v)``: ``E⟨f(x), f(y)⟩ = Σ_{l≤p} R_l(v_x) R_l(v_y)
-   ρ^l`` (cross-degree terms have mean zero).  The degrees stream out of the tree one at a
-   time and feed the NNGP and derivative sums together, so no ``p·m``-wide concatenation
-   is formed; this costs ``p`` transforms of size m instead of two of size
-   ``2^⌈log₂ p·m⌉`` and measured a lower error (FC ReLU depth 2, m = 1024: NNGP 0.058 vs
-   0.079, NTK 0.142 vs 0.155; erf: 0.31 vs 0.40);
+2. the blocks ``R_l(v)·S_l x̂`` (radial Hermite factors, exact for inputs anywhere in R^d),
+   cut to m − 1 coordinates and rescaled, are added under independent random signs per
+   degree (:class:`~dsketch.sketch.SignedSum`), after the exact constant column ``R_0(v)``:
+   ``E⟨f(x), f(y)⟩ = Σ_{l≤p} R_l(v_x) R_l(v_y) ρ^l`` (cross-degree terms have mean zero).
+   The degrees stream out of the tree one at a time and feed the NNGP and derivative sums
+   together, so no ``p·m``-wide concatenation is formed and no transform is spent on the
+   sum (an SRHT of it, as NT PR #142 applies to the concatenation, is an isometry);
 3. the same with ``Rdot_l`` gives derivative features ``g`` with
    ``E⟨g(x), g(y)⟩ ≈ E[φ'(u)φ'(v)]``, and ``ntk' = TensorSRHT(ntk, g)`` (``E`` = Θ·E[φ'φ']),
    NTK features narrower than m being first spread to width m by an SRHT (a TensorSRHT
@@ -54,6 +53,7 @@ import numpy as np
 
 from ..backend import get_namespace, resolve_dtype
 from ..sketch import SRHT, GaussianProjection, PolySketch, TensorSRHT
+from ..sketch.linear import SignedSum
 from .base import Features, FeatureShape, LayerSketch, SketchOptions
 
 __all__ = ["ActivationSketch", "plan_activation_sketch", "folded_expansion"]
@@ -162,9 +162,9 @@ class ActivationSketch(LayerSketch):
             return None
         return PolySketch(self.w_in, self._m, top, self.seed, self.path + ("poly",))
 
-    def _compress(self, l: int, which: str):
-        """Per-degree SRHT ``m → m − 1`` of block ``l`` (independent signs per degree)."""
-        return SRHT(self._m, self._m - 1, self.seed, self.path + (which, l))
+    def _mix(self, which: str):
+        """Signed sum of the degree blocks, cut to ``m − 1`` coordinates (see ``_poly_features``)."""
+        return SignedSum(self._m - 1, self.degree + 1, self.seed, self.path + (which,))
 
     def _expand(self):
         """Narrow NTK features are first spread to width m by an SRHT (see ``__call__``)."""
@@ -210,41 +210,40 @@ class ActivationSketch(LayerSketch):
         norm = xp.sqrt(xp.sum(x.astype(xp.float64) ** 2, axis=-1, keepdims=True))
         xhat = (x / xp.where(norm > 0, norm, 1).astype(dt)).astype(dt, copy=False)
         R, Rdot = folded_expansion(self.act, var, self.degree)
-        R = R.astype(dt)
-        Rdot = Rdot.astype(dt)
         want_dot = bool(self.out.ntk)
-        act_n = {l for l in self.active_nngp if l >= 1}
-        act_d = {l for l in self.active_dot if l >= 1} if want_dot else set()
-        needed = sorted(act_n | act_d)
-        # Streamed: each degree's sketch S_l x̂ leaves the tree once and feeds both outputs
-        # through its own SRHT (m → m−1); the sum over degrees is unbiased since the
-        # per-degree SRHTs have independent signs (cross terms have mean zero).
-        rest = {"nngp": None, "dot": None}
-        if needed:
-            poly = self._poly()
-            x2 = xhat.reshape(-1, self.w_in)
-            for l, s_l in poly.iter_degrees(x2, needed):
-                for which, coef, active in (("nngp", R, act_n), ("dot", Rdot, act_d)):
-                    if l not in active:
-                        continue
-                    c = coef[..., l].reshape(-1, 1)
-                    g = self._compress(l, which)(s_l, check=False)
-                    g *= c
-                    rest[which] = g if rest[which] is None else xp.add(rest[which], g,
-                                                                       out=rest[which])
-                del s_l
-
-        def assemble(coef, which):
-            out = xp.empty((int(np.prod(lead, dtype=np.int64)), m), dtype=dt)
+        rows = int(np.prod(lead, dtype=np.int64))
+        outs = {"nngp": (R, {l for l in self.active_nngp if l >= 1})}
+        if want_dot:
+            outs["dot"] = (Rdot, {l for l in self.active_dot if l >= 1})
+        needed = sorted(set().union(*(act for _, act in outs.values())))
+        # Each degree's S_l x̂ leaves the tree once and feeds both outputs: its first m − 1
+        # coordinates (each carries 1/m of ⟨x̂, ŷ⟩ˡ, hence the rescale) are added under
+        # independent random signs per degree and output (cross terms have mean zero).
+        # An SRHT of the sum would be an isometry: it would cost a transform, not help.
+        cut = math.sqrt(m / (m - 1))
+        res = {}
+        for which, (coef, _) in outs.items():
+            out = xp.empty((rows, m), dtype=dt)
             out[:, 0] = coef[..., 0].reshape(-1)
-            if rest[which] is None:
-                out[:, 1:] = 0
-            else:
-                out[:, 1:] = rest[which]
-            return out.reshape(lead + (m,))
-
-        nngp = assemble(R, "nngp")
-        dot = assemble(Rdot, "dot") if want_dot else None
+            res[which] = out
+        if needed:
+            mixes = {which: self._mix("mix-" + which) for which in outs}
+            acc = {which: None for which in outs}
+            x2 = xhat.reshape(-1, self.w_in)
+            for l, s_l in self._poly().iter_degrees(x2, needed):
+                head = s_l[:, :m - 1]
+                for which, (coef, active) in outs.items():
+                    if l in active:
+                        c = (coef[..., l].reshape(-1, 1) * cut).astype(dt)
+                        acc[which] = mixes[which].add(acc[which], l, head, c)
+                del s_l, head
+            for which in outs:
+                res[which][:, 1:] = 0 if acc[which] is None else acc[which]
+        else:
+            for which in outs:
+                res[which][:, 1:] = 0
+        nngp = res["nngp"].reshape(lead + (m,))
+        dot = res["dot"].reshape(lead + (m,)) if want_dot else None
         return nngp, dot
 
     def _random_features(self, x):

@@ -27,7 +27,7 @@ KINDS = ("nngp", "ntk")
 #: small enough that a block's float64 temporaries stay in cache-friendly megabytes.
 _VECTOR_BLOCK_ENTRIES = 512 * 512
 #: Bytes of one image block pair's arrays (pixel-pair axes make them large).
-_IMAGE_BLOCK_BYTES = 256e6
+_IMAGE_BLOCK_BYTES = 64e6  # 16 MB per array: below glibc's 32 MB mmap threshold, no page faults
 
 
 def resolve_get(get) -> tuple[tuple[str, ...], bool]:
@@ -44,7 +44,7 @@ def resolve_get(get) -> tuple[tuple[str, ...], bool]:
 
 def default_block_size(x1, x2) -> int:
     """Rows per block: ~``_VECTOR_BLOCK_ENTRIES`` entries per vector block pair; for images
-    sized so that one block pair's (n1, n2, H, W, H, W) arrays stay under ~256 MB."""
+    sized so that one block pair's (n1, n2, H, W, H, W) arrays stay under ~64 MB."""
     pix = int(np.prod(x1.shape[1:-1])) if x1.ndim == 4 else 1
     if pix == 1:
         return max(64, int(math.sqrt(_VECTOR_BLOCK_ENTRIES)))

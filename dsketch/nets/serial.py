@@ -16,6 +16,7 @@ import numpy as np
 
 from ..backend import check_array, get_namespace, resolve_dtype
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions
+from .chunks import map_row_chunks
 from .exact import blocked_kernel, default_block_size, resolve_get
 from .readout import plan_readout
 
@@ -97,7 +98,7 @@ class Serial(Layer):
             Rows per block; blocks of ``x1`` × blocks of ``x2`` are computed independently.
             Peak memory is the outputs plus O(block_size² · P) per thread, P = (H·W)² for
             images (1 for vectors).  Default: 512 for vectors, chosen so one block pair
-            stays under ~256 MB for images.
+            stays under ~64 MB for images (see ``nets.exact``).
         n_jobs : int, optional
             Threads computing blocks (default: every usable core; 1 on CuPy).
 
@@ -253,10 +254,14 @@ class FeatureMap:
         x = check_array(x, "X", ndim=len(self.input_shape) + 1)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"X rows have shape {tuple(x.shape[1:])}, the feature map expects {self.input_shape}")
+        return SketchOutput(*map_row_chunks(self._run, x))  # bounded memory, every core
+
+    def _run(self, x) -> tuple:
+        """``(nngp, ntk)`` features of one chunk of validated rows."""
         f = input_features(x, np.dtype(self.dtype))
         for step in self.plan:
             f = step(f)
-        return SketchOutput(f.nngp, f.ntk)
+        return f.nngp, f.ntk
 
 
 def input_feature_shape(input_shape: tuple) -> FeatureShape:

@@ -6,6 +6,7 @@ Owns
   :func:`pos_float`, :func:`check_spec`, :func:`prepare_input`, :func:`check_sparse`,
   :func:`is_sparse`, :func:`sparse_namespace`, :func:`float_dtype`, ...);
 - :func:`random_signs`, the host draw of (complex) Rademacher diagonals;
+- :func:`map_slabs`, row-slab evaluation of a row-wise map in a bounded working set;
 - :class:`RandomSpec`, the base of every frozen random spec: ``_params(xp, dtype)`` is
   ``_build(xp, dtype)`` cached per process, device and dtype;
 - :class:`KernelMap`, the base of the kernel feature maps (:mod:`.kernels`,
@@ -17,10 +18,14 @@ primitive modules. Must not import Dask and holds no random state.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import threading
 
 import numpy as np
 import scipy.sparse
+from threadpoolctl import ThreadpoolController
 
 from ..backend import check_array, device_cache, get_namespace, is_cupy, resolve_dtype
 
@@ -36,6 +41,9 @@ __all__ = [
     "as_rows",
     "check_sparse",
     "random_signs",
+    "slab_rows",
+    "map_slabs",
+    "one_blas_thread",
     "RandomSpec",
     "KernelMap",
 ]
@@ -191,6 +199,73 @@ def check_sparse(x, width: int, owner: str, field: str = "d_in"):
     return x
 
 
+# ------------------------------------------------------------------------------ slabs
+#: Numbers in one (rows × width) intermediate of a slab: ~1 MB of float32 for the
+#: Hadamard-bound maps on a CPU, so a transform's working set stays in cache; 16 MB for
+#: GEMM-bound ones (a large GEMM runs faster); GPUs get large slabs (wide batches).
+SLAB_ELEMENTS = {"cpu": 1 << 18, "cpu-gemm": 1 << 22, "gpu": 1 << 24}
+
+
+def slab_rows(width: int, kind: str = "cpu") -> int:
+    """Rows per slab (at least 16) for intermediates ``width`` numbers wide on ``kind``."""
+    return max(16, SLAB_ELEMENTS[kind] // max(int(width), 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    return ThreadpoolController()
+
+
+def one_blas_thread(gpu: bool = False):
+    """Context limiting BLAS to one thread (host, main thread only; else a no-op).
+
+    The Hadamard transforms are many GEMMs with a small inner dimension, which a
+    multithreaded BLAS runs slower than one thread does (measured 2–4× on a busy 2-core
+    machine). Dask worker threads already run one-thread BLAS and are left alone.
+    """
+    if gpu or threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def map_slabs(fn, x, width: int, one_thread: bool = True):
+    """``fn(x)`` computed slab by slab over the rows of 2-D ``x`` (dense or sparse).
+
+    ``fn`` maps rows to an array ``(rows, ...)`` or a tuple of them and must act on each row
+    independently (every sketch does: a row's features never depend on its batch), so the
+    result equals ``fn(x)`` while the working set stays bounded whatever the batch size:
+    the per-row cost no longer grows with ``n`` once intermediates leave the cache.
+    ``width`` is the widest intermediate per row (sets the slab height); ``one_thread``
+    (Hadamard-bound maps) runs cache-sized slabs under :func:`one_blas_thread`, otherwise
+    slabs are larger and BLAS keeps its threads.
+    """
+    data = x.data if is_sparse(x) else x
+    gpu = is_cupy(data)
+    kind = "gpu" if gpu else ("cpu" if one_thread else "cpu-gemm")
+    with one_blas_thread(gpu or not one_thread):
+        return _map_slabs(fn, x, slab_rows(width, kind))
+
+
+def _map_slabs(fn, x, step: int):
+    n = x.shape[0]
+    if n <= step:
+        return fn(x)
+    first = fn(x[:step])
+    single = not isinstance(first, tuple)
+    parts = (first,) if single else first
+    xp = get_namespace(parts[0])
+    outs = tuple(xp.empty((n,) + tuple(p.shape[1:]), dtype=p.dtype) for p in parts)
+    for o, p in zip(outs, parts):
+        o[:step] = p
+    del first, parts
+    for i in range(step, n, step):
+        res = fn(x[i:i + step])
+        for o, p in zip(outs, (res,) if single else res):
+            o[i:i + step] = p
+        del res
+    return outs[0] if single else outs
+
+
 # ---------------------------------------------------------------------------- randomness
 def random_signs(gen: np.random.Generator, shape, complex_signs: bool) -> np.ndarray:
     """Rademacher ±1 (float64) or complex Rademacher {±1, ±i} (complex128) host draws."""
@@ -207,6 +282,10 @@ class RandomSpec:
     drawing on the host from their seed; the result is cached per process, spec, device
     and dtype (float32 or float64) by :func:`dsketch.backend.device_cache`.
     """
+
+    #: True for specs whose work is Hadamard transforms (small-inner-dimension GEMMs that
+    #: run best on one BLAS thread; see :func:`one_blas_thread`).
+    hadamard_bound = False
 
     def _build(self, xp, dtype):  # pragma: no cover - interface
         raise NotImplementedError
@@ -256,7 +335,10 @@ class KernelMap(RandomSpec):
         x = prepare_input(X, self.input_dim, name, "X", field="input_dim").astype(
             self.dtype, copy=False)
         x2, lead = as_rows(x, self.input_dim)
-        return self._features(x2).reshape(lead + (self.n_features,))
+        inner = self._params(get_namespace(x2), self.dtype)
+        f = map_slabs(self._features, x2, max(self.n_features, self.input_dim),
+                      one_thread=getattr(inner, "hadamard_bound", False))
+        return f.reshape(lead + (self.n_features,))
 
     def _kernel_inputs(self, X1, X2):
         """Validated float64 2-D rows ``(x1, x2)`` (``x2 is x1`` when ``X2`` is None)."""

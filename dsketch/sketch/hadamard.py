@@ -6,7 +6,9 @@ transform is computed as a product of small Hadamard factors, ``Hₙ = H_{b₁} 
 each pass is one large matrix product ``(rows·n/b, b) @ H_b`` followed by a rotation of the
 factor axes, so the work is ``n·Σbᵢ`` multiply-adds per row in ``t = ⌈log₂n / 6⌉`` passes,
 all of it BLAS (cuBLAS on GPU). Real and complex inputs, any leading dimensions.
-:func:`hadamard_blocks` is the signed, blocked transform the SRHT family applies.
+:func:`hadamard_blocks` is the signed, blocked transform the SRHT family applies;
+:func:`hadamard_gather` the same followed by a coordinate gather, without the work on
+the half of a padded width that only a narrow tail (e.g. a bias column) occupies.
 
 Must not import Dask and holds no random state.
 """
@@ -20,7 +22,8 @@ import numpy as np
 
 from ..backend import device_key, get_namespace
 
-__all__ = ["fwht", "fwht_padded", "hadamard_blocks", "hadamard_matrix", "next_pow2", "is_pow2"]
+__all__ = ["fwht", "fwht_padded", "hadamard_blocks", "hadamard_gather", "hadamard_matrix",
+           "next_pow2", "is_pow2"]
 
 # Padded tails at most this wide are transformed by one small dense product (fwht_padded).
 _TAIL_DENSE = 64
@@ -226,3 +229,54 @@ def hadamard_blocks(x2, signs):
     blocks, n = signs.shape
     z = x2[:, None, :] * (signs if d == n else signs[:, :d])[None, :, :]
     return fwht_padded(z, n).reshape(r, blocks * n)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_index(idx_bytes: bytes, h: int):
+    """``(idx mod h, ±1 per idx)``: position in the half and the half's sign (host)."""
+    idx = np.frombuffer(idx_bytes, dtype=np.int64)
+    return idx % h, np.where(idx < h, 1.0, -1.0)
+
+
+_SPLIT: dict = {}
+
+
+def _split(xp, idx, h: int, dtype):
+    key = (device_key(xp), id(idx), h, np.dtype(dtype).str)
+    hit = _SPLIT.get(key)
+    if hit is None or hit[0] is not idx:
+        host = idx if xp is np else idx.get()
+        pos, sgn = _split_index(np.ascontiguousarray(host, dtype=np.int64).tobytes(), h)
+        hit = (idx, xp.asarray(pos), xp.asarray(sgn.astype(dtype)))
+        if len(_SPLIT) > 256:
+            _SPLIT.clear()
+        _SPLIT[key] = hit
+    return hit[1], hit[2]
+
+
+def hadamard_gather(x2, signs, idx):
+    """``hadamard_blocks(x2, signs)[:, idx]`` for one sign block, without the padding work.
+
+    ``signs`` is ``(1, n)``. When the input is wider than ``n/2`` (a width-``n/2`` array plus
+    a narrow tail, e.g. a bias column), ``H_n [a; b] = [H a + H b, H a − H b]`` is never
+    formed: the gathered output is ``(H a)[idx mod h] ± (H b)[idx mod h]``, and a
+    one-column tail transforms to a constant. Otherwise as ``hadamard_blocks`` + gather.
+    """
+    xp = get_namespace(x2)
+    r, d = x2.shape
+    n = signs.shape[1]
+    h = n // 2
+    if signs.shape[0] != 1 or d <= h or d == n or d - h > _TAIL_DENSE:
+        return xp.take(hadamard_blocks(x2, signs), idx, axis=1)
+    sg = signs[0]
+    a = fwht(x2[:, :h] * sg[:h])
+    pos, sgn = _split(xp, idx, h, a.real.dtype)
+    out = xp.take(a, pos, axis=1)
+    tail = x2[:, h:] * sg[h:d]
+    if d - h == 1:
+        out += tail * sgn        # H_h e_0 is all ones
+    else:
+        t = xp.take(fwht_padded(tail, h), pos, axis=1)
+        t *= sgn
+        out += t
+    return out

@@ -34,7 +34,7 @@ from ._base import (
     prepare_input,
 )
 from .hadamard import next_pow2
-from .linear import SRHT, ComplexSRHT, CountSketch
+from .linear import SRHT, ComplexSRHT, CountSketch, SignedSum
 from .tensor import ComplexTensorSRHT, TensorSRHT, ctr_real
 
 __all__ = ["PolySketch", "CtRPolySketch", "DotProductSketch"]
@@ -43,24 +43,32 @@ __all__ = ["PolySketch", "CtRPolySketch", "DotProductSketch"]
 class _TreeMixin(RandomSpec):
     """Ahle et al. binary tree shared by :class:`PolySketch` and :class:`CtRPolySketch`.
 
-    ``q = 2^⌈log₂ p⌉`` leaves, ``log₂ q`` levels of tensor nodes. The sketch of degree ``l``
-    is the tree applied to ``x^{⊗l} ⊗ e^{⊗(q−l)}``: leaves ``0..l−1`` see ``x``, the others
-    a fixed unit vector ``e``, so ``E⟨S_l x, S_l y⟩ = ⟨x,y⟩ˡ ⟨e,e⟩^{q−l} = ⟨x,y⟩ˡ``. All
-    degrees share the leaves and every node value that only depends on ``x``-leaves or only
-    on ``e``-leaves; node
-    ``(k, j)`` with ``r`` of its ``2^k`` leaves on ``x`` is computed once per distinct
-    ``r``: ``p`` leaf sketches of ``x`` and at most ``p·log₂q + q`` tensor-node evaluations.
+    ``q = 2^⌈log₂ p⌉`` leaf slots, ``log₂ q`` levels of tensor nodes. The sketch of degree
+    ``l`` is the tree applied to ``x^{⊗l} ⊗ e^{⊗(q−l)}``: slots ``0..l−1`` see ``x``, the
+    others a fixed unit vector ``e``, so ``E⟨S_l x, S_l y⟩ = ⟨x,y⟩ˡ``. Node ``(k, j)`` with
+    ``r`` of its ``2^k`` slots on ``x`` is computed once per distinct ``r`` and shared by
+    every degree that needs it.
 
-    Constant subtrees. Ahle et al. feed ``e`` to the unused leaves; the value of a subtree
-    that only sees ``e`` is then a fixed vector independent of every node above it, and
-    unbiasedness only needs it to have unit norm. We therefore replace every all-``e``
-    subtree by the unit vector ``e₀`` of its output space: ``H D e₀ = ±(first column of
-    H)`` has entries ±1, so a node whose second factor is constant acts as a (signed) SRHT
-    of its first factor, an exact isometry when the width is a power of two. Lower degrees
-    thus pick up no variance from the padding levels (measured: with the literal ``e``
-    leaves, a degree-1 sketch at width 32 through 3 padding levels has relative std ≈ 1.9
-    instead of 0).
+    Three savings over the literal tree, none of which changes any degree's Gram matrix in
+    distribution:
+
+    - *constant subtrees*: a subtree that only sees ``e`` is replaced by the unit vector
+      ``e₀``; ``H D e₀`` is a constant ±1 (a phase for complex signs) per sign block, so a node
+      whose second factor is constant is ``±`` its first factor's transform;
+    - *pass-through*: that transform of a width-``d_out`` value is an isometry up to the
+      gather and adds no information, so a node with ``r ≤ 2^{k−1}`` passes its left child's
+      value up unchanged (a degree-``l`` sketch costs its own products only);
+    - *no leaf sketches* for dense input (``leaf="srht"``): the first-level nodes are
+      TensorSRHTs of ``x`` itself (``d_in × d_in → d_out``), whose Hadamard transforms of
+      ``x`` do what the leaf SRHTs did. ``leaf="countsketch"`` keeps CountSketch leaves
+      (input-sparsity time, sparse input) below nodes of width ``d_out``; degree 1 alone
+      (``p = 1``) is the single leaf.
+
+    All degrees ``1..p`` then cost ``≈ p·log₂q`` width-``d_out`` transforms (19 for
+    ``p = 8``; 7, four of them of width ``n = 2^⌈log₂ d_in⌉``, for ``p = 4``).
     """
+
+    hadamard_bound = True
 
     def _leaf_spec(self, i):  # pragma: no cover - interface
         raise NotImplementedError
@@ -76,22 +84,24 @@ class _TreeMixin(RandomSpec):
     def _levels(self) -> int:
         return self._q.bit_length() - 1
 
+    @property
+    def _direct(self) -> bool:
+        """First-level nodes act on ``x`` itself (no leaf sketches)."""
+        return self.leaf != "countsketch"
+
+    def _node_width(self, k) -> int:
+        """Input width of the nodes of level ``k``."""
+        return self.d_in if (k == 1 and self._direct) else self._width
+
     def _build(self, xp, dtype):
         q = self._q
-        leaves = tuple(self._leaf_spec(i) for i in range(q))
+        if self._levels == 0 or not self._direct:
+            leaves = tuple(self._leaf_spec(i) for i in range(q))
+        else:
+            leaves = ()
         nodes = {(k, j): self._node_spec(k, j)
                  for k in range(1, self._levels + 1) for j in range(q >> k)}
-        # transforms of the constant unit vector e₀ fed to a node by an all-e subtree
-        const = {}
-        for (k, j), node in nodes.items():
-            w1, w2 = node.d1, node.d2
-            e1 = xp.zeros((1, w1), dtype=dtype)
-            e1[0, 0] = 1
-            e2 = xp.zeros((1, w2), dtype=dtype)
-            e2[0, 0] = 1
-            const[(k, j, 1)] = node.left(e1)
-            const[(k, j, 2)] = node.right(e2)
-        return leaves, nodes, const
+        return leaves, nodes
 
     def iter_degrees(self, x, degrees):
         """Yield ``(l, S_l x)`` for each of the sorted ``degrees``, streaming the tree.
@@ -109,24 +119,23 @@ class _TreeMixin(RandomSpec):
         (int, array)
             ``l`` and ``S_l x`` ``(R, d_out)`` (real; the complex-to-real output for
             :class:`CtRPolySketch`), in increasing ``l``; ``E⟨S_l x, S_l y⟩ = ⟨x, y⟩ˡ``.
+            Yielded arrays may be reused by the tree afterwards: do not modify them in place.
 
         Notes
         -----
-        The tree is evaluated level by level and only the node values still needed are
-        kept: a node's children are freed as soon as the node is done, and each side
-        transform lives only while its node is evaluated (the full left child's transform
-        is shared by every degree that needs it), so the peak is about one level's values
-        plus two transforms — ``≈ (p + 2)·rows·width`` numbers — and the root values are
-        handed out one at a time.
+        Level by level, keeping only the node values still needed (a node's children are
+        freed once it is done; the full left child's transform is shared by every degree
+        that needs it): the peak is about one level's values plus two transforms,
+        ``≈ (p + 2)·rows·width`` numbers.
         """
         data = x.data if is_sparse(x) else x
         xp, dt = get_namespace(data), float_dtype(data)
-        leaves, nodes, const = self._params(xp, dt)
+        leaves, nodes = self._params(xp, dt)
         top_level = self._levels
         if top_level == 0:  # degree 1: the single leaf
             yield 1, self._finish(leaves[0](x, check=False))
             return
-        # keys (j, r) needed at each level: node j with its first r leaves on x (r ≥ 1)
+        # keys (j, r) needed at each level: node j with its first r slots on x (r ≥ 1)
         need = {top_level: {(0, l) for l in degrees}}
         for k in range(top_level, 0, -1):
             half = 1 << (k - 1)
@@ -136,25 +145,28 @@ class _TreeMixin(RandomSpec):
                 if r > half:
                     below.add((2 * j + 1, r - half))
             need[k - 1] = below
-        values = {key: leaves[key[0]](x, check=False) for key in sorted(need[0])}
+        if self._direct:
+            values = {key: x for key in need[0]}
+        else:
+            values = {key: leaves[key[0]](x, check=False) for key in sorted(need[0])}
         for k in range(1, top_level + 1):
             half = 1 << (k - 1)
+            through = not (k == 1 and self._direct)  # children already have width d_out
             level: dict = {}
             for j in sorted({j for j, _ in need[k]}):
                 node = nodes[(k, j)]
                 full_left = None
                 for r in sorted(r for jj, r in need[k] if jj == j):
-                    if r >= half:
+                    if r <= half and through:
+                        v = values[(2 * j, r)]
+                    else:  # here r ≥ half; the left transform is shared by every r
                         if full_left is None:
-                            full_left = node.left(values[(2 * j, half)])
-                        left = full_left
-                    else:
-                        left = node.left(values[(2 * j, r)])
-                    if r > half:
-                        v = left * node.right(values[(2 * j + 1, r - half)])
-                    else:
-                        v = left * const[(k, j, 2)]
-                    del left
+                            full_left = node.transform(values[(2 * j, half)], 1)
+                        right = None
+                        if r > half:
+                            right = node.transform(values[(2 * j + 1, r - half)], 2)
+                        v = node.combine(full_left, right)
+                        del right
                     if k == top_level:
                         yield r, self._finish(v)
                     else:
@@ -217,10 +229,10 @@ class PolySketch(_TreeMixin):
     grows polynomially in ``p`` (tree depth ``log₂ p``), unlike the flat
     TensorSketch/TensorSRHT (exponential in ``p``).
 
-    Cost per row: ``p`` leaf sketches ``O(p·⌈d_out/n⌉·n log n)`` (``n`` the padded
-    ``d_in``) plus TensorSRHT evaluations of width ``d_out`` (``O(d_out log d_out)`` each):
-    about ``q`` for :meth:`top` (degree ``p`` only), at most ``p·log₂q + q`` for all
-    degrees. Draws: leaves at ``(*path, "leaf", i)``, nodes at ``(*path, "node", level, j)``.
+    Cost per row (dense input): ``q`` Hadamard transforms of ``x`` (size ``n``, the padded
+    ``d_in``) and about ``2(q/2 − 1)`` of width ``d_out`` for :meth:`top`, ``≈ p·log₂q`` for
+    all degrees (see ``_TreeMixin``). Draws: leaves at ``(*path, "leaf", i)`` (CountSketch
+    leaves, or the single SRHT when ``p = 1``), nodes at ``(*path, "node", level, j)``.
     """
 
     d_in: int
@@ -239,8 +251,13 @@ class PolySketch(_TreeMixin):
         cls = SRHT if self.leaf == "srht" else CountSketch
         return cls(self.d_in, self.d_out, self.seed, self.path + ("leaf", i))
 
+    @property
+    def _width(self) -> int:
+        return self.d_out
+
     def _node_spec(self, k, j):
-        return TensorSRHT(self.d_out, self.d_out, self.d_out, self.seed, self.path + ("node", k, j))
+        w = self._node_width(k)
+        return TensorSRHT(w, w, self.d_out, self.seed, self.path + ("node", k, j))
 
 
 @dataclass(frozen=True)
@@ -279,8 +296,8 @@ class CtRPolySketch(_TreeMixin):
         return ComplexSRHT(self.d_in, self._width, self.seed, self.path + ("ctr-leaf", i))
 
     def _node_spec(self, k, j):
-        return ComplexTensorSRHT(self._width, self._width, self._width, self.seed,
-                                 self.path + ("ctr-node", k, j))
+        w = self._node_width(k)
+        return ComplexTensorSRHT(w, w, self._width, self.seed, self.path + ("ctr-node", k, j))
 
     def _finish(self, y):
         return ctr_real(y, self.d_out)
@@ -293,20 +310,21 @@ class DotProductSketch(RandomSpec):
 
     One polynomial tree (:class:`PolySketch`, or :class:`CtRPolySketch` with
     ``method="ctr"``) of internal width ``width`` gives ``S_1 x, …, S_p x``; each block
-    ``√c_l · S_l x`` (``c_l > 0``) is mapped by its own independent :class:`SRHT` ``R_l`` to
-    ``d_out − 1`` features and the blocks are summed, after the exact constant feature
-    ``√c_0`` (when ``c_0 > 0``; otherwise all ``d_out`` features are the sum):
+    ``√c_l · S_l x`` (``c_l > 0``) is cut to its first ``d_out − 1`` coordinates (rescaled:
+    every coordinate of a tree output carries the same share of the kernel) and the blocks
+    are merged by a :class:`SignedSum` (independent ±1 diagonals ``D_l``), after the exact
+    constant feature ``√c_0`` (when ``c_0 > 0``; otherwise all ``d_out`` features are the sum):
 
-    ``f(x) = [√c_0, Σ_l √c_l R_l S_l x]``,  ``E⟨f(x), f(y)⟩ = Σ_l c_l ⟨x, y⟩ˡ`` exactly —
-    the cross terms ``E⟨R_l a, R_k b⟩`` (``l ≠ k``) vanish because the ``R_l`` have
-    independent random signs.
+    ``f(x) = [√c_0, Σ_l √c_l D_l S_l x]``,  ``E⟨f(x), f(y)⟩ = Σ_l c_l ⟨x, y⟩ˡ`` exactly —
+    the cross terms ``E⟨D_l a, D_k b⟩`` (``l ≠ k``) vanish.
 
     This is the NT PR #142 / Zandieh et al. construction (``expand_feats`` +
-    ``standardsrht``) with the single SRHT of the concatenated blocks replaced by a sum of
-    per-degree SRHTs: the degrees stream out of the tree one at a time, so memory stays at
-    about one tree level instead of all ``p`` blocks plus their concatenation, and the
-    measured error is slightly lower (degree-16 exponential, unit rows, d = 256, width
-    ``m``: 0.061 vs 0.077 at m = 512, 0.031 vs 0.038 at m = 2048).
+    ``standardsrht``) with the SRHT of the concatenated blocks replaced by the signed sum:
+    an SRHT of full width is an isometry, so it adds nothing to the estimate that the
+    signed sum does not already give, and the sum costs one multiply-add per entry instead
+    of ``p`` transforms. Degrees stream out of the tree one at a time (memory: about one
+    tree level). A ``width`` narrower than the output is spread by one SRHT of the sum
+    (likewise an odd-width CtR tree, whose coordinates are not interchangeable).
 
     Parameters
     ----------
@@ -315,7 +333,8 @@ class DotProductSketch(RandomSpec):
     coeffs : tuple of float
         ``(c_0, …, c_p)``, non-negative and finite, ``p ≥ 1``; trailing zeros are dropped.
     seed, path
-        Draws: the tree at ``(*path, "tree")``, ``R_l`` at ``(*path, "out", l)``.
+        Draws: the tree at ``(*path, "tree")``, the signs at ``(*path, "mix")``, the SRHT of
+        a narrow width at ``(*path, "fit")``.
     width : int or None
         Internal width of the tree (default ``d_out``).
     method : {"polysketch", "ctr"}
@@ -323,6 +342,8 @@ class DotProductSketch(RandomSpec):
     leaf : {"srht", "countsketch"}
         Leaves of the real tree; ``"countsketch"`` also accepts 2-D sparse input.
     """
+
+    hadamard_bound = True
 
     d_in: int
     d_out: int
@@ -376,8 +397,12 @@ class DotProductSketch(RandomSpec):
         else:
             tree = CtRPolySketch(self.d_in, w, self.degree, self.seed, self.path + ("tree",))
         n_out = self.d_out - (1 if self.coeffs[0] > 0 else 0)
-        outs = {l: SRHT(w, n_out, self.seed, self.path + ("out", l)) for l in self._active}
-        return tree, outs
+        # cut to n_out coordinates (rescaled), or spread the narrow sum by one SRHT
+        cut = w >= n_out and not (self.method == "ctr" and w % 2)
+        keep = n_out if cut else w
+        mix = SignedSum(keep, self.degree + 1, self.seed, self.path + ("mix",))
+        fit = None if cut else SRHT(w, n_out, self.seed, self.path + ("fit",))
+        return tree, mix, fit, math.sqrt(w / keep)
 
     def __call__(self, x, *, check: bool = True):
         """``(..., d_in) → (..., d_out)`` with ``E⟨f(x), f(y)⟩ = Σ c_l ⟨x,y⟩ˡ``.
@@ -413,12 +438,14 @@ class DotProductSketch(RandomSpec):
         """
         data = x2.data if is_sparse(x2) else x2
         xp = get_namespace(data)
-        tree, outs = self._params(xp, float_dtype(data))
+        tree, mix, fit, rescale = self._params(xp, float_dtype(data))
         f = None
         for l, s_l in tree.iter_degrees(x2, self._active):
-            g = outs[l](s_l * scales[l], check=False)
+            scale = scales[l] * rescale
+            f = mix.add(f, l, s_l[:, :mix.width], scale)
             del s_l
-            f = g if f is None else f + g
+        if fit is not None:
+            f = fit(f, check=False)
         if self.coeffs[0] > 0:
             c0 = xp.ones((f.shape[0], 1), dtype=f.dtype) * scales[0]
             f = xp.concatenate([c0.astype(f.dtype, copy=False), f], axis=-1)

@@ -30,7 +30,7 @@ from ._base import (
     prepare_input,
     random_signs,
 )
-from .hadamard import hadamard_blocks, next_pow2
+from .hadamard import hadamard_blocks, hadamard_gather, next_pow2
 from .linear import CountSketch
 
 __all__ = [
@@ -41,6 +41,22 @@ __all__ = [
     "TensorSketch",
     "TensorSketchPower",
 ]
+
+
+@dataclass(frozen=True)
+class _Design:
+    """A TensorSRHT's drawn parameters: signs and either the one-block design (``p1``, the
+    first factor's ``w1`` coordinates; ``p2ext``, the second's, read in ``rows`` windows of
+    ``w1``) or the gather indices ``i1``, ``i2`` of several blocks."""
+
+    s1: object
+    s2: object
+    p1: object
+    p2ext: object
+    w1: int
+    rows: int
+    i1: object
+    i2: object
 
 
 @dataclass(frozen=True)
@@ -66,39 +82,101 @@ class _TensorSRHTCore(RandomSpec):
         gen = rng(self.seed, *self.path, self._component)
         s1 = random_signs(gen, (blocks, n1), self._complex) / math.sqrt(self.d_out)
         s2 = random_signs(gen, (blocks, n2), self._complex)
-        i1, i2 = [], []
+        i1, i2, perms = [], [], []
         for b in range(blocks):
             j = np.arange(min(pairs, self.d_out - b * pairs))
             r, t = j % n1, j // n1
-            i1.append(b * n1 + gen.permutation(n1)[r])
-            i2.append(b * n2 + gen.permutation(n2)[(r + t) % n2])
-        i1, i2 = np.concatenate(i1), np.concatenate(i2)
+            p1, p2 = gen.permutation(n1), gen.permutation(n2)
+            perms.append((p1, p2))
+            i1.append(b * n1 + p1[r])
+            i2.append(b * n2 + p2[(r + t) % n2])
         sdt = complex_dtype(dtype) if self._complex else dtype
         put = lambda a, t: to_namespace(a.astype(t), xp)  # noqa: E731
-        # a first factor whose coordinates are all used in order needs no gather (None)
-        g1 = None if np.array_equal(i1, np.arange(blocks * n1)) else put(i1, np.int64)
-        return (put(s1, sdt), put(s2, sdt), g1, put(i2, np.int64))
+        if blocks == 1:
+            # one block: output (t, r) pairs p1[r] with p2[(r + t) mod n2]; the fused
+            # product gathers n1 + n2 coordinates, not 2·d_out (see ``combine``)
+            w1 = min(n1, self.d_out)
+            p1, p2 = perms[0]
+            rows = -(-self.d_out // w1)
+            ext = np.arange(w1 + rows - 1) % n2
+            return _Design(put(s1, sdt), put(s2, sdt), put(p1[:w1], np.int64),
+                           put(p2[ext], np.int64), w1, rows, None, None)
+        return _Design(put(s1, sdt), put(s2, sdt), None, None, 0, 0,
+                       put(np.concatenate(i1), np.int64), put(np.concatenate(i2), np.int64))
 
-    def _side(self, x, which: int):
-        """The gathered Hadamard transform of one factor: ``(..., d_which) → (..., d_out)``."""
-        d = self.d1 if which == 1 else self.d2
-        xp = get_namespace(x)
-        x2, lead = as_rows(x, d)
+    def _design(self, x):
         real = np.float32 if x.dtype in (np.float32, np.complex64) else np.float64
-        s1, s2, i1, i2 = self._params(xp, real)
-        signs, idx = (s1, i1) if which == 1 else (s2, i2)
-        y = hadamard_blocks(x2, signs)
-        if idx is not None:
-            y = xp.take(y, idx, axis=1)
-        return y.reshape(lead + (self.d_out,))
+        return self._params(get_namespace(x), real)
+
+    def transform(self, x, which: int):
+        """Signed Hadamard transform of one factor, gathered to its design coordinates.
+
+        ``(R, d_which) → (R, k)``: the input to :meth:`combine` (no validation; 2-D rows).
+        ``which=1`` carries the ``1/√d_out`` scale.
+        """
+        g = self._design(x)
+        signs = g.s1 if which == 1 else g.s2
+        if g.i1 is not None:
+            return hadamard_blocks(x, signs)
+        return hadamard_gather(x, signs, g.p1 if which == 1 else g.p2ext)
+
+    def combine(self, t1, t2):
+        """``T(x₁, x₂)`` ``(R, d_out)`` from ``t1 = transform(x₁, 1)``, ``t2 = transform(x₂, 2)``.
+
+        Either may be None: the factor is then the constant ``e₀`` side (its transform is
+        ±1, a sign per block that does not change any inner product), so the result is the
+        other factor spread over the ``d_out`` outputs.
+        """
+        ref = t1 if t1 is not None else t2
+        xp = get_namespace(ref)
+        g = self._design(ref)
+        if g.i1 is not None:  # several blocks: plain gathers
+            a = None if t1 is None else xp.take(t1, g.i1, axis=1)
+            b = None if t2 is None else xp.take(t2, g.i2, axis=1)
+            return a if b is None else (b if a is None else a * b)
+        rows, w1, n = ref.shape[0], g.w1, self.d_out
+        full = (n // w1) * w1
+        out = xp.empty((rows, n), dtype=ref.dtype if t2 is None or t1 is None
+                       else xp.result_type(t1.dtype, t2.dtype))
+        if t2 is not None:  # row t of the outputs sees t2[t : t + w1] (a strided view)
+            st = t2.strides
+            win = xp.lib.stride_tricks.as_strided(t2, (rows, g.rows, w1), (st[0], st[1], st[1]))
+        if full:
+            dst = out[:, :full].reshape(rows, full // w1, w1)
+            if t1 is None:
+                dst[...] = win[:, : full // w1]
+            elif t2 is None:
+                dst[...] = t1[:, None, :]
+            else:
+                xp.multiply(t1[:, None, :], win[:, : full // w1], out=dst)
+        if n > full:
+            k = n - full
+            a = None if t1 is None else t1[:, :k]
+            b = None if t2 is None else win[:, -1, :k]
+            out[:, full:] = a if b is None else (b if a is None else a * b)
+        return out
 
     def left(self, x1):
-        """First factor ``(H D₁ x₁)[P₁] / √d_out`` (no validation; internal use)."""
-        return self._side(x1, 1)
+        """First factor alone, spread to ``(..., d_out)`` (no validation; internal use)."""
+        x2, lead = as_rows(x1, self.d1)
+        return self.combine(self.transform(x2, 1), None).reshape(lead + (self.d_out,))
 
     def right(self, x2):
-        """Second factor ``(H D₂ x₂)[P₂]`` (no validation; internal use)."""
-        return self._side(x2, 2)
+        """Second factor alone, spread to ``(..., d_out)`` (no validation; internal use)."""
+        y2, lead = as_rows(x2, self.d2)
+        return self.combine(None, self.transform(y2, 2)).reshape(lead + (self.d_out,))
+
+    def _pair(self, x1, x2):
+        """``T(x₁, x₂)`` with leading dimensions broadcast against each other."""
+        lead = np.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
+        a = as_rows(x1, self.d1)[0]
+        b = as_rows(x2, self.d2)[0]
+        if x1.shape[:-1] != lead:
+            a = get_namespace(x1).broadcast_to(x1, lead + (self.d1,)).reshape(-1, self.d1)
+        if x2.shape[:-1] != lead:
+            b = get_namespace(x2).broadcast_to(x2, lead + (self.d2,)).reshape(-1, self.d2)
+        return self.combine(self.transform(a, 1), self.transform(b, 2)).reshape(
+            lead + (self.d_out,))
 
     def _prep_pair(self, x1, x2, check):
         name = type(self).__name__
@@ -123,14 +201,17 @@ class TensorSRHT(_TensorSRHTCore):
     pairs (only the signs are averaged); the balanced design lowers the variance, and
     makes ``T(x, e₀)`` an exact isometry of ``x`` when ``d_out = n₁``. Real output;
     ``E⟨T(x₁,x₂), T(y₁,y₂)⟩ = ⟨x₁,y₁⟩⟨x₂,y₂⟩``. Cost ``O(n₁ log n₁ + n₂ log n₂ + d_out)`` per
-    row. Leading dimensions of ``x₁`` and ``x₂`` broadcast against each other.
+    row: with one block, output row ``t`` of ``n₁`` pairs reads a contiguous window of the
+    gathered second factor, so the product is one pass with no ``d_out``-wide gathers
+    (:meth:`transform`, :meth:`combine`; the PolySketch tree shares a node's left factor
+    through them). Leading dimensions of ``x₁`` and ``x₂`` broadcast against each other.
     Draws: ``rng(seed, *path, "tensorsrht")``.
     """
 
     def __call__(self, x1, x2, *, check: bool = True):
         """``(..., d1), (..., d2) → (..., d_out)``."""
         x1, x2 = self._prep_pair(x1, x2, check)
-        return self.left(x1) * self.right(x2)
+        return self._pair(x1, x2)
 
 
 @dataclass(frozen=True)
@@ -149,7 +230,7 @@ class ComplexTensorSRHT(_TensorSRHTCore):
         """``(..., d1), (..., d2) → (..., d_out)`` complex (inputs real or complex)."""
         if check:
             x1, x2 = self._prep_pair(x1, x2, check)
-        return self.left(x1) * self.right(x2)
+        return self._pair(x1, x2)
 
 
 def ctr_real(z, d_out: int):

@@ -1,0 +1,142 @@
+"""Dense symmetric solves on the client: a Cholesky safe at any size, ridge system families.
+
+Owns :func:`cholesky` (LAPACK ``potrf`` up to :data:`BLOCKED_MIN`, above it a blocked
+right-looking factorization whose large work is GEMM and triangular solves: the bundled
+multithreaded OpenBLAS ``potrf`` segfaults on 16k+ matrices on 2-core machines, see
+``benchmarks/ridge_path.py``), :func:`cho_solve`, :func:`eigh` and :class:`RidgeSystem`, the
+family ``(S + αI)⁻¹`` for one symmetric PSD ``S`` (an ``m × m`` Gram or an ``n × n``
+kernel) and several ``α``: one Cholesky per ``α`` for short grids (a Cholesky costs
+``m³/3``; ``eigh`` ~12 of them), one eigendecomposition for long ones.
+
+Must not stream over chunks or know about folds (``passes``/``path``); NumPy float64 only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from scipy.linalg.lapack import dpotrf
+
+__all__ = ["cholesky", "cho_solve", "eigh", "RidgeSystem", "BLOCKED_MIN", "BLOCK",
+           "EIGH_MIN_ALPHAS"]
+
+#: Matrices of at least this order are factored blockwise (no LAPACK ``potrf`` above it):
+#: ``potrf`` ran at 8192 and segfaulted at 16384 here; blocked costs ~1.2× it at 8192.
+BLOCKED_MIN = 8192
+#: Block size of the blocked Cholesky.
+BLOCK = 2048
+#: :class:`RidgeSystem` eigendecomposes ``S`` once for grids of more alphas than this
+#: (single-threaded ``eigh`` of 2048 costs ~12 Choleskys here; 3–60 with 2 threads).
+EIGH_MIN_ALPHAS = 12
+
+
+def _potrf(D: np.ndarray, offset: int) -> np.ndarray:
+    L, info = dpotrf(D, lower=1, clean=1, overwrite_a=0)
+    if info > 0:
+        raise np.linalg.LinAlgError(f"matrix is not positive definite (leading minor of order "
+                                    f"{offset + info})")
+    if info < 0:  # pragma: no cover - argument error
+        raise ValueError(f"dpotrf: illegal argument {-info}")
+    return L
+
+
+def cholesky(A, *, block: int = BLOCK, blocked_min: int = BLOCKED_MIN) -> np.ndarray:
+    """Lower Cholesky factor ``L`` (``A = L Lᵀ``) of a symmetric positive definite ``A``.
+
+    Only the lower triangle of ``A`` is read.  Below ``blocked_min`` one LAPACK ``potrf``;
+    from ``blocked_min`` on a right-looking blocked factorization: per block column,
+    ``potrf`` of a ``block × block`` diagonal block, a triangular solve for the panel
+    below and a GEMM update of the trailing lower triangle, tile column by tile column
+    (``n³/3`` flops as ``potrf``; extra memory: one ``n × block`` panel).
+
+    Raises ``numpy.linalg.LinAlgError`` when ``A`` is not positive definite.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    n = A.shape[0]
+    if A.ndim != 2 or A.shape[1] != n:
+        raise ValueError(f"A must be square, got shape {A.shape}")
+    if n < blocked_min:
+        return _potrf(A, 0)
+    L = np.array(A, dtype=np.float64, order="C", copy=True)
+    for j0 in range(0, n, block):
+        j1 = min(n, j0 + block)
+        L[j0:j1, j0:j1] = Ld = _potrf(L[j0:j1, j0:j1], j0)
+        L[:j0, j0:j1] = 0.0  # the upper triangle of the result is zero
+        if j1 == n:
+            break
+        # L21 = A21 L11⁻ᵀ  (trsm), then A22 -= L21 L21ᵀ on its lower triangle
+        P = scipy.linalg.solve_triangular(Ld, L[j1:, j0:j1].T, lower=True,
+                                          check_finite=False).T
+        L[j1:, j0:j1] = P
+        for c0 in range(j1, n, block):
+            c1 = min(n, c0 + block)
+            L[c0:, c0:c1] -= P[c0 - j1:] @ P[c0 - j1:c1 - j1].T
+    return L
+
+
+def cho_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A⁻¹ B`` from the lower factor ``L`` of :func:`cholesky` (two triangular solves)."""
+    Z = scipy.linalg.solve_triangular(L, B, lower=True, check_finite=False)
+    return scipy.linalg.solve_triangular(L, Z, lower=True, trans="T", check_finite=False)
+
+
+def eigh(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (clipped at 0) and eigenvectors of a symmetric PSD ``S``."""
+    lam, V = scipy.linalg.eigh(S, driver="evd", check_finite=False)
+    return np.maximum(lam, 0.0), V
+
+
+class RidgeSystem:
+    """Solves with ``S + αI`` for one symmetric PSD ``S`` and a grid of ``α`` (> 0).
+
+    ``method="auto"``: one :func:`cholesky` per ``α`` (cached for the last ``α``) for at
+    most :data:`EIGH_MIN_ALPHAS` alphas, else one :func:`eigh` shared by all.  Both give
+    the same numbers up to rounding.
+    """
+
+    def __init__(self, S: np.ndarray, n_alphas: int = 1, method: str = "auto"):
+        if method not in ("auto", "cholesky", "eigh"):
+            raise ValueError(f"method must be 'auto', 'cholesky' or 'eigh', got {method!r}")
+        self.S = S
+        self.method = method if method != "auto" else (
+            "eigh" if n_alphas > EIGH_MIN_ALPHAS else "cholesky")
+        self._eig = eigh(S) if self.method == "eigh" else None
+        self._alpha = None
+        self._L = None
+
+    def _factor(self, alpha: float) -> np.ndarray:
+        if self._alpha != alpha:
+            self._L = None  # free the previous factor before making the next
+            A = self.S + alpha * np.eye(self.S.shape[0])
+            try:
+                self._L = cholesky(A)
+            except np.linalg.LinAlgError:
+                raise np.linalg.LinAlgError(f"S + alpha·I is not positive definite "
+                                            f"(alpha={alpha}); increase alpha") from None
+            self._alpha = alpha
+        return self._L
+
+    def solve(self, alpha: float, B: np.ndarray) -> np.ndarray:
+        """``(S + αI)⁻¹ B``."""
+        if self._eig is not None:
+            lam, V = self._eig
+            C = V.T @ B
+            return V @ (C / (lam + alpha).reshape((-1,) + (1,) * (C.ndim - 1)))
+        return cho_solve(self._factor(alpha), B)
+
+    def trace_inv(self, alpha: float) -> float:
+        """``tr (S + αI)⁻¹``."""
+        if self._eig is not None:
+            return float(np.sum(1.0 / (self._eig[0] + alpha)))
+        Linv = scipy.linalg.solve_triangular(self._factor(alpha), np.eye(self.S.shape[0]),
+                                             lower=True, check_finite=False)
+        return float(np.einsum("ij,ij->", Linv, Linv))
+
+    def posterior_factor(self, alpha: float) -> np.ndarray:
+        """``F`` with ``F Fᵀ = α (S + αI)⁻¹``: ``V diag(√(α/(λ+α)))`` or ``√α L⁻ᵀ``."""
+        if self._eig is not None:
+            lam, V = self._eig
+            return V * np.sqrt(alpha / (lam + alpha))[None, :]
+        Linv = scipy.linalg.solve_triangular(self._factor(alpha), np.eye(self.S.shape[0]),
+                                             lower=True, check_finite=False)
+        return np.sqrt(alpha) * Linv.T
