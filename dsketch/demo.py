@@ -192,13 +192,13 @@ def format_report(r: dict) -> list[str]:
         f"  digits: NTKSketch, m = {r['n_features']} random features (polynomial sketch); "
         f"regression: NeuralNystroem, m = {r.get('n_landmarks', '?')} landmarks (exact NTK rows)",
         "",
-        f"{'task':<34}{'sketch':>10}{'exact NTK':>12}{'fit time':>10}",
+        f"{'task':<34}{'dsketch':>10}{'exact NTK':>12}{'fit time':>10}",
         f"{'digits, accuracy (' + str(d['n_test']) + ' test)':<34}{d['accuracy']:>10.4f}"
         f"{d['exact_ntk_accuracy']:>12.4f}{d['seconds']:>9.1f}s",
         f"{'regression, RMSE (' + format(g['n_train'], ',') + ' rows)':<34}{g['rmse']:>10.4f}"
         f"{g['exact_ntk_rmse_subsample']:>12.4f}{g['seconds']:>9.1f}s",
         f"  (exact NTK on a {g['exact_subsample_rows']:,}-row subsample; test y std {g['y_std']:.4f}, "
-        f"sketch R² {g['r2']:.3f})",
+        f"dsketch R² {g['r2']:.3f})",
         "",
         f"total time: {r['seconds']:.1f} s",
     ]
