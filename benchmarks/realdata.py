@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 from sklearn.kernel_approximation import Nystroem, RBFSampler
 from sklearn.linear_model import RidgeClassifierCV
 from sklearn.pipeline import make_pipeline
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _fashion  # noqa: E402
+import _krr  # noqa: E402
 from _common import RESULTS, write_results  # noqa: E402
 
 from dsketch import (NeuralNystroem, NTKRandomFeatures, NTKSketch,  # noqa: E402
@@ -63,44 +62,22 @@ CONFIG = {
 }
 
 
-def _signed(y, classes):
-    return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
-
-
-def _accuracy(scores, classes, y):
-    return float(np.mean(classes[np.argmax(scores, axis=1)] == y))
-
-
-def _krr_solve(K, Y, lam):
-    """(K + λI)⁻¹ Y by Cholesky, in place.  Single-threaded BLAS from 12k rows up: a
-    multithreaded OpenBLAS Cholesky crashed on this machine class at 16k+ rows."""
-    K[np.diag_indices_from(K)] += lam
-    threads = 1 if len(K) >= 12000 else None
-    with threadpool_limits(threads):
-        c = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
-        return scipy.linalg.cho_solve(c, Y, check_finite=False)
-
-
 def exact_lambda(Xtr, ytr, classes, rows: int) -> float:
     """λ for exact kernel ridge chosen on held-out TRAINING rows (a 4:1 split of ``rows``)."""
     cut = rows * 4 // 5
-    Xa, ya, Xv, yv = Xtr[:cut], ytr[:cut], Xtr[cut:rows], ytr[cut:rows]
-    K = NET.kernel(Xa, get="ntk")
-    Kv = NET.kernel(Xv, Xa, get="ntk")
-    s, U = np.linalg.eigh(K)
-    C = U.T @ _signed(ya, classes)
-    acc = [_accuracy(Kv @ (U @ (C / (s + lam)[:, None])), classes, yv) for lam in KRR_LAMBDAS]
-    return float(KRR_LAMBDAS[int(np.argmax(acc))])
+    Xa, Xv = Xtr[:cut], Xtr[cut:rows]
+    return _krr.best_lambda(NET.kernel(Xa, get="ntk"), NET.kernel(Xv, Xa, get="ntk"),
+                            ytr[:cut], ytr[cut:rows], classes, KRR_LAMBDAS)
 
 
 def exact_krr(Xtr, ytr, Xte, yte, classes, lam):
     t0 = time.perf_counter()
     K = NET.kernel(Xtr, get="ntk")
     t1 = time.perf_counter()
-    coef = _krr_solve(K, _signed(ytr, classes), lam)
+    coef = _krr.solve(K, _krr.signed(ytr, classes), lam)
     del K
     t2 = time.perf_counter()
-    acc = _accuracy(NET.kernel(Xte, Xtr, get="ntk") @ coef, classes, yte)
+    acc = _krr.accuracy(NET.kernel(Xte, Xtr, get="ntk") @ coef, classes, yte)
     t3 = time.perf_counter()
     return {"accuracy": acc, "seconds": t3 - t0, "kernel_seconds": t1 - t0,
             "solve_seconds": t2 - t1, "predict_seconds": t3 - t2, "lambda": lam}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
@@ -28,6 +29,7 @@ __all__ = [
     "device_cache",
     "check_array",
     "resolve_dtype",
+    "usable_cores",
 ]
 
 SeedPath = tuple  # (root_seed: int, *names: str | int)
@@ -204,3 +206,12 @@ def check_array(
             row = int(xp.argmax(bad.reshape(x.shape[0], -1).any(axis=1)))
             raise ValueError(f"{name} contains NaN or Inf (first at row {row})")
     return x
+
+
+# ------------------------------------------------------------------------------- machine
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity mask: containers, SLURM cgroups)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)

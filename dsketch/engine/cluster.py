@@ -25,6 +25,8 @@ import psutil
 from distributed import Client, LocalCluster, default_client, progress
 from distributed.deploy.utils import nprocesses_nthreads
 
+from ..backend import usable_cores
+
 __all__ = ["connect", "dashboard_link", "show_progress", "worker_memory", "machine_size",
            "is_interactive", "current_client", "worker_memory_limits"]
 
@@ -35,11 +37,7 @@ def machine_size(n_workers: int | None = None, threads_per_worker: int | None = 
     Uses the CPU affinity mask (containers, SLURM cgroups) and distributed's own split
     (``distributed.deploy.utils.nprocesses_nthreads``) when neither is given.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    cores = max(1, cores)
+    cores = usable_cores()
     if n_workers is None and threads_per_worker is None:
         return nprocesses_nthreads(cores)
     if n_workers is None:

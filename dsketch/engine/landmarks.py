@@ -9,18 +9,21 @@ schedules them.
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 
 from ..nets.nystroem import leverage_factor, leverage_rows
 from .graph import token
+from .passes import reduce_rows
 
 __all__ = ["leverage_scores", "take_rows"]
 
 
-def _gram_part(block):
-    b = np.asarray(block, dtype=np.float64)
-    return (b.T @ b)[None]
+def _gram_chunk(phi):
+    """ΦcᵀΦc of one row chunk, flattened to ``(1, m²)`` float64 (a :func:`reduce_rows` part)."""
+    p = np.asarray(phi, dtype=np.float64)
+    return (p.T @ p).reshape(1, -1)
 
 
 def leverage_scores(Phi, lam: float | None = None) -> np.ndarray:
@@ -29,16 +32,15 @@ def leverage_scores(Phi, lam: float | None = None) -> np.ndarray:
     Two passes for dask input (the m × m Gram, then the per-row scores); returns the
     ``n`` scores as NumPy.  ``lam`` as in :func:`dsketch.nets.nystroem.leverage_factor`.
     """
+    m = int(Phi.shape[1])
+    G = reduce_rows(_gram_chunk, "dsketch-leverage-gram", Phi, P=m * m).reshape(m, m)
+    C = leverage_factor(G, lam)
     if not isinstance(Phi, da.Array):
-        Phi = np.asarray(Phi, dtype=np.float64)
-        return leverage_rows(Phi, leverage_factor(Phi.T @ Phi, lam))
-    Phi = Phi.rechunk({1: -1})
-    m = Phi.shape[1]
-    parts = Phi.map_blocks(_gram_part, dtype=np.float64, chunks=((1,) * Phi.numblocks[0], (m,), (m,)),
-                           new_axis=2, name=f"dsketch-leverage-gram-{token(Phi.name)}")
-    C = leverage_factor(parts.sum(axis=0).compute(), lam)
-    scores = Phi.map_blocks(leverage_rows, C, dtype=np.float64, drop_axis=1,
-                            chunks=(Phi.chunks[0],), name=f"dsketch-leverage-rows-{token(Phi.name, C)}")
+        return leverage_rows(Phi, C)
+    tok = token(Phi.name, C)
+    C = dask.delayed(C, name=f"dsketch-leverage-factor-{tok}", pure=True)  # one key, not per task
+    scores = Phi.map_blocks(leverage_rows, C, dtype=np.float64, drop_axis=1, meta=np.empty((0,)),
+                            chunks=(Phi.chunks[0],), name=f"dsketch-leverage-rows-{tok}")
     return np.asarray(scores.compute())
 
 

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_consistent_length, validate_data
 from .. import engine
 
 __all__ = ["is_dask", "is_store", "open_store", "draw_seed", "rechunk_like_rows",
-           "validate_input"]
+           "validate_input", "check_row_width"]
 
 
 def is_dask(x) -> bool:
@@ -64,6 +64,16 @@ def rechunk_like_rows(y, X):
     return y.rechunk({0: X.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
 
 
+def check_row_width(est, X, *, reset: bool) -> None:
+    """Set (``reset``) or check ``est.n_features_in_`` against X's flattened row width."""
+    width = int(np.prod(X.shape[1:]))
+    if reset:
+        est.n_features_in_ = width
+    elif width != est.n_features_in_:
+        raise ValueError(f"X has {width} features per row (shape {tuple(X.shape[1:])}), but "
+                         f"{type(est).__name__} is expecting {est.n_features_in_} features as input")
+
+
 def validate_input(est, X, y=None, *, reset: bool, sparse: bool, images: bool):
     """``validate_data`` for 2-D input; images (n, H, W, C) checked with ``allow_nd``.
 
@@ -77,12 +87,7 @@ def validate_input(est, X, y=None, *, reset: bool, sparse: bool, images: bool):
         return validate_data(est, X, y, reset=reset, multi_output=True, **kw)
     X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32], input_name="X",
                     estimator=est)
-    width = int(np.prod(X.shape[1:]))
-    if reset:
-        est.n_features_in_ = width
-    elif width != est.n_features_in_:
-        raise ValueError(f"X has {width} features per row (shape {X.shape[1:]}), but "
-                         f"{type(est).__name__} is expecting {est.n_features_in_}")
+    check_row_width(est, X, reset=reset)
     if y is None:
         return X
     y = check_array(y, ensure_2d=False, dtype=None, input_name="y")

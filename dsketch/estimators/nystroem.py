@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from .. import engine
 from ..nets import Relu, fully_connected
 from ..nets.nystroem import LANDMARK_METHODS, NystroemMap, inverse_sqrt, sample_landmarks
-from ._inputs import draw_seed, is_dask, is_store, open_store
+from ._inputs import draw_seed, is_dask
 from .transformers import BaseSketch
 
 __all__ = ["NeuralNystroem"]
@@ -131,9 +131,7 @@ class NeuralNystroem(BaseSketch):
         -------
         self
         """
-        if is_store(X):
-            X = open_store(X, with_y=False).X
-        X = self._as_dask_input(X, reset=True) if is_dask(X) else self._validate(X, reset=True)
+        X = self._input(X, reset=True)
         n, shape = int(X.shape[0]), tuple(int(s) for s in X.shape[1:])
         net = self._resolved_net()
         net.output_shape(shape)

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import engine, sketch
 from ..nets import Relu, fully_connected, myrtle
-from ._inputs import draw_seed, is_dask, is_store, open_store, validate_input
+from ._inputs import check_row_width, draw_seed, is_dask, is_store, open_store, validate_input
 
 __all__ = ["NTKSketch", "NNGPSketch", "CNTKSketch", "NTKRandomFeatures", "PolynomialSketch",
            "RandomFourierFeatures", "ArcCosineFeatures"]
@@ -72,13 +72,16 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         if not str(X.name).startswith("dsketch-validate-"):  # open_dataset already attached it
             X = engine.validate_rows(X, name="X")
         X = self._prepare(X)
-        width = int(np.prod(X.shape[1:]))
-        if reset:
-            self.n_features_in_ = width
-        elif width != self.n_features_in_:
-            raise ValueError(f"X has {width} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input")
+        check_row_width(self, X, reset=reset)
         return X
+
+    def _input(self, X, *, reset: bool):
+        """Any accepted input (NumPy/SciPy, dask, a store URL) validated and prepared."""
+        if is_store(X):
+            X = open_store(X, with_y=False).X
+        if is_dask(X):
+            return self._as_dask_input(X, reset=reset)
+        return self._prepare(self._validate(X, reset=reset))
 
     # ------------------------------------------------------------------------ the API
     @_fit_context(prefer_skip_nested_validation=True)
@@ -95,12 +98,7 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         -------
         self
         """
-        if is_store(X):
-            X = open_store(X, with_y=False).X
-        if is_dask(X):
-            X = self._as_dask_input(X, reset=True)
-        else:
-            X = self._prepare(self._validate(X, reset=True))
+        X = self._input(X, reset=True)
         self.seed_ = draw_seed(self.random_state)
         self.feature_map_ = self._make_map(tuple(int(s) for s in X.shape[1:]), self.seed_)
         self._n_features_out = self.n_components
@@ -113,14 +111,10 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         dask array (``dsketch.engine.embed``) whose row chunks follow ``X``'s.
         """
         check_is_fitted(self)
-        if is_store(X):
-            X = open_store(X, with_y=False).X
-        if is_dask(X):
-            X = self._as_dask_input(X, reset=False)
-            self._check_row_shape(X.shape[1:])
-            return engine.embed(X, self.feature_map_)
-        X = self._prepare(self._validate(X, reset=False))
+        X = self._input(X, reset=False)
         self._check_row_shape(X.shape[1:])
+        if is_dask(X):
+            return engine.embed(X, self.feature_map_)
         return np.asarray(self.feature_map_(X))
 
     def exact_kernel(self, X, Y=None):

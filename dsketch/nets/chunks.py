@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-from ..backend import get_namespace, is_cupy
-from ..sketch._base import one_blas_thread
-from .exact import usable_cores
+from ..backend import is_cupy, usable_cores
+from ..sketch._base import map_rows, one_blas_thread
 
 __all__ = ["PIXEL_ROWS", "GPU_PIXEL_ROWS", "chunk_rows", "map_row_chunks"]
 
@@ -60,36 +58,10 @@ def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,
         chunk's working set per thread.
     """
     gpu = is_cupy(x)
-    n = x.shape[0]
     if rows is None:
         rows = chunk_rows(tuple(x.shape[1:]), gpu)
-    if n <= rows:
-        with one_blas_thread(gpu):
-            return tuple(fn(x))
     if n_jobs is None:
         main = threading.current_thread() is threading.main_thread()
         n_jobs = usable_cores() if (main and not gpu) else 1
-    xp = get_namespace(x)
-    starts = list(range(0, n, rows))
-    out: list = []
-
-    def work(i):
-        part = fn(x[i:i + rows])
-        for o, p in zip(out, part):
-            o[i:i + p.shape[0]] = p
-
     with one_blas_thread(gpu):
-        first = fn(x[:rows])
-        out.extend(xp.empty((n,) + tuple(p.shape[1:]), dtype=p.dtype) for p in first)
-        for o, p in zip(out, first):
-            o[:p.shape[0]] = p
-        del first
-        jobs = min(max(1, int(n_jobs)), len(starts) - 1)
-        if jobs == 1:
-            for i in starts[1:]:
-                work(i)
-        else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                for f in [pool.submit(work, i) for i in starts[1:]]:
-                    f.result()
-    return tuple(out)
+        return tuple(map_rows(fn, x, rows, n_jobs))

@@ -11,15 +11,14 @@ exact faces; this module only schedules them.  Must not import Dask.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
 
-from ..backend import get_namespace, is_cupy
+from ..backend import get_namespace, is_cupy, usable_cores
 
-__all__ = ["KINDS", "resolve_get", "default_block_size", "usable_cores", "blocked_kernel"]
+__all__ = ["KINDS", "resolve_get", "default_block_size", "blocked_kernel"]
 
 #: The kernels a network's exact face produces, in ``KernelResult`` order.
 KINDS = ("nngp", "ntk")
@@ -49,14 +48,6 @@ def default_block_size(x1, x2) -> int:
     if pix == 1:
         return max(64, int(math.sqrt(_VECTOR_BLOCK_ENTRIES)))
     return max(1, int(math.sqrt(_IMAGE_BLOCK_BYTES / 8 / 4 / pix ** 2)))
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (CPU affinity mask, containers, SLURM cgroups)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def _swap(a):

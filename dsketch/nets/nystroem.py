@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ..backend import device_key, get_namespace, resolve_dtype, rng, to_namespace
+from ..sketch._base import map_rows
 from .exact import KINDS
 from .serial import Serial
 
@@ -63,7 +65,7 @@ def leverage_factor(G, lam: Optional[float] = None):
 
 def leverage_rows(Z, C):
     """Ridge leverage scores ``zᵢᵀ (ZᵀZ + λI)⁻¹ zᵢ`` of a block of rows, given C (row-wise)."""
-    A = np.linalg.solve(C, np.asarray(Z, dtype=np.float64).T)  # column i: C⁻¹ zᵢ
+    A = solve_triangular(C, np.asarray(Z, dtype=np.float64).T, lower=True)  # column i: C⁻¹ zᵢ
     return np.einsum("ij,ij->j", A, A)
 
 
@@ -204,8 +206,9 @@ class NystroemMap:
             raise ValueError(f"X rows have shape {tuple(X.shape[1:])}, but the landmarks have "
                              f"shape {self.input_shape}")
         L, T = self._on_device(xp)
-        out = xp.empty((X.shape[0], self.n_features), dtype=np.dtype(self.dtype))
-        for start in range(0, X.shape[0], _SLAB_ROWS):
-            K = self.net.kernel(X[start:start + _SLAB_ROWS], L, get=self.kernel, n_jobs=n_jobs)
-            out[start:start + K.shape[0]] = K @ T
-        return out
+        dtype = np.dtype(self.dtype)
+
+        def rows(block):
+            return (self.net.kernel(block, L, get=self.kernel, n_jobs=n_jobs) @ T).astype(dtype)
+
+        return map_rows(rows, X, _SLAB_ROWS)

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse
@@ -43,6 +44,7 @@ __all__ = [
     "random_signs",
     "slab_rows",
     "map_slabs",
+    "map_rows",
     "one_blas_thread",
     "RandomSpec",
     "KernelMap",
@@ -243,10 +245,16 @@ def map_slabs(fn, x, width: int, one_thread: bool = True):
     gpu = is_cupy(data)
     kind = "gpu" if gpu else ("cpu" if one_thread else "cpu-gemm")
     with one_blas_thread(gpu or not one_thread):
-        return _map_slabs(fn, x, slab_rows(width, kind))
+        return map_rows(fn, x, slab_rows(width, kind))
 
 
-def _map_slabs(fn, x, step: int):
+def map_rows(fn, x, step: int, n_jobs: int = 1):
+    """``fn(x)`` as ``fn(x[i:i + step])`` over row blocks, written into preallocated outputs.
+
+    ``fn`` must be row-wise and return an array or a tuple of arrays with the rows first;
+    the result equals ``fn(x)``.  ``n_jobs > 1`` runs the blocks after the first on a thread
+    pool (NumPy/CuPy release the GIL in their kernels; blocks write disjoint rows).
+    """
     n = x.shape[0]
     if n <= step:
         return fn(x)
@@ -258,11 +266,21 @@ def _map_slabs(fn, x, step: int):
     for o, p in zip(outs, parts):
         o[:step] = p
     del first, parts
-    for i in range(step, n, step):
+
+    def work(i):
         res = fn(x[i:i + step])
         for o, p in zip(outs, (res,) if single else res):
             o[i:i + step] = p
-        del res
+
+    starts = range(step, n, step)
+    jobs = min(max(1, int(n_jobs)), len(starts))
+    if jobs == 1:
+        for i in starts:
+            work(i)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for f in [pool.submit(work, i) for i in starts]:
+                f.result()
     return outs[0] if single else outs
 
 
