@@ -30,9 +30,19 @@ __all__ = [
     "check_array",
     "resolve_dtype",
     "usable_cores",
+    "InvalidInputError",
 ]
 
 SeedPath = tuple  # (root_seed: int, *names: str | int)
+
+
+class InvalidInputError(ValueError):
+    """Bad user input or bad stored data: the message names what is wrong and where.
+
+    Raised by dsketch's own validation (arguments, arrays, Zarr stores, model files), also
+    on Dask workers, so the CLI can print the one message (exit 2) instead of a traceback.
+    A ``ValueError``, so callers catching that keep working.
+    """
 
 
 # --------------------------------------------------------------------------- namespaces
