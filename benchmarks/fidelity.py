@@ -9,8 +9,16 @@ For each kernel family, one run measures on the same data:
   - for the FC NTK sketch: GEMM-equivalent GFLOP/s (2·n·d·m / time of the map) against this
     machine's measured float32 GEMM rate.
 
-Writes ``benchmarks/results/fidelity.json`` and ``fidelity.png``.
-Usage: ``python benchmarks/fidelity.py`` (full) or ``--quick`` (CI-sized, ~1 minute).
+and, for activations whose kernels change shape with the input norm, the error against the
+input scale (:func:`scale_sweep`: depth-2/3 fully-connected NNGP and NTK of ReLU, erf, tanh,
+GeLU, sigmoid-like and sin nets on off-sphere rows scaled ×0.1…×100, per sketch ``method``),
+beside the JL floor: the error of a Gaussian projection of the exact (infinite-dimensional)
+features to the same width, √(Σ_ij (K_ii K_jj + K_ij²)/m)/‖K‖_F.
+
+Writes ``benchmarks/results/fidelity.json`` and ``fidelity.png``; ``--scales`` runs only the
+scale sweep (``fidelity-scales.json`` / ``.png``).
+Usage: ``python benchmarks/fidelity.py`` (full), ``--quick`` (CI-sized, ~1 minute) or
+``--scales [--quick]``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,95 @@ def _data(n: int, d: int, seed: int = 0) -> np.ndarray:
         x = np.hstack([x, rng.standard_normal((len(x), d - x.shape[1]))])
     scale = 10 ** rng.uniform(-1, 1, size=(len(x), 1))
     return x * scale / np.sqrt(d)
+
+
+#: Activations of the scale sweep (sigmoid-like: neural-tangents' erf-based ``Sigmoid_like``).
+SWEEP_ACTIVATIONS = {"relu": nets.Relu(), "erf": nets.Erf(), "tanh": nets.Elementwise("tanh"),
+                     "gelu": nets.Gelu(), "sigmoid_like": nets.Erf(0.5, 1 / 2.4020563531719796, 0.5),
+                     "sin": nets.Sin()}
+SWEEP_SCALES = (0.1, 1.0, 10.0, 100.0)
+
+
+def off_sphere_rows(n: int = 200, d: int = 32, seed: int = 0, lo: float = 1.6, hi: float = 21.0):
+    """Gaussian directions with row norms log-spread over [lo, hi] (absolute, not per √d)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    norms = np.geomspace(lo, hi, n)[rng.permutation(n)]
+    return x / np.linalg.norm(x, axis=1, keepdims=True) * norms[:, None]
+
+
+def jl_floor(k: np.ndarray, m: int) -> float:
+    """Relative error of a width-m Gaussian projection of exact features of the kernel ``k``."""
+    d = np.diag(k)
+    return float(np.sqrt(((np.outer(d, d) + k ** 2) / m).sum()) / np.linalg.norm(k))
+
+
+def sketch_errors(net, x, m: int, seeds, method: str = "auto", exact=None):
+    """Mean over ``seeds`` of the NNGP and NTK relative Frobenius errors of ``net.sketch``."""
+    exact = net.kernel(x) if exact is None else exact
+    errs = []
+    for s in seeds:
+        f = net.sketch(x.shape[1:], m, seed=s, method=method)(x)
+        errs.append([rel_fro((lambda a: a @ a.T)(getattr(f, w).astype(np.float64)), getattr(exact, w))
+                     for w in ("nngp", "ntk")])
+    return np.mean(errs, axis=0)
+
+
+def scale_sweep(quick: bool) -> list:
+    """Error against input scale: activation × depth × scale × m × method rows."""
+    ms = [1024] if quick else [1024, 4096]
+    seeds = (0,) if quick else (0, 1)
+    # the explicit methods at the largest width and depth 2 only, one seed (the estimators' comparison)
+    methods = {m: ("auto",) for m in ms}
+    if not quick:
+        methods[ms[-1]] = ("auto", "hermite", "random", "mix")
+    x0 = off_sphere_rows()
+    rows = []
+    for aname, act in SWEEP_ACTIVATIONS.items():
+        for depth in (2,) if quick else (2, 3):
+            net = nets.fully_connected(depth, act, W_std=1.0, b_std=0.1)
+            for scale in SWEEP_SCALES:
+                x = x0 * scale
+                exact = net.kernel(x)
+                for m in ms:
+                    floor = [jl_floor(getattr(exact, w), m) for w in ("nngp", "ntk")]
+                    for method in methods[m]:
+                        if method != "auto" and (act.homogeneity is not None or depth != 2):
+                            continue
+                        t0 = time.perf_counter()
+                        e = sketch_errors(net, x, m, seeds if method == "auto" else seeds[:1], method, exact)
+                        rows.append({"activation": aname, "depth": depth, "scale": scale, "m": m,
+                                     "method": method, "nngp": float(e[0]), "ntk": float(e[1]),
+                                     "jl_floor_nngp": floor[0], "jl_floor_ntk": floor[1],
+                                     "seeds": len(seeds) if method == "auto" else 1, "seconds": time.perf_counter() - t0})
+                        print(_sweep_line(rows[-1]), flush=True)
+    return rows
+
+
+def _sweep_line(r: dict) -> str:
+    return (f"{r['activation']:<13}d{r['depth']} x{r['scale']:<6g}m={r['m']:<5} {r['method']:<8}"
+            f"NNGP {r['nngp']:.3f} NTK {r['ntk']:.3f}   (JL floor {r['jl_floor_nngp']:.3f} / "
+            f"{r['jl_floor_ntk']:.3f})")
+
+
+def plot_sweep(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    auto = [r for r in rows if r["method"] == "auto"]
+    m = max(r["m"] for r in auto)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, kind in zip(axes, ("nngp", "ntk")):
+        for (aname, depth) in sorted({(r["activation"], r["depth"]) for r in auto}):
+            sel = [r for r in auto if r["activation"] == aname and r["depth"] == depth and r["m"] == m]
+            ax.loglog([r["scale"] for r in sel], [r[kind] for r in sel], "o-", label=f"{aname} depth {depth}")
+        ax.axhline(0.1, color="k", ls=":", lw=1)
+        ax.set(xlabel="input scale", ylabel="relative Frobenius error", title=f"{kind.upper()} sketch, m = {m}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def _net_family(name, net, x, x_big, ms, seeds, kinds=("ntk", "nngp")):
@@ -96,6 +193,12 @@ def _map_family(name, make, exact_fn, x, x_big, ms, seeds, peers):
 
 
 def run(quick: bool) -> dict:
+    results = _run_families(quick)
+    results["scale_sweep"] = scale_sweep(quick)
+    return results
+
+
+def _run_families(quick: bool) -> dict:
     ms = [256, 1024] if quick else [512, 1024, 2048, 4096]
     seeds = 2 if quick else 3
     n, d = (200, 32) if quick else (500, 64)
@@ -210,11 +313,20 @@ def table(results: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI-sized run (small n, two widths)")
+    ap.add_argument("--scales", action="store_true", help="only the error-against-input-scale sweep")
     args = ap.parse_args(argv)
+    if args.scales:
+        name = "fidelity-scales" + ("-quick" if args.quick else "")
+        rows = scale_sweep(args.quick)
+        path = write_results(name, {"quick": args.quick, "scale_sweep": rows})
+        plot_sweep(rows, RESULTS / f"{name}.png")
+        print(f"wrote {path} and {RESULTS / (name + '.png')}")
+        return 0
     res = run(args.quick)
     name = "fidelity-quick" if args.quick else "fidelity"
     path = write_results(name, res)
     plot(res, RESULTS / f"{name}.png")
+    plot_sweep(res["scale_sweep"], RESULTS / f"{name}-scales.png")
     print(table(res))
     print(f"wrote {path} and {RESULTS / (name + '.png')}")
     return 0

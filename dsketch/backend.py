@@ -1,9 +1,11 @@
 """Array-module dispatch, seed derivation, per-device caches and input validation.
 
 Owns: choosing NumPy or CuPy from the arrays a function receives, moving host arrays to a
-device, deriving every random stream from an explicit seed along a fixed named path, and
-the per-process/per-device cache of materialized random matrices.  Must not import Dask
-and must not hold any global random state.
+device, deriving every random stream from an explicit seed along a fixed named path, the
+per-process/per-device cache of materialized random matrices, and the shared validation:
+the one integer/seed rule (:func:`check_int`, :func:`check_seed`), arrays
+(:func:`check_array`) and overflow reports for finite input (:func:`check_overflow`).
+Must not import Dask and must not hold any global random state.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ __all__ = [
     "check_array",
     "resolve_dtype",
     "usable_cores",
+    "check_int",
+    "check_seed",
+    "row_norms",
+    "check_overflow",
+    "overflow_error",
     "InvalidInputError",
+    "NonFiniteError",
 ]
 
 SeedPath = tuple  # (root_seed: int, *names: str | int)
@@ -42,6 +50,14 @@ class InvalidInputError(ValueError):
     Raised by dsketch's own validation (arguments, arrays, Zarr stores, model files), also
     on Dask workers, so the CLI can print the one message (exit 2) instead of a traceback.
     A ``ValueError``, so callers catching that keep working.
+    """
+
+
+class NonFiniteError(InvalidInputError):
+    """An array holds NaN or Inf (:func:`check_array`).
+
+    Its own class so that a computation can tell "this finite input overflowed inside me"
+    (a ``NonFiniteError`` from an intermediate array) from bad input and say so.
     """
 
 
@@ -99,7 +115,7 @@ def device_key(xp) -> str:
 def _word(part: str | int) -> int:
     if isinstance(part, (int, np.integer)) and not isinstance(part, bool):
         if part < 0:
-            raise ValueError(f"seed path entries must be non-negative, got {part}")
+            raise InvalidInputError(f"seed path entries must be non-negative, got {part}")
         return int(part)
     if isinstance(part, str):
         return int.from_bytes(hashlib.blake2b(part.encode(), digest_size=4).digest(), "little")
@@ -112,9 +128,8 @@ def seed_sequence(seed: int, *path: str | int) -> np.random.SeedSequence:
     ``seed_sequence(7, "layer1", "polysketch", 3)`` is the same on every machine, process
     and device; two different paths give independent streams.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return np.random.SeedSequence(int(seed), spawn_key=tuple(_word(p) for p in path))
+    seed = check_seed(seed)
+    return np.random.SeedSequence(seed, spawn_key=tuple(_word(p) for p in path))
 
 
 def rng(seed: int, *path: str | int) -> np.random.Generator:
@@ -167,11 +182,50 @@ def device_cache(method: Callable) -> Callable:
 
 
 # ---------------------------------------------------------------------------- validation
+def check_int(value: Any, name: str, *, minimum: int | None = 1,
+              maximum: int | None = None) -> int:
+    """``value`` as a plain ``int`` in ``[minimum, maximum]``, or :class:`InvalidInputError`.
+
+    The one integer check of dsketch (widths, degrees, block and chunk sizes, seeds):
+    Python and NumPy integers pass; ``bool``, floats (``64.7`` *and* ``64.0``: never
+    silently truncated), strings and ``None`` are refused with a message naming ``name``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r} "
+                                f"({type(value).__name__})")
+    v = int(value)
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        if maximum is None:
+            bound = f"≥ {minimum}"
+        elif minimum is None:
+            bound = f"≤ {maximum}"
+        else:
+            bound = f"in [{minimum}, {maximum}]"
+        raise InvalidInputError(f"{name} must be an integer {bound}, got {value!r}")
+    return v
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed as a non-negative ``int`` (:func:`check_int`); ``None`` is refused here.
+
+    Low-level specs need an explicit seed; the estimators turn ``random_state=None`` into
+    a drawn one first (scikit-learn's convention).
+    """
+    if seed is None:
+        raise InvalidInputError(f"{name} must be a non-negative integer, got None (an explicit "
+                                f"seed is required here; estimators draw one for "
+                                f"random_state=None)")
+    return check_int(seed, name, minimum=0)
+
+
 def resolve_dtype(dtype: Any) -> np.dtype:
     """Validate a floating output dtype: float32 (default) or float64."""
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise InvalidInputError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+        raise InvalidInputError(f"dtype must be float32 or float64, got {dt}")
     return dt
 
 
@@ -185,27 +239,32 @@ def check_array(
 ) -> Any:
     """Validate an input array and return it (as NumPy or CuPy, floating).
 
-    Raises ``ValueError`` naming ``name`` when it is not numeric, has the wrong number of
-    dimensions, is empty, or holds NaN/Inf (with the first offending row).
+    Raises :class:`InvalidInputError` naming ``name`` when it is not numeric, has the
+    wrong number of dimensions, no rows, rows of zero size, or holds NaN/Inf
+    (:class:`NonFiniteError`, with the first offending row).
     """
     if x is None:
-        raise ValueError(f"{name} is missing")
+        raise InvalidInputError(f"{name} is missing")
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         try:
             x = np.asarray(x)
         except Exception as exc:  # pragma: no cover - defensive
-            raise ValueError(f"{name} is not array-like: {exc}") from None
+            raise InvalidInputError(f"{name} is not array-like: {exc}") from None
     xp = get_namespace(x)
     kind = np.dtype(x.dtype).kind if not is_cupy(x) else x.dtype.kind
     if kind not in "fiub":
-        raise ValueError(f"{name} must be numeric (got dtype {x.dtype})")
+        raise InvalidInputError(f"{name} must be numeric (got dtype {x.dtype})")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.ndim not in allowed:
             want = " or ".join(str(a) for a in allowed)
-            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
+            raise InvalidInputError(f"{name} must have {want} dimensions, got shape "
+                                    f"{tuple(x.shape)}")
     if x.shape and x.shape[0] == 0:
-        raise ValueError(f"{name} has no rows")
+        raise InvalidInputError(f"{name} has no rows")
+    if x.ndim > 1 and 0 in x.shape[1:]:
+        raise InvalidInputError(f"{name} has rows of shape {tuple(x.shape[1:])}: every row "
+                                f"dimension must be at least 1")
     if kind != "f":
         x = x.astype(dtype or np.float64)
     elif dtype is not None:
@@ -214,8 +273,62 @@ def check_array(
         bad = ~xp.isfinite(x)
         if bool(bad.any()):
             row = int(xp.argmax(bad.reshape(x.shape[0], -1).any(axis=1)))
-            raise ValueError(f"{name} contains NaN or Inf (first at row {row})")
+            raise NonFiniteError(f"{name} contains NaN or Inf (first at row {row})")
     return x
+
+
+def row_norms(x: Any) -> np.ndarray:
+    """Euclidean norm of each row of ``x`` on the host, float64, without overflowing.
+
+    Rows are scaled by their largest entry first, so norms near 1e300 come out finite.
+    Sparse rows (``scipy.sparse``/``cupyx``) are scaled by the largest entry overall.
+    """
+    if hasattr(x, "tocsr"):
+        x = x.tocsr().astype(np.float64)
+        top = float(abs(x).max()) if x.nnz else 0.0
+        scale = top if top > 0 else 1.0
+        return top * np.sqrt(asnumpy(x.multiply(1.0 / scale).power(2).sum(axis=1))).ravel()
+    xp = get_namespace(x)
+    a = xp.abs(x.reshape(x.shape[0], -1).astype(xp.float64))
+    top = a.max(axis=1) if a.shape[1] else xp.zeros(a.shape[0])
+    safe = xp.where(top > 0, top, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return asnumpy(top * xp.sqrt(((a / safe[:, None]) ** 2).sum(axis=1)))
+
+
+def overflow_error(what: str, inputs: dict, row: int | None = None,
+                   dtype: Any = None) -> InvalidInputError:
+    """The error for a NaN/Inf that ``what`` produced from finite ``inputs`` (an overflow).
+
+    Names ``what``, the first affected ``row`` (if known), the inputs (``{name: array}``)
+    with their largest row norms, and how to avoid it.
+    """
+    def largest(x):
+        r = row_norms(x)
+        return f"{float(r.max()):.3g} (row {int(np.argmax(r))})"
+
+    norms = ", ".join(f"{name} up to {largest(x)}" for name, x in inputs.items())
+    names = " and ".join(inputs)
+    at = f" (first in result row {row})" if row is not None else ""
+    rng = f" of {np.dtype(dtype)}" if dtype is not None else ""
+    return InvalidInputError(
+        f"overflow: {what} is not finite{at} although {names} "
+        f"{'is' if len(inputs) == 1 else 'are'} finite (row norms: {norms}); the values "
+        f"exceed the floating-point range{rng}: scale {names} down (e.g. standardize rows)")
+
+
+def check_overflow(out: Any, what: str, inputs: dict) -> Any:
+    """Return ``out``; raise :func:`overflow_error` when it holds NaN/Inf.
+
+    For results computed from validated (finite) ``inputs`` a non-finite value is an
+    overflow, never "bad input": the message says so rather than "contains NaN".
+    """
+    xp = get_namespace(out)
+    bad = ~xp.isfinite(out)
+    if not bool(bad.any()):
+        return out
+    row = int(xp.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
+    raise overflow_error(what, inputs, row, out.dtype)
 
 
 # ------------------------------------------------------------------------------- machine

@@ -8,13 +8,22 @@ by :mod:`dsketch.estimators` and :mod:`dsketch.model_io`; no maths here.
 Exit codes
 ----------
 0  success
-1  failure while running (cluster, I/O or numerical error)
-2  bad usage or bad input (unknown option, missing or malformed data, an output that
-   exists without ``--overwrite``); one line on stderr names what is wrong
-   (``--debug`` adds the traceback).
+1  failure while running (cluster, I/O or numerical error; no scheduler answering within
+   ``--timeout``)
+2  bad usage or bad input (unknown option; missing, malformed or damaged data or model
+   files, also when a worker finds them; a continuous target for a classifier; a missing or
+   malformed scheduler file; an output that exists without ``--overwrite`` or is the wrong
+   kind of thing); one ``Error:`` line on stderr names what is wrong (``--debug`` adds the
+   traceback).  Inputs and outputs are checked (:mod:`dsketch.cli_inputs`) before any work.
 
 Outputs (models, prediction stores) are written atomically and never replace existing
-ones without ``--overwrite``; a failed run leaves earlier output intact.
+ones without ``--overwrite``, nor anything but their own kind; a failed run leaves earlier
+output intact, and ``dsketch info --clean PATH`` removes what a killed one left behind.
+
+Waiting is bounded: joining a scheduler waits ``--timeout`` seconds (default the Dask
+config's ``distributed.comm.timeouts.connect``, 30 s) and says what it waits for.  Progress
+goes to stderr: one redrawn line on a terminal, else a line per phase, per tenth of the
+rows and per minute.
 
 TLS: ``--tls-ca-file``/``--tls-cert``/``--tls-key`` (all three) connect to a ``tls://``
 scheduler with mutual TLS (they set ``distributed.comm.tls.*`` and
@@ -33,34 +42,26 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 import click
 import dask
 import dask.config
-import numpy as np
 import zarr
 
 from . import __version__, dashboard, engine, nets
 from . import estimators as E
+from .cli_inputs import (InputError, RunFailure, check_classify_target, check_output, check_target,
+                         evaluate_model, is_label_dtype, load_model_dir, open_data)
 from .dashboard import TerminalProgress, track_fit
 from .demo import format_report, run_demo
-from .model_io import load_model, read_model_info, save_model
+from .backend import InvalidInputError
+from .engine.store import clean_stale, target_kind
+from .model_io import model_summary, read_model_info, save_model
 
-__all__ = ["main"]
+__all__ = ["main", "InputError", "RunFailure", "evaluate_model"]
 
 KERNELS = ("ntk", "nngp", "cntk", "rff", "poly", "arccos")
-
-
-class InputError(click.ClickException):
-    """Bad usage or input: exit code 2."""
-
-    exit_code = 2
-
-
-class RunFailure(click.ClickException):
-    """A failure while running: exit code 1."""
-
-    exit_code = 1
 
 
 # ============================================================================== helpers
@@ -79,18 +80,23 @@ def common_options(func):
                   help="This client's certificate (PEM), signed by that CA.")
     @click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
                   help="This client's private key (PEM).")
+    @click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                  help="Longest wait for the scheduler to answer; then exit 1 saying which one. "
+                       "Default: distributed.comm.timeouts.connect of the Dask config (30 s).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
     @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
     @functools.wraps(func)
-    def wrapper(scheduler, scheduler_file, tls_ca_file, tls_cert, tls_key, as_json, debug, **kwargs):
+    def wrapper(scheduler, scheduler_file, tls_ca_file, tls_cert, tls_key, timeout, as_json, debug, **kwargs):
         obj = {"scheduler": scheduler, "scheduler_file": scheduler_file, "json": as_json,
-               "debug": debug, "tls": _tls_files(tls_ca_file, tls_cert, tls_key)}
+               "debug": debug, "tls": _tls_files(tls_ca_file, tls_cert, tls_key), "timeout": timeout}
         if obj["tls"] and _scheduler_source(obj)[0] is None:
             raise InputError("--tls-ca-file/--tls-cert/--tls-key need a scheduler (--scheduler, "
                              "--scheduler-file or DASK_SCHEDULER_ADDRESS); the embedded local "
                              "cluster listens on loopback without TLS")
         try:
-            return func(obj, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(obj, **kwargs)
         except click.ClickException:
             raise
         except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
@@ -104,6 +110,11 @@ def common_options(func):
             raise RunFailure(f"{type(exc).__name__}: {_one_line(exc)}") from None
 
     return wrapper
+
+
+def _show_warning(message, category, *args, **kwargs) -> None:
+    """A warning as one stderr line (no source line of dsketch's code)."""
+    click.echo(f"Warning: {_one_line(message) if isinstance(message, Warning) else message}", err=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -180,8 +191,9 @@ def _cluster(obj):
     source, address = _scheduler_source(obj)
     config = _tls_config(obj, source, address)
     dashboard.enable()
-    with dask.config.set(config), engine.connect(obj["scheduler"], scheduler_file=obj["scheduler_file"],
-                                                 quiet=True) as client:
+    connect = functools.partial(engine.connect, obj["scheduler"], scheduler_file=obj["scheduler_file"],
+                                quiet=True, timeout=obj["timeout"], log=lambda msg: click.echo(msg, err=True))
+    with dask.config.set(config), connect() as client:
         if source:
             secure = ", mutual TLS" if str(client.scheduler.address).startswith("tls://") else ""
             click.echo(f"dsketch: scheduler {client.scheduler.address} (from {source}{secure})", err=True)
@@ -193,11 +205,6 @@ def _cluster(obj):
             click.echo(f"dashboard: {link}  (dsketch fits: {dashboard.page_url(client)})", err=True)
         obj["dashboard"] = link
         yield client
-
-
-def _check_output(path: str, overwrite: bool, what: str) -> None:
-    if os.path.exists(path) and not overwrite:
-        raise InputError(f"{what} {path!r} already exists; pass --overwrite to replace it")
 
 
 def _float_list(values: tuple[str, ...], name: str) -> list[float]:
@@ -251,28 +258,6 @@ def build_sketch(kernel: str, *, n_features: int, seed: int, depth: int | None, 
     if kernel == "arccos":
         return E.ArcCosineFeatures(order=order, n_components=n_features, random_state=seed)
     raise InputError(f"--kernel: unknown kernel {kernel!r}")  # pragma: no cover - click.Choice
-
-
-def _is_label_dtype(dtype) -> bool:
-
-    return np.dtype(dtype).kind in "biuUSO"
-
-
-def _open(url: str, *, y: bool):
-
-    if not (os.path.exists(url) or "://" in url):
-        raise InputError(f"data store {url!r} does not exist")
-    ds = engine.open_dataset(url, y="y" if y else None)
-    if y and ds.y is None:
-        raise InputError(f"data store {url!r} has no target array 'y'")
-    return ds
-
-
-def _load(path: str):
-
-    if not os.path.isdir(path):
-        raise InputError(f"model {path!r} does not exist (expected a directory written by `dsketch fit`)")
-    return load_model(path)
 
 
 # ============================================================================= commands
@@ -333,17 +318,25 @@ def _tracked(client, est, rows, phase: str):
 @click.option("--y", "y_path", default=None, help="Targets (.npy/.csv) when SOURCE holds only X.")
 @click.option("--chunk-rows", type=click.IntRange(1), default=None, help="Rows per chunk.")
 @click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
+@click.option("--n-features", "width", type=click.IntRange(1), default=None,
+              help="Row width of an svmlight SOURCE (default: its largest feature index + 1); "
+                   "give a test file the training width.")
+@click.option("--index-base", type=click.Choice(["auto", "0", "1"]), default="auto", show_default=True,
+              help="First feature index of an svmlight SOURCE (auto: 1 unless index 0 occurs); "
+                   "give it for train and test files alike.")
 @common_options
-def ingest(obj, source, dest, y_path, chunk_rows, overwrite):
+def ingest(obj, source, dest, y_path, chunk_rows, overwrite, width, index_base):
     """Convert SOURCE (.npy, .csv with the target in the last column, svmlight) to a Zarr store DEST."""
 
     if not os.path.exists(source):
         raise InputError(f"source {source!r} does not exist")
-    _check_output(dest, overwrite, "destination")
+    check_output(dest, overwrite, "destination")
     start = time.perf_counter()
     ctx = _cluster(obj) if (obj["scheduler"] or obj["scheduler_file"]) else contextlib.nullcontext()
     with ctx:
-        url = engine.ingest(source, dest, y=y_path, chunk_rows=chunk_rows, overwrite=overwrite)
+        url = engine.ingest(source, dest, y=y_path, chunk_rows=chunk_rows, overwrite=overwrite,
+                            n_features=width,
+                            zero_based={"auto": "auto", "0": True, "1": False}[index_base])
         ds = _open_any(url)
     info = _dataset_info(ds)
     info.update(store=url, seconds=round(time.perf_counter() - start, 3))
@@ -392,19 +385,22 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
             raise InputError(f"--image-shape must be H,W,C integers, got {image_shape!r}") from None
     if kernel == "cntk" and depth is not None and depth not in (5, 7, 10):
         raise InputError("--depth for cntk must be 5, 7 or 10")
-    _check_output(model_path, overwrite, "model")
+    check_output(model_path, overwrite, "model")
+    check_target(model_path, "model", "--model")
     sketch = build_sketch(kernel, n_features=n_features, seed=seed, depth=depth, activation=activation,
                           W_std=W_std, b_std=b_std, degree=degree, gamma=gamma, coef0=coef0,
                           order=order, image_shape=shape)
-    ds = _open(data, y=True)
+    ds = open_data(data, y=True)
     if kernel == "cntk" and ds.X.ndim == 2 and shape is None:
         raise InputError(f"--kernel cntk needs images: {data!r} holds flat rows of width {ds.X.shape[1]}; "
                          "pass --image-shape H,W,C")
-    classify = task == "classify" or (task == "auto" and _is_label_dtype(ds.y.dtype))
+    classify = task == "classify" or (task == "auto" and is_label_dtype(ds.y.dtype))
     cls = E.SketchRidgeClassifier if classify else E.SketchRidge
     est = cls(sketch=sketch, alpha=alphas[0] if len(alphas) == 1 else alphas, solver=solver, cv=cv)
     start = time.perf_counter()
     with _cluster(obj) as client:
+        if task == "classify" and not is_label_dtype(ds.y.dtype):
+            check_classify_target(ds.y, repr(data))
         with _progress(client, obj):
             est.fit(ds.X, ds.y)
     seconds = time.perf_counter() - start
@@ -442,10 +438,11 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
 def predict(obj, model_path, data, out, name, overwrite):
     """Predict on a store and write the predictions to a Zarr store."""
 
-    est = _load(model_path)
+    est = load_model_dir(model_path)
+    check_target(out, "store", "--out")
     if not overwrite and _has_array(out, name):
         raise InputError(f"output {out!r} already holds an array {name!r}; pass --overwrite to replace it")
-    ds = _open(data, y=False)
+    ds = open_data(data, y=False)
     start = time.perf_counter()
     with _cluster(obj) as client:
         pred = est.predict(ds.X)
@@ -485,12 +482,12 @@ def _has_array(url: str, name: str) -> bool:
 @common_options
 def evaluate(obj, model_path, data):
     """Accuracy (classifiers) or RMSE and R² (regressors) of a model on a store."""
-    est = _load(model_path)
-    ds = _open(data, y=True)
+    est = load_model_dir(model_path)
+    ds = open_data(data, y=True)
     start = time.perf_counter()
     with _cluster(obj) as client:
         with _progress(client, obj), _tracked(client, est, ds.X, "evaluate"):
-            metrics = evaluate_model(est, ds.X, ds.y)
+            metrics = evaluate_model(est, ds.X, ds.y, where=repr(data))
     metrics.update(seconds=round(time.perf_counter() - start, 3), model=model_path, data=data,
                    dashboard=obj.get("dashboard"))
     if "accuracy" in metrics:
@@ -498,27 +495,6 @@ def evaluate(obj, model_path, data):
     else:
         human = [f"RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {metrics['n_rows']:,} rows"]
     _emit(obj, metrics, human)
-
-
-def evaluate_model(est, X, y) -> dict:
-    """Metrics of ``est`` on dask ``X``/``y`` in one pass (one ``compute``)."""
-
-    pred = est.predict(X)
-    y = y.rechunk({0: pred.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
-    if hasattr(est, "classes_"):
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        (correct,) = dask.compute((pred == y).sum())
-        n = int(y.shape[0])
-        return {"n_rows": n, "accuracy": float(correct) / n}
-    yf = y.astype(np.float64)
-    pf = pred.astype(np.float64).reshape(yf.shape)
-    sse, s1, s2 = dask.compute(((pf - yf) ** 2).sum(axis=0), yf.sum(axis=0), (yf ** 2).sum(axis=0))
-    n = int(y.shape[0])
-    sst = s2 - s1 ** 2 / n
-    r2 = np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1), 0.0)
-    return {"n_rows": n, "rmse": float(np.sqrt(np.sum(sse) / (n * max(np.size(sse), 1)))),
-            "r2": float(np.mean(r2))}
 
 
 def _open_any(url: str):
@@ -542,22 +518,26 @@ def _dataset_info(ds) -> dict:
 
 @main.command()
 @click.argument("path")
+@click.option("--clean", is_flag=True,
+              help="First remove the temporary .NAME.tmp-* / .NAME.old-* directories a killed or "
+                   "failed write left next to (or inside) PATH, and list them.")
 @common_options
-def info(obj, path):
+def info(obj, path, clean):
     """Summarize a model directory or a dataset store (no cluster needed)."""
 
+    removed = clean_stale(path) if clean else []
+    lines = [f"removed {r}" for r in removed] or (["nothing to clean"] if clean else [])
     if not (os.path.exists(path) or "://" in path):
+        if clean:
+            _emit(obj, {"kind": None, "path": path, "removed": removed}, lines)
+            return
         raise InputError(f"{path!r} does not exist")
+    for line in lines if not obj["json"] else ():
+        click.echo(line, err=True)
+    extra = {"removed": removed} if clean else {}
     if os.path.isfile(os.path.join(path, "model.json")):
-        doc = read_model_info(path)
-        est = doc["estimator"]
-        sketch = est["params"].get("sketch", {}).get("estimator", {})
-        summ = doc.get("summary", {})
-        result = {"kind": "model", "path": path, "estimator": est.get("class"),
-                  "sketch": sketch.get("class"), "dsketch_version": doc.get("dsketch_version"),
-                  "format_version": doc.get("format_version"),
-                  "sketch_params": {k: v.get("json", v.get("spec")) for k, v in sketch.get("params", {}).items()},
-                  "summary": summ}
+        result = {"kind": "model", "path": path, **model_summary(read_model_info(path)), **extra}
+        summ = result["summary"]
         human = [f"{path}: {result['estimator']} on {result['sketch']} features "
                  f"(dsketch {result['dsketch_version']}, format {result['format_version']})"]
         for k in ("n_samples", "n_features", "alpha", "solver", "iterations", "seconds"):
@@ -567,17 +547,22 @@ def info(obj, path):
             human.append(f"  classes: {summ['classes']}")
         _emit(obj, result, human)
         return
+    kind = target_kind(path) if "://" not in path else "zarr"
+    if kind in ("file", "empty", "directory"):
+        what = {"file": "a plain file", "empty": "an empty directory"}.get(kind, "a directory without zarr.json")
+        raise InvalidInputError(f"{path!r} is {what}, neither a dsketch model nor a data store "
+                                "(`dsketch ingest` makes stores)")
     try:
         ds = _open_any(path)
     except KeyError:
         arrays = _store_arrays(path)
         if arrays is None:
             raise
-        _emit(obj, {"kind": "store", "url": path, "arrays": arrays},
+        _emit(obj, {"kind": "store", "url": path, "arrays": arrays, **extra},
               [f"{path}: no input array X; arrays: " + ", ".join(
                   f"{a['name']} {tuple(a['shape'])} {a['dtype']}" for a in arrays)])
         return
-    result = _dataset_info(ds)
+    result = {**_dataset_info(ds), **extra}
     _emit(obj, result, [f"{path}: {result['n_rows']:,} rows × {result['row_shape']} ({result['dtype']}, "
                         f"{result['row_chunks']} row chunks{', sparse' if result['sparse'] else ''}); "
                         f"y: {result['y_shape'] or 'none'} {result['y_dtype'] or ''}".rstrip()])

@@ -35,11 +35,13 @@ user layer: the engine never imports it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import html
 import json
 import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -57,10 +59,11 @@ logger = logging.getLogger(__name__)
 METADATA_KEY = "dsketch-progress"
 ROUTE_MODULE = "dsketch.dashboard"
 _MAX_KEPT = 20  # finished fits kept on the scheduler for display
-_DONE_STATES = ("memory", "forgotten", "erred")
+_DONE_STATES = ("memory", "released", "forgotten", "erred")  # released: run, result passed on
 _PASS_PHASES = ("gram", "cg", "embed", "predict")
-_PASS_PREFIXES = ("dsketch-gram-chunk", "dsketch-cg-setup-chunk", "dsketch-cg-matvec-chunk",
-                  "dsketch-embed", "dsketch-predict", "dsketch-write")
+# task groups of one task per row chunk (a group's name is its key without the chunk index)
+_PASS_PREFIXES = ("dsketch-gram-", "dsketch-cg-setup-", "dsketch-cg-matvec-", "dsketch-cv-score-",
+                  "dsketch-embed-", "dsketch-predict-", "dsketch-write-")
 
 
 # =============================================================================== config
@@ -85,6 +88,7 @@ def page_url(client) -> str | None:
 # ============================================================================ publisher
 _local_lock = threading.Lock()
 _local_active: list["FitProgress"] = []
+_local_finished: collections.deque = collections.deque(maxlen=8)  # for TerminalProgress's last lines
 
 
 class FitProgress:
@@ -171,6 +175,7 @@ def track_fit(client, **kwargs) -> Iterator[FitProgress]:
     finally:
         with _local_lock:
             _local_active.remove(progress)
+            _local_finished.append(progress)
 
 
 def _row_chunks(Phi) -> list[int] | None:
@@ -202,9 +207,10 @@ def _live_rows(scheduler, fit: dict) -> int:
     """Rows of the current pass whose chunks have finished, from the scheduler's task groups.
 
     A pass over the data is one task group of one task per row chunk: the engine's
-    ``dsketch-gram-chunk-*``, ``dsketch-cg-setup-chunk-*``, ``dsketch-cg-matvec-chunk-*``
-    (into which the ``dsketch-embed-*`` tasks of Φ fuse) or Φ's own group.  The newest such
-    group with as many tasks as the fit has row chunks is the pass running now.
+    ``dsketch-gram-*``, ``dsketch-cg-setup-*``, ``dsketch-cg-matvec-*`` (into which the
+    ``dsketch-embed-*`` tasks of Φ fuse) or Φ's own group.  The newest such group with as
+    many tasks as the fit has row chunks is the pass running now; its tasks in memory or
+    already released (run, result passed on) are done.
     """
     published = int(fit.get("rows_done", 0) or 0)
     chunks = fit.get("chunks") or []
@@ -325,22 +331,31 @@ routes = [("dsketch", _Page, {}), ("dsketch/json", _JSON, {})]
 
 # ============================================================================ terminal
 class TerminalProgress:
-    """One updating stderr line for the fit running in this process (a context manager).
+    """Progress on stderr for the fit running in this process (a context manager).
 
     Shows the phase, rows done (live, from the scheduler), the last CG residual and the
-    elapsed time; on a non-terminal stream it prints one line per phase change instead.
+    elapsed time.  On a terminal: one line redrawn in place.  On anything else (a log file,
+    a pipe, a batch job's output): a new line at each phase change, each further tenth of
+    the rows of a phase and at least every ``log_every`` seconds, and a last line with the
+    final state, so a log always shows the fit advancing.
     """
 
-    def __init__(self, client=None, stream=None, interval: float = 0.5):
+    def __init__(self, client=None, stream=None, interval: float = 0.5, log_every: float = 60.0):
         self.client = client
         self.stream = stream or sys.stderr
         self.interval = interval
+        self.log_every = log_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dsketch-progress", daemon=True)
-        self._last_phase = None
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._seen: FitProgress | None = None  # the fit shown last
+        self._entered = 0.0
+        self._logged: tuple = (None, None, -1)  # (fit id, phase, tenth of rows) of the last line
+        self._logged_at = 0.0
+        self._last_line = ""
 
     def __enter__(self):
+        self._entered = time.time()
         self._thread.start()
         return self
 
@@ -350,20 +365,56 @@ class TerminalProgress:
         if self._tty:
             self.stream.write("\n")
             self.stream.flush()
+            return
+        with _local_lock:
+            finished = [p for p in _local_finished if p.state["started"] >= self._entered]
+        if finished and finished[-1] is not self._seen:  # a fit that ran between two polls
+            self._finish()
+            self._seen = finished[-1]
+        self._finish()
+
+    def _finish(self) -> None:
+        """Log the state of the fit shown last (done / failed), unless that line is already out."""
+        if self._seen is None:
+            return
+        line = self.format(dict(self._seen.state))
+        if _strip_time(line) != _strip_time(self._last_line):
+            self._write(line + "\n")
+            self._last_line = line
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
 
     def _current(self) -> dict | None:
         with _local_lock:
             active = list(_local_active)
         if not active:
             return None
-        fit = dict(active[-1].state)
-        if self.client is not None and fit.get("phase") in ("gram", "cg"):
+        if self._seen is not None and self._seen is not active[-1] and not self._tty:
+            self._finish()  # the previous fit's last line
+        self._seen = active[-1]
+        fit = dict(self._seen.state)
+        if self.client is not None and fit.get("phase") in _PASS_PHASES:
             try:
                 live = self.client.run_on_scheduler(snapshot)
                 fit["rows_done"] = live.get(fit["id"], fit).get("rows_done", fit["rows_done"])
             except Exception:  # pragma: no cover
                 pass
         return fit
+
+    def _due(self, fit: dict) -> bool:
+        """Whether a log line is due: new fit or phase, a further tenth of the rows, or time."""
+        n = max(int(fit.get("n_rows", 0) or 0), 1)
+        tenth = int(10 * min(int(fit.get("rows_done", 0) or 0) / n, 1.0))
+        fit_id, phase, logged_tenth = self._logged
+        now = time.monotonic()
+        same = (fit_id, phase) == (fit.get("id"), fit.get("phase"))
+        if same and tenth <= logged_tenth and now - self._logged_at < self.log_every:
+            return False
+        self._logged = (fit.get("id"), fit.get("phase"), max(tenth, logged_tenth) if same else tenth)
+        self._logged_at = now
+        return True
 
     def _run(self):
         while not self._stop.wait(self.interval):
@@ -372,12 +423,10 @@ class TerminalProgress:
                 continue
             line = self.format(fit)
             if self._tty:
-                self.stream.write("\r" + line[:119].ljust(119))
-                self.stream.flush()
-            elif fit.get("phase") != self._last_phase:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            self._last_phase = fit.get("phase")
+                self._write("\r" + line[:119].ljust(119))
+            elif self._due(fit):
+                self._write(line + "\n")
+                self._last_line = line
 
     @staticmethod
     def format(fit: dict) -> str:
@@ -389,4 +438,10 @@ class TerminalProgress:
         res = fit.get("residuals") or []
         tail = f"  residual {res[-1]:.2e}" if res else ""
         elapsed = time.time() - fit.get("started", time.time())
-        return f"[{fit.get('phase', '?'):>5}] [{bar}] {done:,}/{n:,} rows{tail}  {elapsed:5.1f}s"
+        failed = "  FAILED" if fit.get("status") == "failed" else ""
+        return f"[{fit.get('phase', '?'):>5}] [{bar}] {done:,}/{n:,} rows{tail}{failed}  {elapsed:5.1f}s"
+
+
+def _strip_time(line: str) -> str:
+    """A progress line without its elapsed-time field (to tell real changes)."""
+    return re.sub(r"\s+[0-9.]+s$", "", line)

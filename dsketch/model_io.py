@@ -14,9 +14,13 @@ loaded model predicts bitwise identically to the saved one.
 
 Loading trusts nothing: the format version, the estimator class (an allowlist: the classes of
 ``dsketch.estimators``), every spec type (``dsketch.spec``'s allowlist), array file names,
-checksums, shapes and dtypes (numeric, bool or unicode only) are checked, and the rebuilt
-feature map must equal the one the parameters give.  Anything wrong raises ``ValueError``
-naming what is wrong.  Writing is atomic (a temporary directory renamed into place by
+checksums, shapes and dtypes (numeric, bool or unicode only) are checked, each ``.npy``
+header is compared with ``model.json`` (and the file size with the header) before any data
+is read, the JSON is depth-limited and every entry must have the type its field needs, the
+rebuilt feature map must equal the one the parameters give and the fitted ``sketch_`` must
+have the parameters of ``params.sketch``.  Anything wrong raises
+:class:`~dsketch.backend.InvalidInputError` (a ``ValueError``) naming the file and field.
+Saving refuses non-finite weights.  Writing is atomic (a temporary directory renamed into place by
 ``dsketch.engine.store.staged``, the one implementation dsketch has) and never replaces an
 existing path unless ``overwrite=True`` (and then only a dsketch model).
 
@@ -28,19 +32,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import __version__, estimators
+from .backend import InvalidInputError
 from .engine.store import check_absent, staged
 from .spec import from_spec, to_spec
 
-__all__ = ["save_model", "load_model", "read_model_info", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "read_model_info", "model_summary", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "dsketch-model"
 FORMAT_VERSION = 1
@@ -49,10 +56,27 @@ _ARRAYS = "arrays"
 _MAX_JSON_BYTES = 64 * 2**20
 _ARRAY_KINDS = "biufU"
 _PRIVATE_ATTRS = ("_n_features_out",)
+_MAX_DEPTH = 100  # model.json nesting; real models stay under 30
+_NUMBER = (int, float)
+_NONE = type(None)
+# the type each known fitted attribute must have once loaded (others: any allowed entry)
+_ATTR_TYPES = {
+    **{k: (np.ndarray, "an array") for k in ("coef_", "classes_",
+                                             "component_indices_", "normalization_")},
+    "components_": ((np.ndarray, scipy.sparse.csr_matrix), "an array or a CSR matrix"),
+    "posterior_factor_": ((np.ndarray, _NONE), "an array or null"),
+    "sketch_": (BaseEstimator, "an estimator"),
+    **{k: (int, "an integer") for k in ("seed_", "n_features_in_", "n_iter_", "_n_features_out")},
+    "alpha_": (_NUMBER, "a number"),
+    "fit_report_": (dict, "an object"),
+    "cv_results_": ((dict, _NONE), "an object or null"),
+}
 
 
 def _classes() -> dict[str, type]:
-    return {name: getattr(estimators, name) for name in estimators.__all__}
+    """The allowlist: the estimator classes of :mod:`dsketch.estimators`."""
+    found = {name: getattr(estimators, name) for name in estimators.__all__}
+    return {k: v for k, v in found.items() if isinstance(v, type) and issubclass(v, BaseEstimator)}
 
 
 def _is_estimator(v) -> bool:
@@ -103,6 +127,10 @@ class _Writer:
                 raise ValueError(f"{name}: an object array cannot be saved") from None
         if arr.dtype.kind not in _ARRAY_KINDS:
             raise ValueError(f"{name}: arrays of dtype {arr.dtype} cannot be saved")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise InvalidInputError(f"{name}: {bad} of its {arr.size} values are NaN or Inf; refusing "
+                                    "to save a model with non-finite weights")
         fname = f"{name.split('.', 1)[-1]}.npy"  # the attribute path without the root "model."
         path = self.root / _ARRAYS / fname
         np.save(path, arr, allow_pickle=False)
@@ -113,6 +141,10 @@ class _Writer:
             return {"estimator": self.estimator(v, where)}
         if isinstance(v, np.ndarray):
             return self.array(v, where)
+        if scipy.sparse.issparse(v):  # e.g. Nyström landmarks of sparse data: three arrays
+            v = v.tocsr()
+            return {"csr": {k: self.array(getattr(v, k), f"{where}.{k}")
+                            for k in ("data", "indices", "indptr")}, "shape": list(v.shape)}
         if _is_spec(v):
             return {"spec": to_spec(v, where)}
         return {"json": _plain(v, where)}
@@ -205,95 +237,216 @@ def save_model(estimator, path, overwrite: bool = False) -> str:
 
 
 # ================================================================================= read
+def _depth(doc) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > _MAX_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
+
+
+def _expect(value, kind, where: str, what: str):
+    """``value`` if it is a ``kind`` (never a bool for numbers), else ``InvalidInputError``."""
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, _NUMBER)):
+        return value
+    got = "an array" if isinstance(value, np.ndarray) else f"a JSON {_json_type(value)} {str(value)[:60]!r}"
+    raise InvalidInputError(f"{where}: expected {what}, got {got}")
+
+
+def _json_type(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number" if isinstance(v, _NUMBER) else type(v).__name__)
+
+
 def read_model_info(path) -> dict:
     """The validated ``model.json`` of a model directory (no arrays read, nothing built)."""
     path = Path(os.fspath(path))
     jpath = path / _JSON_NAME
     if not jpath.is_file():
-        raise ValueError(f"{path} is not a dsketch model (no {_JSON_NAME})")
+        raise InvalidInputError(f"{path} is not a dsketch model (no {_JSON_NAME})")
     if jpath.stat().st_size > _MAX_JSON_BYTES:
-        raise ValueError(f"{jpath} is larger than {_MAX_JSON_BYTES} bytes; refusing to read it")
+        raise InvalidInputError(f"{jpath} is larger than {_MAX_JSON_BYTES} bytes; refusing to read it")
     try:
         doc = json.loads(jpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{jpath} is not valid JSON: {exc}") from None
+        raise InvalidInputError(f"{jpath} is not valid JSON: {exc}") from None
+    except RecursionError:
+        doc = None
+    if doc is None or _depth(doc) > _MAX_DEPTH:
+        raise InvalidInputError(f"{jpath} is nested deeper than {_MAX_DEPTH} levels; not a dsketch model")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{jpath} is not a dsketch model file (format field is "
-                         f"{doc.get('format') if isinstance(doc, dict) else None!r})")
+        raise InvalidInputError(f"{jpath} is not a dsketch model file (format field is "
+                                f"{doc.get('format') if isinstance(doc, dict) else None!r})")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{jpath}: unsupported format_version {doc.get('format_version')!r} "
-                         f"(this dsketch {__version__} reads version {FORMAT_VERSION})")
-    if not isinstance(doc.get("estimator"), dict):
-        raise ValueError(f"{jpath}: the 'estimator' entry is missing or not an object")
+        raise InvalidInputError(f"{jpath}: unsupported format_version {doc.get('format_version')!r} "
+                                f"(this dsketch {__version__} reads version {FORMAT_VERSION})")
+    est = _expect(doc.get("estimator"), dict, f"{jpath}: estimator", "an object")
+    _expect(est.get("params"), dict, f"{jpath}: estimator.params", "an object")
+    _expect(est.get("attributes"), dict, f"{jpath}: estimator.attributes", "an object")
+    _expect(doc.get("summary", {}), dict, f"{jpath}: summary", "an object")
     return doc
+
+
+def model_summary(doc: dict) -> dict:
+    """Estimator class, sketch class and parameters, versions and training summary of a
+    validated ``model.json`` (from :func:`read_model_info`); odd entries are left out."""
+    est = doc["estimator"]
+    sketch = est["params"].get("sketch")
+    sketch = sketch.get("estimator") if isinstance(sketch, dict) else None
+    if not isinstance(sketch, dict):  # the default sketch: the fitted one says which
+        fitted = est["attributes"].get("sketch_")
+        sketch = fitted.get("estimator") if isinstance(fitted, dict) else None
+    sketch = sketch if isinstance(sketch, dict) else {}
+    params = sketch.get("params") if isinstance(sketch.get("params"), dict) else {}
+    return {"estimator": est.get("class"), "sketch": sketch.get("class"),
+            "dsketch_version": doc.get("dsketch_version"), "format_version": doc.get("format_version"),
+            "sketch_params": {k: v.get("json", v.get("spec")) for k, v in params.items()
+                              if isinstance(v, dict)},
+            "summary": doc.get("summary", {})}
 
 
 class _Reader:
     def __init__(self, root: Path):
         self.root = root
+        self.json_path = root / _JSON_NAME
+
+    def fail(self, where: str, msg: str) -> InvalidInputError:
+        return InvalidInputError(f"{self.json_path}: {where}: {msg}")
+
+    def header(self, path: Path, entry: dict, where: str) -> None:
+        """Compare the ``.npy`` header (dtype, shape) and the file size with ``entry``."""
+        rel = f"{_ARRAYS}/{path.name}"
+        fmt = np.lib.format
+        try:
+            with open(path, "rb") as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = fmt.read_array_header_1_0(f)
+                elif version in ((2, 0), (3, 0)):
+                    shape, _, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+                offset = f.tell()
+        except (ValueError, OSError, SyntaxError) as exc:
+            raise self.fail(where, f"{rel} is not a .npy array file ({exc})") from None
+        if dtype.hasobject or dtype.kind not in _ARRAY_KINDS:
+            raise self.fail(where, f"{rel} has dtype {dtype}, not allowed (numeric, bool or unicode only)")
+        if dtype.str != entry["dtype"] or list(shape) != entry["shape"]:
+            raise self.fail(where, f"{rel} header says {dtype.str} {list(shape)}, model.json says "
+                                   f"{entry['dtype']} {entry['shape']}")
+        expected = offset + math.prod(shape) * dtype.itemsize
+        size = path.stat().st_size
+        if size != expected:
+            raise self.fail(where, f"{rel} is {size} bytes but its header {dtype.str} {list(shape)} "
+                                   f"needs {expected}: truncated or padded")
 
     def array(self, entry: dict, where: str) -> np.ndarray:
         fname = entry.get("array")
         if (not isinstance(fname, str) or "/" in fname or "\\" in fname or fname.startswith(".")
                 or not fname.endswith(".npy")):
-            raise ValueError(f"{where}: bad array file name {fname!r}")
+            raise self.fail(where, f"bad array file name {fname!r}")
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                for n in shape)):
+            raise self.fail(where, f"shape must be a list of counts, got {str(shape)[:60]!r}")
+        _expect(dtype, str, f"{self.json_path}: {where}.dtype", "a dtype string")
+        _expect(entry.get("sha256"), str, f"{self.json_path}: {where}.sha256", "a hex digest")
         path = self.root / _ARRAYS / fname
         if not path.is_file():
-            raise ValueError(f"{where}: array file {_ARRAYS}/{fname} is missing")
+            raise self.fail(where, f"array file {_ARRAYS}/{fname} is missing")
+        self.header(path, entry, where)
         digest = _sha256(path)
-        if digest != entry.get("sha256"):
-            raise ValueError(f"{where}: checksum mismatch for {_ARRAYS}/{fname} "
-                             f"(file {digest[:12]}…, model.json {str(entry.get('sha256'))[:12]}…): "
-                             "the file was modified or corrupted")
+        if digest != entry["sha256"]:
+            raise self.fail(where, f"checksum mismatch for {_ARRAYS}/{fname} (file {digest[:12]}…, "
+                                   f"model.json {entry['sha256'][:12]}…): the file was modified or corrupted")
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{where}: cannot read {_ARRAYS}/{fname}: {exc}") from None
-        if arr.dtype.kind not in _ARRAY_KINDS:
-            raise ValueError(f"{where}: {_ARRAYS}/{fname} has dtype {arr.dtype}, not allowed")
-        if arr.dtype.str != entry.get("dtype") or list(arr.shape) != entry.get("shape"):
-            raise ValueError(f"{where}: {_ARRAYS}/{fname} is {arr.dtype.str} {list(arr.shape)}, "
-                             f"model.json says {entry.get('dtype')} {entry.get('shape')}")
+        except (ValueError, OSError) as exc:
+            raise self.fail(where, f"cannot read {_ARRAYS}/{fname}: {exc}") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.str != dtype or list(arr.shape) != shape:
+            raise self.fail(where, f"{_ARRAYS}/{fname} does not hold the {dtype} {shape} array "
+                                   "model.json says")
         return arr
 
     def value(self, entry: Any, where: str, *, param: bool = False) -> Any:
         if not isinstance(entry, dict) or len(entry) == 0:
-            raise ValueError(f"{where}: malformed entry {entry!r}")
-        if "estimator" in entry:
-            return self.estimator(entry["estimator"], where, fitted=not param)
-        if "spec" in entry:
-            return from_spec(entry["spec"], where)
-        if "array" in entry and not param:
-            return self.array(entry, where)
-        if set(entry) == {"json"}:
-            return from_spec(entry["json"], where) if param else entry["json"]
-        raise ValueError(f"{where}: malformed entry with keys {sorted(entry)}")
+            raise self.fail(where, f"malformed entry {str(entry)[:60]!r} (expected an object with "
+                                   "'json', 'spec', 'array' or 'estimator')")
+        try:
+            if "estimator" in entry:
+                return self.estimator(entry["estimator"], where, fitted=not param)
+            if "spec" in entry:
+                return from_spec(entry["spec"], where)
+            if "array" in entry and not param:
+                return self.array(entry, where)
+            if set(entry) == {"csr", "shape"} and not param and isinstance(entry["csr"], dict):
+                parts = {k: self.array(entry["csr"].get(k) or {}, f"{where}.{k}")
+                         for k in ("data", "indices", "indptr")}
+                return scipy.sparse.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
+                                               shape=tuple(entry["shape"]))
+            if set(entry) == {"json"}:
+                return from_spec(entry["json"], where) if param else entry["json"]
+        except InvalidInputError:
+            raise
+        except (ValueError, TypeError) as exc:  # from_spec and the classes' own checks
+            text = str(exc)
+            raise (InvalidInputError(f"{self.json_path}: {text}") if text.startswith(where)
+                   else self.fail(where, text)) from None
+        raise self.fail(where, f"malformed entry with keys {sorted(entry)}")
 
     def estimator(self, doc: Any, where: str, *, fitted: bool = True):
         if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict) \
                 or not isinstance(doc.get("attributes"), dict):
-            raise ValueError(f"{where}: malformed estimator entry")
+            raise self.fail(where, "malformed estimator entry (expected an object with 'class', "
+                                   "'params' and 'attributes' objects)")
         name = doc.get("class")
         classes = _classes()
-        if name not in classes:
-            raise ValueError(f"{where}: estimator class {name!r} is not allowed "
-                             f"(allowed: {', '.join(sorted(classes))})")
+        if not isinstance(name, str) or name not in classes:
+            raise self.fail(where, f"estimator class {name!r} is not allowed "
+                                   f"(allowed: {', '.join(sorted(classes))})")
         cls = classes[name]
         params = {k: self.value(v, f"{where}.{k}", param=True) for k, v in doc["params"].items()}
         try:
             est = cls(**params)
         except TypeError as exc:
-            raise ValueError(f"{where}: bad parameters for {name}: {exc}") from None
+            raise self.fail(where, f"bad parameters for {name}: {exc}") from None
         if not fitted and doc["attributes"]:
-            raise ValueError(f"{where}: a parameter estimator must not carry fitted attributes")
+            raise self.fail(where, "a parameter estimator must not carry fitted attributes")
         for key, entry in doc["attributes"].items():
             if not ((key.endswith("_") and not key.startswith("_") and key.isidentifier())
                     or key in _PRIVATE_ATTRS):
-                raise ValueError(f"{where}: attribute name {key!r} not allowed")
-            setattr(est, key, self.value(entry, f"{where}.{key}"))
+                raise self.fail(where, f"attribute name {key!r} not allowed")
+            value = self.value(entry, f"{where}.{key}")
+            if key in _ATTR_TYPES:
+                _expect(value, *_ATTR_TYPES[key][:1], f"{self.json_path}: {where}.{key}", _ATTR_TYPES[key][1])
+            setattr(est, key, value)
         if fitted:
-            _check_consistency(est, where)
+            try:
+                _check_consistency(est, where)
+            except ValueError as exc:
+                raise InvalidInputError(f"{self.json_path}: {exc}") from None
         return est
+
+
+def _same(a, b) -> bool:
+    """Equal parameters (estimators by class and parameters, arrays by value)."""
+    if _is_estimator(a) or _is_estimator(b):
+        return type(a) is type(b) and _same(a.get_params(deep=False), b.get_params(deep=False))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values differ
+        return False
 
 
 def _check_consistency(est, where: str) -> None:
@@ -305,6 +458,8 @@ def _check_consistency(est, where: str) -> None:
     if hasattr(est, "_make_map"):  # a transformer
         if fmap is None or not hasattr(est, "seed_"):
             fail("a fitted transformer needs feature_map_ and seed_")
+        if not _is_spec(fmap) or not hasattr(fmap, "input_shape"):
+            fail(f"feature_map_ is a {type(fmap).__name__}, not a feature map spec")
         try:
             expected = est._make_map(tuple(fmap.input_shape), est.seed_)
         except Exception as exc:
@@ -318,9 +473,15 @@ def _check_consistency(est, where: str) -> None:
     coef = getattr(est, "coef_", None)
     if sketch is None or coef is None:
         fail("a fitted model needs sketch_ and coef_")
+    template = est._sketch_template() if hasattr(est, "_sketch_template") else est.sketch
+    if not _same(template, sketch):
+        fail(f"sketch_ (the fitted {type(sketch).__name__}) does not have the parameters of "
+             f"params.sketch ({type(template).__name__}); the file was edited or corrupted")
     m = sketch.feature_map_.n_features
     if coef.dtype.kind != "f" or coef.ndim not in (1, 2) or coef.shape[0] != m:
         fail(f"coef_ has shape {coef.shape} and dtype {coef.dtype}; expected float with {m} rows")
+    if not np.all(np.isfinite(coef)):
+        fail("coef_ holds NaN or Inf")
     if hasattr(est, "classes_"):
         if coef.ndim != 2 or coef.shape[1] != len(est.classes_):
             fail(f"coef_ has shape {coef.shape} but there are {len(est.classes_)} classes")
@@ -336,11 +497,19 @@ def load_model(path):
 
     Raises
     ------
-    ValueError
-        Naming what is wrong: not a model, unsupported format version, class not allowed,
-        unknown spec type, a missing or modified array (checksum), a shape or dtype that
-        does not match, or attributes inconsistent with each other.
+    InvalidInputError
+        (a ``ValueError``) naming the file and field and what is wrong: not a model,
+        unsupported format version, class not allowed, unknown spec type, an entry of the
+        wrong type, a missing or modified array (checksum), a ``.npy`` header, shape or
+        dtype that does not match ``model.json``, or attributes inconsistent with each
+        other or with the parameters.
     """
     path = Path(os.fspath(path))
     doc = read_model_info(path)
-    return _Reader(path).estimator(doc["estimator"], "model")
+    reader = _Reader(path)
+    try:
+        return reader.estimator(doc["estimator"], "model")
+    except InvalidInputError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        raise reader.fail("model", f"malformed model ({type(exc).__name__}: {exc})") from None

@@ -9,7 +9,8 @@ Tags
 ----
 closed       closed-form exact face: duals against independent integration, zero
              variances, no NaN, kernel map, Hermite expansion (test_nets_dense_activations)
-numeric      ``Elementwise`` (quadrature) cases run alongside the closed forms
+numeric      ``Elementwise`` (quadrature) cases run alongside the closed forms, and kernel-only
+             activations without a finite-width function (``ExpNormalized``)
 dual_nan     extra instances of the no-NaN dual test
 relu_family  homogeneity of ReLU-family nets (test_nets_fc_exact)
 mc           NNGP against wide random finite networks (test_nets_fc_exact)
@@ -27,8 +28,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from dsketch.nets import (
-    ABRelu, Abs, Activation, Cos, Elementwise, Erf, Exp, Gaussian, Gelu, Identity, LeakyRelu,
-    Monomial, RectifiedMonomial, Relu, Sign, Sin, Step,
+    ABRelu, Abs, Activation, Cos, Elementwise, Erf, Exp, ExpNormalized, Gaussian, Gelu, Hermite,
+    Identity, LeakyRelu, Monomial, Polynomial, Rbf, RectifiedMonomial, Relu, Sigmoid_like, Sign, Sin,
+    Step,
 )
 
 __all__ = ["Case", "CASES", "acts", "fc_cases", "ids"]
@@ -92,6 +94,18 @@ CASES = (
     _row(RectifiedMonomial(1), "closed"),
     _row(RectifiedMonomial(2), "closed", fc=(0.8, "mid")),
     _row(RectifiedMonomial(3), "closed", fc=(0.6, "mid")),
+    _row(Sigmoid_like(), "closed", "mc", "ntk_mc", "fold", "unbiased", "sketch_nan", "fidelity",
+         fc=(1.0, "moderate")),
+    _row(Rbf(), "closed", "mc", "fold", fc=(1.0, "moderate")),
+    _row(Rbf(0.3), "closed", "sketch_nan"),
+    _row(Polynomial((0.2, -0.5, 0.3, 0.1)), "closed", "fold", fc=(0.8, "moderate")),
+    _row(Polynomial((0.1, 0.8, 0.3)), "closed", "mc"),
+    _row(Polynomial((1.0,)), "closed"),
+    _row(Hermite(1), "closed"),
+    _row(Hermite(2), "closed", "mc", "fold", fc=(1.0, "moderate")),
+    _row(Hermite(3), "closed", "fold"),
+    _row(ExpNormalized(), "numeric", "fold"),
+    _row(ExpNormalized(0.5, 0.2), "numeric"),
     _row(Elementwise("tanh"), "numeric", "mc", "ntk_mc", "fold", "chunk", "sketch_nan", "fidelity"),
     _row(Elementwise("softplus"), "numeric"),
     _row(Elementwise("softplus", quad_degree=16), "dual_nan"),

@@ -45,3 +45,22 @@ def test_fashion_protocol_scaling():
     assert Xtr.shape == (60000, 784) and Xte.shape == (10000, 784)
     assert abs(float((Xtr ** 2).sum(1).mean() / 784) - 1.0) < 1e-9
     assert sorted(set(ytr.tolist())) == list(range(10))
+
+
+@pytest.mark.timeout(600)
+def test_sparse_quick(tmp_path):
+    """``benchmarks/sparse.py --quick``: every sweep point written, sparse runs never ∝ n·d."""
+    env = dict(os.environ, DSKETCH_BENCH_RESULTS=str(tmp_path), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, str(BENCH / "sparse.py"), "--quick"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "sparse-quick.json").read_text())
+    methods = {r["method"] for r in result["rows"]}
+    assert {"dsketch NTKSketch", "dsketch RandomFourierFeatures", "sklearn PolynomialCountSketch",
+            "sklearn RBFSampler", "densify + dsketch NTKSketch"} <= methods
+    for r in result["rows"]:
+        assert r["seconds"] > 0 and r["nnz"] > 0, r
+        if r["method"].startswith("dsketch") and r["d"] >= 1 << 16:
+            assert r["peak_extra_mb"] < 0.25 * r["dense_input_mb"], r  # memory never ∝ n·d
+    assert set(result["slope_time_vs_d"]) >= {"dsketch NTKSketch"}
+    assert (tmp_path / "sparse-quick.png").stat().st_size > 1000

@@ -95,3 +95,48 @@ def test_page_url():
         dashboard_link = "http://127.0.0.1:8787/status"
 
     assert dashboard.page_url(C()) == "http://127.0.0.1:8787/dsketch"
+
+
+def _rows(lines):
+    import re
+
+    return [int(re.search(r"\] ([\d,]+)/[\d,]+ rows", line).group(1).replace(",", "")) for line in lines]
+
+
+def test_non_terminal_progress_prints_advancing_lines(client):
+    """A log file (not a TTY) gets a line per tenth of the rows and a final line, not one stale line."""
+    import io
+    import time
+    import uuid
+
+    import dask.array as da
+    from distributed import wait
+
+    def slow(block):
+        time.sleep(0.1)
+        return block
+
+    Phi = da.ones((2000, 4), chunks=(50, 4)).map_blocks(slow, name=f"dsketch-embed-slowtest-{uuid.uuid4().hex}")
+    stream = io.StringIO()
+    with dashboard.TerminalProgress(client, stream=stream, interval=0.05):
+        with dashboard.track_fit(client, estimator="Slow", n_rows=2000, n_features=4, Phi=Phi) as p:
+            p.phase("embed")
+            wait(client.persist(Phi))
+    lines = stream.getvalue().splitlines()
+    rows = _rows(lines)
+    assert rows == sorted(rows) and len(set(rows)) >= 3, lines
+    assert rows[-1] == 2000 and lines[-1].startswith("[ done]"), lines
+
+
+def test_non_terminal_progress_repeats_a_line_while_a_phase_runs():
+    import io
+    import time
+
+    stream = io.StringIO()
+    with dashboard.TerminalProgress(None, stream=stream, interval=0.02, log_every=0.2):
+        with dashboard.track_fit(None, estimator="Solve", n_rows=10, n_features=2) as p:
+            p.phase("solve")
+            time.sleep(1.0)
+    lines = stream.getvalue().splitlines()
+    assert sum(line.startswith("[solve]") for line in lines) >= 3, lines
+    assert lines[-1].startswith("[ done]") and _rows(lines)[-1] == 10

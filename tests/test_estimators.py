@@ -145,14 +145,12 @@ def test_feature_names_and_set_output():
     assert list(names[:2]) == ["randomfourierfeatures0", "randomfourierfeatures1"] and len(names) == 8
 
 
-def test_sparse_input_refused_clearly_or_used():
+def test_sparse_input_used():
     X = scipy.sparse.random(40, 5, density=0.3, format="csr", random_state=0)
-    with pytest.raises(TypeError, match="[Ss]parse"):
-        NTKSketch(n_components=16).fit(X)
-    with pytest.raises(TypeError, match="[Ss]parse"):
-        SketchRidge(sketch=RandomFourierFeatures(n_components=16)).fit(X, np.ones(40))
     for sk in (PolynomialSketch(n_components=32, method="tensorsketch", random_state=0),
-               PolynomialSketch(n_components=32, leaf="countsketch", random_state=0)):
+               PolynomialSketch(n_components=32, leaf="countsketch", random_state=0),
+               NTKSketch(n_components=32, random_state=0),
+               RandomFourierFeatures(n_components=32, random_state=0)):
         np.testing.assert_allclose(clone(sk).fit_transform(X), clone(sk).fit_transform(X.toarray()),
                                    rtol=1e-5, atol=1e-6)
         est = SketchRidge(sketch=sk, alpha=0.1).fit(X, X.toarray()[:, 0])

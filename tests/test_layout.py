@@ -29,7 +29,8 @@ ALLOWED = {
     "dashboard": {"backend"},
     "model_io": {"backend", "spec", "engine", "estimators"},
     "demo": {"backend", "nets", "engine", "estimators", "model_io"},
-    "cli": {"backend", "nets", "engine", "estimators", "model_io", "dashboard", "demo"},
+    "cli_inputs": {"backend", "engine", "model_io"},
+    "cli": {"backend", "nets", "engine", "estimators", "model_io", "dashboard", "demo", "cli_inputs"},
 }
 
 

@@ -53,7 +53,7 @@ def test_every_layer_class_is_exported():
 
 
 def test_every_activation_class_is_registered_and_saveable():
-    bases = {Activation, nets.HomogeneousActivation}
+    bases = {Activation, nets.HomogeneousActivation, nets.AliasActivation}
     found = set(_public_classes(Activation)) - bases
     assert found == set(activation_classes())
     allowed = spec_classes()
@@ -91,7 +91,8 @@ def test_registry_names_build_save_and_reach_the_cli(name):
 
 def test_registry_names_and_precedence():
     assert set(ACTIVATION_FUNCTIONS) <= set(activation_names())
-    closed = {"relu", "erf", "gelu", "abs", "sign", "step", "sin", "cos", "exp", "gaussian", "identity"}
+    closed = {"relu", "erf", "gelu", "abs", "sign", "step", "sin", "cos", "exp", "gaussian", "identity",
+              "sigmoid_like", "rbf", "exp_normalized"}
     for name in activation_names():
         act = make_activation(name)
         assert isinstance(act, Elementwise) == (name not in closed), name

@@ -108,9 +108,8 @@ def test_bad_input(name, make):
         fmap.kernel(bad)
     with pytest.raises(ValueError, match="input_dim=10"):
         fmap.kernel(x, np.ones((2, 3)))
-    if name not in ("poly-ts", "poly-cs"):
-        with pytest.raises(ValueError, match="sparse"):
-            fmap(sp.csr_matrix(x))
+    # sparse rows are taken by every map, with the features of their dense copy
+    np.testing.assert_allclose(fmap(sp.csr_matrix(x)), fmap(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls,kwargs", [
@@ -321,8 +320,8 @@ def test_polynomial_sparse_input_equals_dense():
                                 expansion=expansion)
         np.testing.assert_allclose(fmap(x), fmap(x.toarray()), rtol=1e-5, atol=1e-6)
         assert fmap(x).dtype == np.float32 and fmap(x).shape == (12, 32)
-    with pytest.raises(ValueError, match="sparse"):
-        PolynomialSketch(D, 32, 3)(x)
+    np.testing.assert_allclose(PolynomialSketch(D, 32, 3)(x), PolynomialSketch(D, 32, 3)(x.toarray()),
+                               rtol=1e-5, atol=1e-6)  # srht leaves: densified chunk by chunk
 
 
 def test_spec_round_trip():

@@ -25,9 +25,10 @@ import dask.array as da
 import numpy as np
 import scipy.linalg
 
-from ..backend import asnumpy, get_namespace, rng, to_namespace
+from ..backend import InvalidInputError, asnumpy, get_namespace, rng, to_namespace
 from .cluster import worker_memory_limits
-from .passes import fmt_bytes, reduce_rows, slabs
+from .linalg import IllConditionedError, check_weights
+from .passes import check_finite_sums, fmt_bytes, reduce_rows, slabs
 
 __all__ = ["block_cg", "choose_persist", "matvec_chunk", "setup_chunk", "PERSIST_FRACTION"]
 
@@ -90,7 +91,7 @@ def choose_persist(Phi, client, persist) -> tuple[bool, str]:
     if persist is False:
         return False, "persist=False: Φ recomputed from the spec each iteration"
     if persist != "auto":
-        raise ValueError(f"persist must be True, False or 'auto', got {persist!r}")
+        raise InvalidInputError(f"persist must be True, False or 'auto', got {persist!r}")
     if client is None:
         return False, ("no distributed client: Φ recomputed from the spec each iteration "
                        "(nothing n×m is held in this process)")
@@ -169,9 +170,9 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
     """
     m, k = int(Phi.shape[1]), int(Y2.shape[1])
     if alpha <= 0:
-        raise ValueError("cg needs alpha > 0 (the system must be positive definite)")
+        raise InvalidInputError("cg needs alpha > 0 (the system must be positive definite)")
     if preconditioner not in ("nystrom", "jacobi", None):
-        raise ValueError(f"preconditioner must be 'nystrom', 'jacobi' or None, got {preconditioner!r}")
+        raise InvalidInputError(f"preconditioner must be 'nystrom', 'jacobi' or None, got {preconditioner!r}")
     timings: dict = {}
     if isinstance(Phi, da.Array):
         do_persist, why_persist = choose_persist(Phi, client, persist)
@@ -184,7 +185,9 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
         if X.ndim == 1:
             X = X[:, None]
         if X.shape != (m, k):
-            raise ValueError(f"x0 has shape {np.shape(x0)}, expected ({m}, {k}) or ({m},)")
+            raise InvalidInputError(f"x0 has shape {np.shape(x0)}, expected ({m}, {k}) or ({m},)")
+        if not np.all(np.isfinite(X)):
+            raise InvalidInputError("x0 contains NaN or Inf")
     else:
         X = np.zeros((m, k))
     ell = 0
@@ -204,6 +207,7 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
     B = flat[:m * k].reshape(m, k)
     diag = flat[m * k:m * k + m]
     AV = flat[m * k + m:m * k + m + m * w].reshape(m, w)
+    check_finite_sums(Phi, Y2, [diag, AV], [B, flat[m * k + m + m * w:]], "the CG setup pass")
     timings["setup_s"] = time.perf_counter() - t
     if preconditioner == "nystrom":
         try:
@@ -236,6 +240,11 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
         iter_times.append(time.perf_counter() - t)
         it += 1
         pAp = np.einsum("ij,ij->j", Da, AD)
+        if not np.all(np.isfinite(pAp) & (pAp > 0)):
+            raise IllConditionedError(
+                f"CG broke down at iteration {it} (dᵀAd = {pAp.min():.3g} is not a positive "
+                f"finite number): ΦᵀΦ + αI is numerically singular or overflows for "
+                f"alpha={alpha}; increase alpha or scale the features down")
         a = rz[active] / pAp
         X[:, active] += Da * a
         R[:, active] -= AD * a
@@ -252,6 +261,7 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
                 warnings.warn(f"CG callback raised {exc!r}; ignored", RuntimeWarning)
     converged = bool(np.all(res <= tol))
     del Phi_run
+    check_weights(X, f"CG (alpha={alpha}, {it} iterations)")
     timings["iterations_s"] = float(sum(iter_times))
     if not converged:
         warnings.warn(f"CG did not reach tol={tol} in {maxiter} iterations "

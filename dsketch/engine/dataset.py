@@ -3,7 +3,9 @@
 Owns what a dsketch store looks like (dense and CSR layouts, shard and chunk sizes, the
 row-sharded array every writer creates), reading it back as row-chunked dask arrays named
 ``dsketch-read-*``, and the checks of inputs: up front (dtype, dimensions, row chunking)
-and lazily per chunk (NaN/Inf, naming the array, chunk and rows).  Writing stores is
+and lazily per chunk (NaN/Inf, naming the store, array, chunk and global rows), and what
+is checked when a store is opened (it is a dsketch dataset, its metadata parses, its row
+counts agree, no chunk file is missing: :mod:`dsketch.engine.integrity`).  Writing stores is
 :mod:`dsketch.engine.ingest`; paths and URLs are :mod:`dsketch.engine.store`.  Must not
 contain kernel maths and must never gather an ``n × m`` array on the client.
 
@@ -19,10 +21,12 @@ A dsketch store is a Zarr v3 *group*::
 
 Dense arrays are chunked along rows only: ``shards=(r, *row_shape)`` (``r`` =
 ``chunk_rows``) holding inner chunks ``(r / j, *row_shape)`` of at most ~4 MiB, compressed
-with ``zarr.codecs.ZstdCodec``.  Every write task writes whole shards (one dask block per
-shard), the only way partial-shard writes cannot corrupt data (dask#12583, zarr#3682).
-Reads use the *shard* shape (or the chunk shape of an unsharded array) along rows,
-never ``from_zarr``'s default inner chunks.
+with ``zarr.codecs.ZstdCodec`` and checksummed with ``zarr.codecs.Crc32cCodec`` (chunks and
+shard index; see :mod:`dsketch.engine.integrity` for the fill value and the chunk check).
+Every write task writes whole shards (one dask block per shard), the only way
+partial-shard writes cannot corrupt data (dask#12583, zarr#3682).  Reads use the *shard*
+shape (or the chunk shape of an unsharded array) along rows, never ``from_zarr``'s default
+inner chunks.
 
 Sparse layout (CSR), version 1
 ------------------------------
@@ -59,9 +63,10 @@ import scipy.sparse as sp
 import zarr
 from dask.highlevelgraph import HighLevelGraph
 
-from ..backend import asnumpy, get_namespace
+from ..backend import InvalidInputError, asnumpy, get_namespace
 from .graph import token, word
-from .store import exists, open_group
+from .integrity import check_stored, has_checksum, new_array, read_rows_block
+from .store import exists, open_group, target_kind
 
 __all__ = [
     "Dataset",
@@ -77,6 +82,7 @@ __all__ = [
     "check_dtype",
     "check_finite_block",
     "array_word",
+    "MissingArrayError",
 ]
 
 CSR_FORMAT = "csr"
@@ -115,6 +121,13 @@ class Dataset:
         return int(self.X.shape[0])
 
 
+class MissingArrayError(InvalidInputError, KeyError):
+    """A store lacks an array asked for (an ``InvalidInputError`` and a ``KeyError``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def array_word(name: str) -> str:
     """The alphabetic word of an array name in task names (``dsketch-read-<word>``)."""
     return word(name) or "array"
@@ -145,15 +158,14 @@ def _inner_rows(chunk_rows: int, row_shape: tuple, dtype) -> int:
 
 
 def create_rows_array(group, name: str, shape: tuple, dtype, chunk_rows: int):
-    """A row-sharded, zstd-compressed array: shards (chunk_rows, *row), inner chunks divide it."""
+    """A row-sharded, zstd-compressed, checksummed array: shards (chunk_rows, *row), inner
+    chunks divide it (:func:`dsketch.engine.integrity.new_array`)."""
     row_shape = tuple(shape[1:])
     chunk_rows = int(max(1, min(chunk_rows, max(shape[0], 1))))
     inner = _inner_rows(chunk_rows, row_shape, dtype)
-    kw = dict(name=name, shape=tuple(int(s) for s in shape), dtype=np.dtype(dtype),
-              compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0)
     if inner < chunk_rows:
-        return group.create_array(chunks=(inner,) + row_shape, shards=(chunk_rows,) + row_shape, **kw)
-    return group.create_array(chunks=(chunk_rows,) + row_shape, **kw)
+        return new_array(group, name, shape, dtype, (inner,) + row_shape, (chunk_rows,) + row_shape)
+    return new_array(group, name, shape, dtype, (chunk_rows,) + row_shape)
 
 
 def storage_row_block(z) -> int:
@@ -164,19 +176,24 @@ def storage_row_block(z) -> int:
 
 # ========================================================================= validation
 def check_dtype(dtype, name: str) -> None:
-    """Raise ``ValueError`` unless ``dtype`` is numeric (float, int, unsigned or bool)."""
+    """Raise ``InvalidInputError`` unless ``dtype`` is numeric (float, int, unsigned or bool)."""
     kind = np.dtype(dtype).kind if not hasattr(dtype, "kind") else dtype.kind
     if kind not in "fiub":
-        raise ValueError(f"{name} must be numeric, got dtype {dtype}")
+        raise InvalidInputError(f"{name} must be numeric, got dtype {dtype}")
 
 
-def _non_finite(name: str, index: int, start: int, stop: int, row: int) -> ValueError:
-    return ValueError(f"{name} has non-finite values (NaN or Inf) in chunk {index} "
-                      f"(rows {start}-{stop - 1}); first at row {row}")
+def _non_finite(name: str, index: int, start: int, stop: int, row: int, where: str | None,
+                all_nan: bool) -> InvalidInputError:
+    hint = ("; every value of the chunk is NaN: its chunk file may be missing from the store"
+            if all_nan else "")
+    return InvalidInputError(f"{f'store {where}: ' if where else ''}{name} has non-finite values "
+                             f"(NaN or Inf) in chunk {index} (rows {start}-{stop - 1}); first at "
+                             f"row {row}{hint}")
 
 
-def check_finite_block(block, name: str, start: int, index: int):
-    """Return ``block``, or raise ``ValueError`` naming array, chunk and rows if it holds NaN/Inf.
+def check_finite_block(block, name: str, start: int, index: int, where: str | None = None):
+    """Return ``block``, or raise ``InvalidInputError`` naming the array, chunk and global
+    rows (and the store ``where``, if given) if it holds NaN/Inf.
 
     ``block`` is chunk ``index`` of array ``name`` and starts at row ``start``; it may be
     NumPy, CuPy or ``scipy.sparse``.
@@ -187,7 +204,8 @@ def check_finite_block(block, name: str, start: int, index: int):
         if vals.size and not np.isfinite(vals).all():
             coo = block.tocoo()
             bad = ~np.isfinite(coo.data)
-            raise _non_finite(name, index, start, stop, start + int(coo.row[np.argmax(bad)]))
+            raise _non_finite(name, index, start, stop, start + int(coo.row[np.argmax(bad)]),
+                              where, False)
         return block
     if np.dtype(block.dtype).kind != "f":
         return block
@@ -195,25 +213,28 @@ def check_finite_block(block, name: str, start: int, index: int):
     ok = xp.isfinite(block)
     if not bool(ok.all()):
         rows_bad = ~ok.reshape(block.shape[0], -1).all(axis=1) if block.ndim > 1 else ~ok
-        raise _non_finite(name, index, start, stop, start + int(asnumpy(xp.argmax(rows_bad))))
+        raise _non_finite(name, index, start, stop, start + int(asnumpy(xp.argmax(rows_bad))),
+                          where, bool(xp.isnan(block).all()))
     return block
 
 
-def _validate_block(block, name: str, block_info=None):
+def _validate_block(block, name: str, where=None, block_info=None):
     info = (block_info or {}).get(0) or {}
     loc = info.get("array-location") or [(0, block.shape[0])]
     idx = (info.get("chunk-location") or (0,))[0]
-    return check_finite_block(block, name, int(loc[0][0]), int(idx))
+    return check_finite_block(block, name, int(loc[0][0]), int(idx), where)
 
 
-def validate_rows(X, name: str = "X", *, ndim: int | tuple | None = None):
+def validate_rows(X, name: str = "X", *, ndim: int | tuple | None = None,
+                  where: str | None = None):
     """Check a row-chunked dask array up front and lazily check its values per chunk.
 
     Up front (no cluster time): numeric dtype, number of dimensions (``ndim``, default any
     of 1..4), and chunking along rows only — an array split along any other axis is
     rechunked to whole rows with a ``UserWarning`` saying so.  Lazily: every block is
-    checked for NaN/Inf when computed; the first bad block raises ``ValueError`` naming
-    the array, the chunk index and its row range.  The check fuses with the next
+    checked for NaN/Inf when computed (on the workers); the first bad block raises
+    ``InvalidInputError`` naming the store (``where``), the array, the chunk index, its
+    row range and the first bad row, all as global row numbers.  The check fuses with the next
     operation (``embed``), so it costs no extra pass or memory.
 
     Parameters
@@ -224,6 +245,8 @@ def validate_rows(X, name: str = "X", *, ndim: int | tuple | None = None):
         Name used in error messages (``"X"``, ``"y"``...).
     ndim : int or tuple of int, optional
         Allowed numbers of dimensions.
+    where : str, optional
+        The store the rows come from, for error messages.
 
     Returns
     -------
@@ -235,13 +258,13 @@ def validate_rows(X, name: str = "X", *, ndim: int | tuple | None = None):
     check_dtype(X.dtype, name)
     allowed = (1, 2, 3, 4) if ndim is None else ((ndim,) if isinstance(ndim, int) else tuple(ndim))
     if X.ndim not in allowed:
-        raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
-                         f"got shape {X.shape}")
+        raise InvalidInputError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
+                                f"got shape {X.shape}")
     if X.shape[0] == 0:
-        raise ValueError(f"{name} has no rows")
+        raise InvalidInputError(f"{name} has no rows")
     X = _rows_only(X, name)
-    return da.map_blocks(_validate_block, X, name, dtype=X.dtype, meta=X._meta,
-                         name=f"dsketch-validate-{array_word(name)}-{token(X.name, name)}")
+    return da.map_blocks(_validate_block, X, name, where, dtype=X.dtype, meta=X._meta,
+                         name=f"dsketch-validate-{array_word(name)}-{token(X.name, name, where)}")
 
 
 def _rows_only(X, name: str):
@@ -266,20 +289,48 @@ def read_csr_chunk(data, indices, indptr, start: int, stop: int, n_cols: int):
     return sp.csr_matrix((vals, cols, p - lo), shape=(stop - start, n_cols))
 
 
-def _open_csr(group, url: str, name: str):
+def _guarded_csr_chunk(url: str, name: str, data, indices, indptr, start: int, stop: int,
+                       n_cols: int):
+    """:func:`read_csr_chunk` as a task: a damaged part raises ``InvalidInputError``."""
+    try:
+        return read_csr_chunk(data, indices, indptr, start, stop, n_cols)
+    except (OSError, MemoryError, InvalidInputError):
+        raise
+    except Exception as exc:
+        raise InvalidInputError(f"store {url}: CSR array {name!r}, rows {start}-{stop - 1} "
+                                f"cannot be read ({type(exc).__name__}: {exc}); a part "
+                                f"(data/indices/indptr) is damaged: restore the store or "
+                                f"ingest it again") from exc
+
+
+def _open_csr(group, url: str, name: str, check: bool = True, storage_options=None):
     attrs = dict(group.attrs)
     n, d = (int(s) for s in attrs["shape"])
-    offsets = np.asarray(group["chunk_offsets"][:], dtype=np.int64)
+    parts = {}
+    for part in ("data", "indices", "indptr", "chunk_offsets"):
+        parts[part] = _member(group, part, url, f"{name}/{part}", storage_options)
+        if not isinstance(parts[part], zarr.Array):
+            raise InvalidInputError(f"store {url}: CSR array {name!r} has no {part!r} array "
+                                    f"(the store is incomplete: ingest it again)")
+        if check:
+            check_stored(parts[part], url, f"{name}/{part}", storage_options, "entries")
+    data, indices, indptr = parts["data"], parts["indices"], parts["indptr"]
+    offsets = np.asarray(read_rows_block(parts["chunk_offsets"], url, f"{name}/chunk_offsets",
+                                         0, parts["chunk_offsets"].shape[0]), dtype=np.int64)
     if offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) <= 0):
-        raise ValueError(f"{url}/{name}: chunk_offsets must rise strictly from 0 to {n}")
-    data, indices, indptr = group["data"], group["indices"], group["indptr"]
+        raise InvalidInputError(f"{url}/{name}: chunk_offsets must rise strictly from 0 to {n}")
     if indptr.shape[0] != n + 1:
-        raise ValueError(f"{url}/{name}: indptr has {indptr.shape[0]} entries, expected {n + 1}")
+        raise InvalidInputError(f"{url}/{name}: indptr has {indptr.shape[0]} entries, "
+                                f"expected {n + 1}")
+    nnz = int(read_rows_block(indptr, url, f"{name}/indptr", n, n + 1)[0])
+    if check and not data.shape[0] == indices.shape[0] == nnz:
+        raise InvalidInputError(f"{url}/{name}: data has {data.shape[0]} and indices "
+                                f"{indices.shape[0]} entries but indptr ends at {nnz}")
     dtype = np.dtype(attrs.get("dtype", data.dtype))
     tok = token(url, name, offsets.tobytes(), n, d, str(dtype))
     key = f"dsketch-read-{array_word(name)}-{tok}"
-    dsk = {(key, j, 0): (read_csr_chunk, data, indices, indptr, int(offsets[j]),
-                         int(offsets[j + 1]), d)
+    dsk = {(key, j, 0): (_guarded_csr_chunk, url, name, data, indices, indptr,
+                         int(offsets[j]), int(offsets[j + 1]), d)
            for j in range(len(offsets) - 1)}
     graph = HighLevelGraph.from_collections(key, dsk, dependencies=())
     chunks = (tuple(int(r) for r in np.diff(offsets)), (d,))
@@ -295,22 +346,72 @@ def _zarr_id(z) -> tuple:
     return (str(z.store), z.path, z.shape, str(z.dtype), repr(stamp))
 
 
-def _read_rows(z, name: str, rows: int):
-    """``z`` as a dask array of ``rows``-row chunks, tasks named ``dsketch-read-<name>``."""
-    chunks = (rows,) + tuple(int(s) for s in z.shape[1:])
+def _read_rows(z, name: str, rows: int, url: str):
+    """``z`` as a dask array of ``rows``-row chunks, tasks named ``dsketch-read-<name>``.
+
+    Each task reads through :func:`~dsketch.engine.integrity.read_rows_block`, so a damaged
+    chunk raises ``InvalidInputError`` naming ``url``, ``name``, the chunk key and its rows.
+    """
+    n = int(z.shape[0])
+    rest = tuple(int(s) for s in z.shape[1:])
+    key = f"dsketch-read-{array_word(name)}-{token(_zarr_id(z), rows, url, name)}"
+    zeros = (0,) * len(rest)
     # the zarr array is inlined (a few hundred bytes): fused task names then read
     # dsketch-... end to end on the dashboard
-    return da.from_zarr(z, chunks=chunks, inline_array=True,
-                        name=f"dsketch-read-{array_word(name)}-{token(_zarr_id(z), chunks)}")
+    starts = range(0, max(n, 1), rows)
+    dsk = {(key, j) + zeros: (read_rows_block, z, url, name, a, min(a + rows, n))
+           for j, a in enumerate(starts)}
+    chunks = (tuple(min(rows, n - a) for a in starts),) + tuple((s,) for s in rest)
+    graph = HighLevelGraph.from_collections(key, dsk, dependencies=())
+    return da.Array(graph, key, chunks=chunks, meta=np.empty((0,) * z.ndim, dtype=z.dtype))
 
 
-def _open_dense(z, name: str, chunk_rows: int | None):
+def _open_dense(z, name: str, chunk_rows: int | None, url: str):
     block = storage_row_block(z)
     if chunk_rows:
         rows = max(block, int(math.ceil(chunk_rows / block)) * block)  # multiple of shards
     else:
         rows = block
-    return _read_rows(z, name, rows)
+    return _read_rows(z, name, rows, url)
+
+
+def _not_a_dataset(url: str, what: str) -> InvalidInputError:
+    return InvalidInputError(f"{url} is not a dsketch dataset ({what}); write one with "
+                             f"`dsketch ingest SOURCE {url}` (or dsketch.engine.ingest)")
+
+
+def _member(group, name: str, url: str, path: str | None = None, storage_options=None):
+    """``group[name]`` (``None`` when absent); corrupted or missing metadata of a member
+    that is there raises ``InvalidInputError`` naming the file."""
+    meta = f"{url}/{path or name}/zarr.json"
+    try:
+        return group[name]
+    except KeyError:
+        if exists(f"{url}/{path or name}", storage_options):
+            raise InvalidInputError(f"{meta} is missing or not Zarr metadata; restore the store "
+                                    f"or ingest it again") from None
+        return None
+    except (OSError, InvalidInputError):
+        raise
+    except Exception as exc:
+        raise InvalidInputError(f"{meta} is corrupted ({type(exc).__name__}: {exc}); restore "
+                                f"the store or ingest it again") from None
+
+
+def _check_rows(node, url: str, name: str, attrs: dict, n: int) -> None:
+    """The row count recorded in the group attributes must match the array's."""
+    rec = (attrs.get("dsketch") or {}).get("n_rows")
+    if rec is not None and int(rec) != n:
+        raise InvalidInputError(f"store {url}: array {name!r} has {n} rows but the store was "
+                                f"written with {rec}: its zarr.json was edited or damaged; "
+                                f"restore the store or ingest it again")
+
+
+def _check_checksums(z, url: str, name: str, attrs: dict) -> None:
+    if "dsketch" in attrs and not has_checksum(z):
+        warnings.warn(f"store {url}: array {name!r} has no checksum in its codec chain "
+                      f"(written by an older dsketch): damaged chunks cannot be detected; "
+                      f"ingest it again to add checksums", UserWarning, stacklevel=4)
 
 
 def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options=None,
@@ -323,12 +424,15 @@ def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options
         Local path or fsspec URL of a Zarr v3 group (see the module docstring).
     x, y : str
         Names of the input and target arrays; ``y=None`` opens inputs only.  A missing
-        ``y`` raises ``KeyError`` (open with ``y=None`` for a store without targets).
+        ``y`` raises :class:`MissingArrayError` (a ``KeyError``; open with ``y=None`` for a
+        store without targets).
     storage_options : dict, optional
         Passed to fsspec for remote URLs.
     validate : bool
-        Check shapes and dtypes now, and attach the lazy per-chunk finite-value check of
-        :func:`validate_rows` to ``X`` and ``y``.
+        Check shapes and dtypes now, check that every chunk file of the arrays is stored
+        and their row counts match what was written (one listing, no chunk read), and
+        attach the lazy per-chunk finite-value check of :func:`validate_rows` to ``X`` and
+        ``y``.  Damaged chunks (checksum mismatch, truncation) raise when read, either way.
     chunk_rows : int, optional
         Rows per dask chunk, rounded up to a multiple of the stored shard (or chunk) rows
         so that chunks stay shard aligned.  Default: one shard per dask chunk.
@@ -336,39 +440,68 @@ def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options
     Returns
     -------
     Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``url``.
+    InvalidInputError
+        ``url`` is not a dsketch dataset (a plain file, an empty directory, a group without
+        ``x``), its metadata is corrupted, a chunk file is missing, the row counts disagree
+        (the message names the store, the array and the chunk).
     """
     url = os.fspath(url)
     if not exists(url, storage_options):
-        raise FileNotFoundError(f"no Zarr store at {url}")
-    group = open_group(url, "r", storage_options)
-    if x not in group:
-        raise KeyError(f"{url} has no array {x!r} (members: {sorted(group.keys())})")
-    node = group[x]
+        raise FileNotFoundError(f"no Zarr store at {url}; write one with `dsketch ingest "
+                                f"SOURCE {url}`")
+    kind = target_kind(url, storage_options)
+    if kind in ("file", "empty", "model", "directory"):
+        raise _not_a_dataset(url, {"file": "it is a plain file", "empty": "an empty directory",
+                                   "model": "it is a dsketch model directory",
+                                   "directory": "no zarr.json"}[kind])
+    try:
+        group = open_group(url, "r", storage_options)
+    except zarr.errors.GroupNotFoundError:
+        raise _not_a_dataset(url, "no Zarr group") from None
+    attrs = dict(group.attrs)
+    node = _member(group, x, url, storage_options=storage_options)
+    if node is None:
+        raise MissingArrayError(f"{url} has no array {x!r} (members: {sorted(group.keys())})"
+                                + ("" if "dsketch" in attrs else
+                                   f": it is not a dsketch dataset; write one with "
+                                   f"`dsketch ingest SOURCE {url}`"))
     sparse = isinstance(node, zarr.Group)
     if sparse:
         fmt = node.attrs.get("format")
         if fmt != CSR_FORMAT:
-            raise ValueError(f"{url}/{x} is a group but not the CSR layout (format={fmt!r})")
-        X = _open_csr(node, url, x)
+            raise InvalidInputError(f"{url}/{x} is a group but not the CSR layout (format={fmt!r})")
+        X = _open_csr(node, url, x, validate, storage_options)
     else:
-        X = _open_dense(node, x, chunk_rows)
+        if validate:
+            check_stored(node, url, x, storage_options)
+            _check_checksums(node, url, x, attrs)
+        X = _open_dense(node, x, chunk_rows, url)
+    _check_rows(node, url, x, attrs, int(X.shape[0]))
     Y = None
     if y is not None:
-        if y not in group:
-            raise KeyError(f"{url} has no target array {y!r}; open it with y=None to read "
-                           f"inputs only (members: {sorted(group.keys())})")
-        zy = group[y]
+        zy = _member(group, y, url, storage_options=storage_options)
+        if zy is None:
+            raise MissingArrayError(f"{url} has no target array {y!r}; open it with y=None to "
+                                    f"read inputs only (members: {sorted(group.keys())})")
         if isinstance(zy, zarr.Group):
-            raise ValueError(f"{url}/{y} must be a dense array")
-        Y = _read_rows(zy, y, storage_row_block(zy))
+            raise InvalidInputError(f"{url}/{y} must be a dense array")
+        if validate:
+            check_stored(zy, url, y, storage_options)
+            _check_checksums(zy, url, y, attrs)
+        Y = _read_rows(zy, y, storage_row_block(zy), url)
         if Y.shape[0] != X.shape[0]:
-            raise ValueError(f"{url}: {x} has {X.shape[0]} rows but {y} has {Y.shape[0]}")
+            raise InvalidInputError(f"{url}: {x} has {X.shape[0]} rows but {y} has {Y.shape[0]}")
         if Y.ndim not in (1, 2):
-            raise ValueError(f"{url}/{y} must be (n,) or (n, k), got shape {Y.shape}")
+            raise InvalidInputError(f"{url}/{y} must be (n,) or (n, k), got shape {Y.shape}")
         Y = Y.rechunk({0: X.chunks[0]})
     if validate:
         check_dtype(X.dtype, x)
-        X = validate_rows(X, name=x, ndim=2 if sparse else (2, 4))
+        X = validate_rows(X, name=x, ndim=2 if sparse else (2, 4), where=url)
         if Y is not None:
-            Y = validate_rows(Y, name=y, ndim=(1, 2))
-    return Dataset(X=X, y=Y, url=url, sparse=sparse, attrs=dict(group.attrs))
+            Y = validate_rows(Y, name=y, ndim=(1, 2), where=url)
+    return Dataset(X=X, y=Y, url=url, sparse=sparse, attrs=attrs)

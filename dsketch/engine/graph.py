@@ -24,7 +24,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ..backend import is_cupy
+from ..backend import InvalidInputError, is_cupy
 
 __all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token", "tune_allocator"]
 
@@ -146,8 +146,9 @@ def embed(X, fmap, *, name: str | None = None, device: str | None = None):
     ----------
     X : dask.array.Array
         ``(n, d)`` or ``(n, H, W, C)`` with NumPy or CuPy blocks, or ``(n, d)`` with
-        ``scipy.sparse`` blocks (passed to ``fmap`` unchanged: only maps that accept sparse
-        input work on them).  Chunks along non-row axes are merged (whole rows per block).
+        ``scipy.sparse`` blocks (passed to ``fmap`` unchanged: every map of flat rows takes
+        them, with their dense copy's features; image nets refuse them, naming the layer).
+        Chunks along non-row axes are merged (whole rows per block).
     fmap : feature map
         Hashable spec with ``n_features``, ``dtype``, ``input_shape`` and
         ``__call__(block) -> (rows, n_features)``; row ``i``'s features must not depend on
@@ -176,17 +177,18 @@ def embed(X, fmap, *, name: str | None = None, device: str | None = None):
                         f"or dsketch.engine.open_dataset)")
     check_feature_map(fmap)
     if device not in (None, "cpu", "gpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'gpu' or None, got {device!r}")
+        raise InvalidInputError(f"device must be 'cpu', 'gpu' or None, got {device!r}")
     if device in ("gpu", "cuda") and not is_cupy(X._meta):
         X = to_gpu(X)
     m = int(fmap.n_features)
     dtype = np.dtype(fmap.dtype)
     in_shape = getattr(fmap, "input_shape", None)
     if in_shape is not None and tuple(X.shape[1:]) != tuple(in_shape):
-        raise ValueError(f"X rows have shape {tuple(X.shape[1:])} but the feature map expects "
+        raise InvalidInputError(f"X rows have shape {tuple(X.shape[1:])} but the feature map expects "
                          f"{tuple(in_shape)}")
     if X.ndim < 2:
-        raise ValueError(f"X must have at least 2 dimensions (rows, features), got shape {X.shape}")
+        raise InvalidInputError(f"X must have at least 2 dimensions (rows, features), "
+                                f"got shape {X.shape}")
     split = [ax for ax in range(1, X.ndim) if len(X.chunks[ax]) > 1]
     if split:
         warnings.warn(f"X is chunked along axis {split}; rechunking to whole rows per block "

@@ -31,15 +31,16 @@ import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
-import zarr
 from sklearn.datasets import load_svmlight_file
 
-from ..backend import asnumpy
+from ..backend import InvalidInputError, asnumpy
 from .dataset import (CSR_FORMAT, LAYOUT_VERSION, TARGET_CHUNK_BYTES, array_word, check_dtype,
                       check_finite_block, create_rows_array, default_chunk_rows,
                       storage_row_block)
 from .graph import token
-from .store import check_absent, open_group, remove, replace, sibling, staged
+from .integrity import check_chunk_rows, new_array
+from .store import (check_absent, check_overwrite_target, clean_stale, exists, open_group,
+                    remove, replace, same_path, sibling, staged)
 
 __all__ = ["ingest", "write_array"]
 
@@ -80,7 +81,7 @@ def _csv_header_and_rows(path: Path, delimiter: str):
         reader = csv.reader(f, delimiter=delimiter)
         first = next(reader, None)
         if first is None:
-            raise ValueError(f"{path} is empty")
+            raise InvalidInputError(f"{path} is empty")
         try:
             [float(v) for v in first]
             header = False
@@ -94,11 +95,11 @@ def _csv_header_and_rows(path: Path, delimiter: str):
 def _csv_source(path: Path, y, dtype, delimiter: str) -> _DenseSource:
     header, n, ncols = _csv_header_and_rows(path, delimiter)
     if n <= 0:
-        raise ValueError(f"{path} has no data rows")
+        raise InvalidInputError(f"{path} has no data rows")
     target_last = y is None
     d = ncols - 1 if target_last else ncols
     if d < 1:
-        raise ValueError(f"{path} has {ncols} column(s); need at least one input column"
+        raise InvalidInputError(f"{path} has {ncols} column(s); need at least one input column"
                          + (" besides the target (last column)" if target_last else ""))
 
     def gen(rows):
@@ -114,9 +115,9 @@ def _csv_source(path: Path, y, dtype, delimiter: str) -> _DenseSource:
                     arr = np.loadtxt(io.StringIO("".join(chunk)), delimiter=delimiter,
                                      ndmin=2, dtype=np.float64)
                 except ValueError as exc:
-                    raise ValueError(f"{path}: could not parse rows as numbers: {exc}") from None
+                    raise InvalidInputError(f"{path}: could not parse rows as numbers: {exc}") from None
                 if arr.shape[1] != ncols:
-                    raise ValueError(f"{path}: expected {ncols} columns, got {arr.shape[1]}")
+                    raise InvalidInputError(f"{path}: expected {ncols} columns, got {arr.shape[1]}")
                 if target_last:
                     yield arr[:, :-1].astype(dtype), arr[:, -1].copy()
                 else:
@@ -134,19 +135,19 @@ def _load_y(y, n: int | None):
         elif p.suffix in (".csv", ".txt"):
             y = np.loadtxt(p, delimiter=",", ndmin=1)
         else:
-            raise ValueError(f"y file {p} must be .npy or .csv")
+            raise InvalidInputError(f"y file {p} must be .npy or .csv")
     if hasattr(y, "compute") and hasattr(y, "chunks"):
         y = y.compute()
     y = np.asarray(y)
     if y.ndim not in (1, 2):
-        raise ValueError(f"y must be (n,) or (n, k), got shape {y.shape}")
+        raise InvalidInputError(f"y must be (n,) or (n, k), got shape {y.shape}")
     check_dtype(y.dtype, "y")
     if n is not None and y.shape[0] != n:
-        raise ValueError(f"X has {n} rows but y has {y.shape[0]}")
+        raise InvalidInputError(f"X has {n} rows but y has {y.shape[0]}")
     return y
 
 
-def _resolve_source(source, y, dtype, delimiter):
+def _resolve_source(source, y, dtype, delimiter, n_features=None, zero_based="auto"):
     """-> ('dense', _DenseSource, y) or ('sparse', csr_matrix, y)."""
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
@@ -166,10 +167,11 @@ def _resolve_source(source, y, dtype, delimiter):
             return "dense", src, yy
         if suf in (".svm", ".svmlight", ".libsvm"):
             dt = np.dtype(dtype) if dtype is not None else np.dtype(np.float32)
-            Xs, ys = load_svmlight_file(str(p), dtype=dt)
+            Xs, ys = load_svmlight_file(str(p), dtype=dt, n_features=n_features,
+                                        zero_based=zero_based)
             yy = _load_y(y, Xs.shape[0]) if y is not None else ys
             return "sparse", Xs.tocsr(), yy
-        raise ValueError(f"unsupported source file {p}: use .npy, .csv, .svm/.svmlight/.libsvm")
+        raise InvalidInputError(f"unsupported source file {p}: use .npy, .csv, .svm/.svmlight/.libsvm")
     if sp.issparse(source):
         Xs = source.tocsr()
         check_dtype(Xs.dtype, "X")
@@ -184,7 +186,7 @@ def _resolve_source(source, y, dtype, delimiter):
         arr = np.asarray(source)
         check_dtype(arr.dtype, "X")
         if arr.ndim not in (2, 4):
-            raise ValueError(f"X must be (n, d) or (n, H, W, C), got shape {arr.shape}")
+            raise InvalidInputError(f"X must be (n, d) or (n, H, W, C), got shape {arr.shape}")
         dt = np.dtype(dtype) if dtype is not None else arr.dtype
         return "dense", _DenseSource(arr.shape, dt, _array_blocks(arr)), _load_y(y, arr.shape[0])
     if callable(getattr(source, "__iter__", None)):
@@ -203,10 +205,10 @@ def _write_dense(group, src: _DenseSource, x_name: str, y_name: str, y, chunk_ro
     for j, (blk, yblk) in enumerate(src.blocks(chunk_rows)):
         blk = np.ascontiguousarray(blk, dtype=src.dtype)
         if blk.shape[1:] != src.shape[1:]:
-            raise ValueError(f"X rows {r0}.. have shape {blk.shape[1:]}, expected {src.shape[1:]}")
+            raise InvalidInputError(f"X rows {r0}.. have shape {blk.shape[1:]}, expected {src.shape[1:]}")
         r1 = r0 + blk.shape[0]
         if r1 > n:
-            raise ValueError(f"source yields more than its {n} rows")
+            raise InvalidInputError(f"source yields more than its {n} rows")
         check_finite_block(blk, x_name, r0, j)
         zx[r0:r1] = blk  # whole shard(s): block rows == shard rows
         if yblk is not None:
@@ -220,7 +222,7 @@ def _write_dense(group, src: _DenseSource, x_name: str, y_name: str, y, chunk_ro
             zy[r0:r1] = yb
         r0 = r1
     if r0 != n:
-        raise ValueError(f"source yielded {r0} rows, expected {n}")
+        raise InvalidInputError(f"source yielded {r0} rows, expected {n}")
     return n
 
 
@@ -238,27 +240,24 @@ def _write_csr(group, Xs, x_name: str, chunk_rows: int | None):
     sub = group.create_group(x_name, attributes={
         "format": CSR_FORMAT, "shape": [int(n), int(d)], "dtype": str(Xs.dtype),
         "layout_version": LAYOUT_VERSION})
-    comp = zarr.codecs.ZstdCodec(level=3)
     elem_chunk = 1 << 20
     nnz = int(Xs.nnz)
     for nm, arr in (("data", Xs.data), ("indices", Xs.indices)):
-        z = sub.create_array(name=nm, shape=(nnz,), dtype=arr.dtype,
-                             chunks=(max(1, min(elem_chunk, nnz)),), compressors=comp, fill_value=0)
+        z = new_array(sub, nm, (nnz,), arr.dtype, (max(1, min(elem_chunk, nnz)),))
         if nnz:
             z[:] = arr
     indptr = Xs.indptr.astype(np.int64)
-    z = sub.create_array(name="indptr", shape=(n + 1,), dtype=np.int64,
-                         chunks=(min(elem_chunk, n + 1),), compressors=comp, fill_value=0)
+    z = new_array(sub, "indptr", (n + 1,), np.int64, (min(elem_chunk, n + 1),))
     z[:] = indptr
-    z = sub.create_array(name="chunk_offsets", shape=offsets.shape, dtype=np.int64,
-                         chunks=offsets.shape, compressors=comp, fill_value=0)
+    z = new_array(sub, "chunk_offsets", offsets.shape, np.int64, offsets.shape)
     z[:] = offsets
     return n, int(chunk_rows)
 
 
 def ingest(source, dest: str, *, y=None, x_name: str = "X", y_name: str = "y",
            chunk_rows: int | None = None, overwrite: bool = False, storage_options=None,
-           dtype=None, delimiter: str = ",") -> str:
+           dtype=None, delimiter: str = ",", n_features: int | None = None,
+           zero_based="auto") -> str:
     """Write a dataset to a new Zarr store, atomically.
 
     Parameters
@@ -281,17 +280,27 @@ def ingest(source, dest: str, *, y=None, x_name: str = "X", y_name: str = "y",
     x_name, y_name : str
         Array names inside the store.
     chunk_rows : int, optional
-        Rows per shard (= per dask chunk when read back).  Default: ~32 MiB of
-        uncompressed input per chunk (a multiple of 1024 rows when that large).
+        Rows per shard (= per dask chunk when read back), a positive integer.  Default:
+        ~32 MiB of uncompressed input per chunk (a multiple of 1024 rows when that large).
     overwrite : bool
         Replace an existing ``dest`` (only after the new store is complete).  Without it an
-        existing ``dest`` raises ``FileExistsError`` before anything is read.
+        existing ``dest`` raises ``FileExistsError`` before anything is read.  Even with it,
+        ``dest`` must be a Zarr store (or nothing, or an empty directory), never the source
+        itself, a plain file or a model directory.
     storage_options : dict, optional
         fsspec options for remote ``dest``.
     dtype : dtype, optional
         Stored dtype of ``X``; default: the source's (float32 for CSV and svmlight).
     delimiter : str
         CSV field separator.
+    n_features : int, optional
+        Row width of an svmlight source (default: its largest feature index + 1): give the
+        training width when ingesting a test file, whose rows may stop short of it.
+    zero_based : bool or "auto"
+        Feature indices of an svmlight source start at 0 (``True``; scikit-learn's
+        ``dump_svmlight_file``) or 1 (``False``; libsvm).  ``"auto"`` (scikit-learn's
+        default) guesses 1 when no index 0 occurs, which shifts every column of a 0-based
+        file that never uses feature 0: give it explicitly for train and test files alike.
 
     Returns
     -------
@@ -302,9 +311,11 @@ def ingest(source, dest: str, *, y=None, x_name: str = "X", y_name: str = "y",
     ------
     FileExistsError
         ``dest`` exists and ``overwrite`` is False.
-    ValueError
-        Row counts of ``X`` and ``y`` differ, non-numeric data, or a NaN/Inf value (the
-        message names the array, the chunk and its rows).  Nothing is left at ``dest``.
+    InvalidInputError
+        (a ``ValueError``) Row counts of ``X`` and ``y`` differ, non-numeric data, a NaN/Inf
+        value (the message names the array, the chunk and its rows), a bad ``chunk_rows``,
+        or a ``dest`` that is the source or not a store (before anything is read).
+        Nothing is left at ``dest``.
 
     Notes
     -----
@@ -312,21 +323,25 @@ def ingest(source, dest: str, *, y=None, x_name: str = "X", y_name: str = "y",
     svmlight and in-memory sparse inputs are held whole (they are loaded whole anyway).
     """
     dest = os.fspath(dest)
+    chunk_rows = check_chunk_rows(chunk_rows)
     check_absent(dest, overwrite, storage_options)
-    kind, src, yy = _resolve_source(source, y, dtype, delimiter)
+    for what, path in (("source", source), ("y", y)):
+        if isinstance(path, (str, os.PathLike)) and same_path(path, dest):
+            raise InvalidInputError(f"dest {dest} is the {what} {os.fspath(path)} (or contains "
+                                    f"it): ingest would replace its own input; choose another dest")
+    if exists(dest, storage_options):
+        check_overwrite_target(dest, "dataset", storage_options)
+    kind, src, yy = _resolve_source(source, y, dtype, delimiter, n_features, zero_based)
     with staged(dest, overwrite=overwrite, storage_options=storage_options) as tmp:
         group = open_group(tmp, "w", storage_options)
         if kind == "dense":
             if src.shape[0] == 0:
-                raise ValueError("X has no rows")
-            rows = int(chunk_rows) if chunk_rows else default_chunk_rows(
-                src.shape[0], src.shape[1:], src.dtype)
-            if rows < 1:
-                raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+                raise InvalidInputError("X has no rows")
+            rows = chunk_rows or default_chunk_rows(src.shape[0], src.shape[1:], src.dtype)
             n = _write_dense(group, src, x_name, y_name, yy, rows)
         else:
             if src.shape[0] == 0:
-                raise ValueError("X has no rows")
+                raise InvalidInputError("X has no rows")
             n, rows = _write_csr(group, src, x_name, chunk_rows)
             if yy is not None:
                 zy = create_rows_array(group, y_name, yy.shape, yy.dtype, rows)
@@ -364,18 +379,30 @@ def write_array(arr, url: str, *, name: str = "predictions", overwrite: bool = F
     -------
     str
         ``url/name``.
+
+    Raises
+    ------
+    FileExistsError
+        ``url/name`` exists and ``overwrite`` is False.
+    InvalidInputError
+        ``url`` is a plain file, a model directory or another non-Zarr directory, or
+        ``chunk_rows`` is not a positive integer: raised before anything is computed.
     """
     url = os.fspath(url)
+    chunk_rows = check_chunk_rows(chunk_rows)
+    if exists(url, storage_options):
+        check_overwrite_target(url, "store", storage_options)
     if not isinstance(arr, da.Array):
         arr = da.from_array(np.asarray(arr), chunks=(chunk_rows or "auto",) + (-1,) * (np.ndim(arr) - 1))
     check_dtype(arr.dtype, name)
     if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"invalid array name {name!r}")
+        raise InvalidInputError(f"invalid array name {name!r}")
     target = url.rstrip("/") + "/" + name
     check_absent(target, overwrite, storage_options)
+    clean_stale(url, storage_options, foreign=False)
     rows = int(chunk_rows or max(arr.chunks[0]))
     arr = arr.rechunk({0: rows, **{ax: -1 for ax in range(1, arr.ndim)}})
-    tmp = sibling(url, f"{name}.tmp")
+    tmp = sibling(url, "tmp")
     try:
         group = open_group(tmp, "w", storage_options)
         z = create_rows_array(group, name, arr.shape, arr.dtype, rows)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
+import scipy.sparse
 
 from ..nets.nystroem import leverage_factor, leverage_rows
 from .graph import token
@@ -44,9 +45,13 @@ def leverage_scores(Phi, lam: float | None = None) -> np.ndarray:
     return np.asarray(scores.compute())
 
 
-def take_rows(X, idx) -> np.ndarray:
-    """Rows ``idx`` (sorted, distinct) of ``X`` as a float64 NumPy array (one small gather)."""
+def take_rows(X, idx):
+    """Rows ``idx`` (sorted, distinct) of ``X`` as a float64 NumPy array (one small gather).
+
+    Sparse rows (SciPy, or dask blocks of them) come back as a float64 CSR matrix.
+    """
     idx = np.asarray(idx, dtype=np.int64)
-    if isinstance(X, da.Array):
-        return np.asarray(X[idx].compute(), dtype=np.float64)
-    return np.asarray(X[idx], dtype=np.float64)
+    rows = X[idx].compute() if isinstance(X, da.Array) else X[idx]
+    if scipy.sparse.issparse(rows):
+        return scipy.sparse.csr_matrix(rows, dtype=np.float64)
+    return np.asarray(rows, dtype=np.float64)

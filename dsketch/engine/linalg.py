@@ -6,7 +6,8 @@ multithreaded OpenBLAS ``potrf`` segfaults on 16k+ matrices on 2-core machines, 
 ``benchmarks/ridge_path.py``), :func:`cho_solve`, :func:`eigh` and :class:`RidgeSystem`, the
 family ``(S + αI)⁻¹`` for one symmetric PSD ``S`` (an ``m × m`` Gram or an ``n × n``
 kernel) and several ``α``: one Cholesky per ``α`` for short grids (a Cholesky costs
-``m³/3``; ``eigh`` ~12 of them), one eigendecomposition for long ones.
+``m³/3``; ``eigh`` ~12 of them), one eigendecomposition for long ones; and
+:func:`check_weights` (:class:`IllConditionedError` for non-finite solutions).
 
 Must not stream over chunks or know about folds (``passes``/``path``); NumPy float64 only.
 """
@@ -17,8 +18,10 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg.lapack import dpotrf
 
+from ..backend import InvalidInputError
+
 __all__ = ["cholesky", "cho_solve", "eigh", "RidgeSystem", "BLOCKED_MIN", "BLOCK",
-           "EIGH_MIN_ALPHAS"]
+           "EIGH_MIN_ALPHAS", "IllConditionedError", "check_weights"]
 
 #: Matrices of at least this order are factored blockwise (no LAPACK ``potrf`` above it):
 #: ``potrf`` ran at 8192 and segfaulted at 16384 here; blocked costs ~1.2× it at 8192.
@@ -28,6 +31,23 @@ BLOCK = 2048
 #: :class:`RidgeSystem` eigendecomposes ``S`` once for grids of more alphas than this
 #: (single-threaded ``eigh`` of 2048 costs ~12 Choleskys here; 3–60 with 2 threads).
 EIGH_MIN_ALPHAS = 12
+
+
+class IllConditionedError(InvalidInputError, FloatingPointError):
+    """A solve from finite sums gave NaN/Inf: the system is numerically singular.
+
+    Both an :class:`~dsketch.backend.InvalidInputError` (the cure is in the input: a
+    larger ``alpha``, scaled features; the CLI prints it once) and a ``FloatingPointError``.
+    """
+
+
+def check_weights(W: np.ndarray, where: str) -> np.ndarray:
+    """``W``, or :class:`IllConditionedError` when it holds NaN/Inf (never returned silently)."""
+    if np.all(np.isfinite(W)):
+        return W
+    raise IllConditionedError(f"{where} gave non-finite weights from finite sums: the system "
+                              f"is ill-conditioned or its values overflow; increase alpha or "
+                              f"scale the features down")
 
 
 def _potrf(D: np.ndarray, offset: int) -> np.ndarray:

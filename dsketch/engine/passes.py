@@ -5,7 +5,10 @@ targets ``Y``, the per-chunk blockwise task (:func:`per_chunk`), the float64 tre
 its ``(1, P)`` partials (:func:`tree_sum`), and :func:`reduce_rows`, which runs one pass —
 a graph on the cluster for a dask ``Φ``, a direct call for an in-memory NumPy/CuPy ``Φ``
 (one "chunk": the same per-chunk kernel, so both give the same numbers).  Also owns the
-row → fold hash (:func:`fold_ids`) and the Gram pass (:class:`Gram`, :func:`gram`).
+row → fold hash (:func:`fold_ids`, :func:`check_folds`: no empty fold) and the Gram pass
+(:class:`Gram`, :func:`gram`), and what a pass's sums say about its input: non-finite
+sums are an error naming ``Phi`` or ``Y`` and the first bad row (:func:`check_finite_sums`),
+never silent NaN weights.
 
 Must not solve anything (that is ``cg``/``solve``), contain kernel maths, or gather
 anything ``n × m`` (or ``n × anything``) on the client: per-chunk results are float64
@@ -27,13 +30,13 @@ import dask.array as da
 import numpy as np
 from scipy.linalg.blas import dsyrk
 
-from ..backend import asnumpy, get_namespace, is_cupy, to_namespace
+from ..backend import InvalidInputError, asnumpy, check_int, get_namespace, is_cupy, to_namespace
 from .cluster import current_client, show_progress
 from .graph import token
 
 __all__ = ["Gram", "gram", "gram_chunk", "fold_ids", "reduce_rows", "per_chunk", "tree_sum",
            "compute", "check_features", "as_targets", "slabs", "fmt_bytes", "SLAB_ROWS",
-           "SPLIT_EVERY"]
+           "SPLIT_EVERY", "first_nonfinite_row", "check_finite_sums", "check_folds"]
 
 #: Rows of a chunk converted to float64 at once (bounds the float64 copy of a chunk).
 SLAB_ROWS = 8192
@@ -46,13 +49,13 @@ def check_features(Phi):
     """``Φ`` as a 2-D dask array in one column chunk, or a 2-D in-memory array as is."""
     if isinstance(Phi, da.Array):
         if Phi.ndim != 2:
-            raise ValueError(f"Phi must be (n, m), got shape {Phi.shape}")
+            raise InvalidInputError(f"Phi must be (n, m), got shape {Phi.shape}")
         return Phi.rechunk({1: -1}) if len(Phi.chunks[1]) > 1 else Phi
     if not hasattr(Phi, "shape") or not hasattr(Phi, "dtype") or hasattr(Phi, "tocsr"):
         raise TypeError(f"Phi must be a dask array (dsketch.engine.embed) or a dense NumPy/CuPy "
                         f"array, got {type(Phi).__name__}")
     if Phi.ndim != 2:
-        raise ValueError(f"Phi must be (n, m), got shape {Phi.shape}")
+        raise InvalidInputError(f"Phi must be (n, m), got shape {Phi.shape}")
     return Phi
 
 
@@ -69,9 +72,9 @@ def as_targets(Y, Phi):
     elif not lazy:
         Y = np.asarray(asnumpy(Y) if not isinstance(Y, da.Array) else Y.compute())
     if Y.ndim not in (1, 2):
-        raise ValueError(f"Y must be (n,) or (n, k), got shape {Y.shape}")
+        raise InvalidInputError(f"Y must be (n,) or (n, k), got shape {Y.shape}")
     if Y.shape[0] != Phi.shape[0]:
-        raise ValueError(f"Phi has {Phi.shape[0]} rows but Y has {Y.shape[0]}")
+        raise InvalidInputError(f"Phi has {Phi.shape[0]} rows but Y has {Y.shape[0]}")
     was_1d = Y.ndim == 1
     if was_1d:
         Y = Y[:, None]
@@ -80,6 +83,60 @@ def as_targets(Y, Phi):
     if lazy and (Y.chunks[0] != Phi.chunks[0] or len(Y.chunks[1]) > 1):
         Y = Y.rechunk({0: Phi.chunks[0], 1: -1})
     return Y, was_1d
+
+
+def first_nonfinite_row(A):
+    """Index of the first row of ``A`` holding NaN/Inf, or None (dask: one extra pass).
+
+    Only called once a pass has found non-finite sums, to say where they came from.
+    """
+    if isinstance(A, da.Array):
+        bad = ~da.isfinite(A).reshape((A.shape[0], -1)).all(axis=1)
+        anyb, row = dask.compute(bad.any(), da.argmax(bad))
+        return int(row) if bool(anyb) else None
+    bad = ~np.isfinite(asnumpy(A)).reshape(A.shape[0], -1).all(axis=1)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def check_finite_sums(Phi, Y, phi_sums, y_sums, where: str) -> None:
+    """Raise ``InvalidInputError`` when a pass's sums are not finite, naming the cause.
+
+    ``phi_sums`` are sums of ``Φ`` alone (``ΦᵀΦ``, its diagonal, a sketch), ``y_sums`` those
+    involving ``Y`` (``ΦᵀY``, ``ΣY²``).  Non-finite ``Φ`` sums blame ``Phi``, else ``Y``;
+    the first bad row is located (an extra pass for dask input, on this error path only);
+    finite rows with non-finite sums are an overflow.  Never returns silent NaN weights.
+    """
+    if all(np.all(np.isfinite(a)) for a in phi_sums) and all(np.all(np.isfinite(a))
+                                                             for a in y_sums):
+        return
+    bad_phi = not all(np.all(np.isfinite(a)) for a in phi_sums)
+    name, what, A = (("Phi", "the features Φ", Phi) if bad_phi else ("Y", "the targets Y", Y))
+    if A is None:  # only the sums are at hand
+        raise InvalidInputError(f"the sums of {what} in {where} are not finite: {name} "
+                                f"contains NaN or Inf, or its values overflow")
+    row = first_nonfinite_row(A)
+    if row is None:
+        raise InvalidInputError(
+            f"overflow in {where}: the float64 sums of {what} are not finite although {name} "
+            f"is finite; its values are too large (scale {name} down)")
+    raise InvalidInputError(f"{name} contains NaN or Inf (first at row {row}): {what} must be "
+                            f"finite (found by {where})")
+
+
+def check_folds(n: int, n_folds: int, counts=None, name: str = "n_folds") -> None:
+    """Refuse k-fold CV that would leave a fold empty (as scikit-learn's ``KFold`` does).
+
+    ``n < n_folds`` is refused before any pass; with ``counts`` (rows per fold, from the
+    pass) a fold that the row hash left empty is refused too.
+    """
+    if n < n_folds:
+        raise InvalidInputError(f"{name}={n_folds} folds need at least {n_folds} rows, got "
+                                f"n_samples={n}: use fewer folds (or {name}=None for GCV)")
+    empty = [f for f, c in enumerate(counts or ()) if c == 0]
+    if empty:
+        raise InvalidInputError(
+            f"{name}={n_folds}: fold {empty[0]} of {n_folds} has no rows (n={n} rows are "
+            f"assigned to folds by a hash of the row index); use fewer folds")
 
 
 def slabs(n: int, slab: int):
@@ -207,10 +264,8 @@ def fold_ids(n_rows: int, n_folds: int, seed: int, start: int = 0) -> np.ndarray
     -------
     numpy.ndarray of int64, values in ``[0, n_folds)``.
     """
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+    n_folds = check_int(n_folds, "n_folds", minimum=2)
+    seed = check_int(seed, "fold_seed", minimum=0)
     rows = np.arange(start, start + n_rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         key = _splitmix64(np.asarray([seed], dtype=np.uint64))[0]
@@ -333,19 +388,24 @@ def gram(Phi, Y, *, n_folds: int | None = None, fold_seed: int = 0, client=None,
     Phi = check_features(Phi)
     Y2, _ = as_targets(Y, Phi)
     m, k = int(Phi.shape[1]), int(Y2.shape[1])
-    F = int(n_folds or 0)
-    if F == 1 or F < 0:
-        raise ValueError(f"n_folds must be None or at least 2, got {n_folds}")
+    F = 0 if n_folds is None else check_int(n_folds, "n_folds", minimum=2)
+    if F:
+        check_folds(int(Phi.shape[0]), F)
+    slab_rows = check_int(slab_rows, "slab_rows")
+    split_every = check_int(split_every, "split_every", minimum=2)
     P1 = m * m + m * k + k + 1
     lazy = isinstance(Phi, da.Array)
     flat = reduce_rows(gram_chunk, "dsketch-gram", Phi, Y=Y2, rows=bool(F), P=max(F, 1) * P1,
                        client=current_client(client) if lazy else None, split_every=split_every,
                        progress=progress, n_folds=F, fold_seed=int(fold_seed),
                        slab=int(slab_rows), m=m, k=k)
+    check_finite_sums(Phi, Y2, [flat[p * P1:p * P1 + m * m] for p in range(max(F, 1))],
+                      [flat], "the Gram pass")
     if not F:
         G, B, yy, n = _unpack_gram(flat, m, k)
         return Gram(G=G, B=B, yy=yy, n=n)
     folds = [_unpack_gram(flat[f * P1:(f + 1) * P1], m, k) for f in range(F)]
+    check_folds(int(Phi.shape[0]), F, [int(f[3]) for f in folds])
     return Gram(G=sum(f[0] for f in folds), B=sum(f[1] for f in folds),
                 yy=sum(f[2] for f in folds), n=int(sum(f[3] for f in folds)),
                 G_folds=[f[0] for f in folds], B_folds=[f[1] for f in folds],

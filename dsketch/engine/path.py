@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
-from ..backend import asnumpy, get_namespace, is_cupy, to_namespace
+from ..backend import InvalidInputError, asnumpy, check_int, get_namespace, is_cupy, to_namespace
 from .cluster import current_client
-from .linalg import EIGH_MIN_ALPHAS, RidgeSystem
-from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, fold_ids, gram,
-                     reduce_rows, slabs)
+from .linalg import EIGH_MIN_ALPHAS, RidgeSystem, check_weights
+from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, check_finite_sums,
+                     check_folds, fold_ids, gram, reduce_rows, slabs)
 
 __all__ = ["AlphaGridWarning", "RidgePath", "ridge_path", "fit_path", "choose_form",
            "score_chunk", "SCORINGS"]
@@ -213,6 +213,7 @@ def _gram_path(g: Gram, alphas, posterior, accuracy) -> RidgePath:
     grid = alphas.size > 1
     cv_results = None
     system = None
+    check_finite_sums(None, None, [g.G], [g.B, g.yy], "the Gram given to the ridge path")
     if grid and g.G_folds is not None:
         errs, Ws = _feature_cv(g, alphas, keep_weights=accuracy is not None)
         if accuracy is not None:
@@ -229,7 +230,7 @@ def _gram_path(g: Gram, alphas, posterior, accuracy) -> RidgePath:
     alpha = _select(cv_results, alphas) if grid else float(alphas[0])
     if system is None:
         system = RidgeSystem(g.G, 1)
-    W = system.solve(alpha, g.B)
+    W = check_weights(system.solve(alpha, g.B), f"the ridge path's solve (alpha={alpha:g})")
     factor = system.posterior_factor(alpha) if posterior else None
     return RidgePath(W=W, alpha=alpha, cv_results=cv_results, posterior_factor=factor,
                      form="feature", timings={"path_s": time.perf_counter() - t0})
@@ -268,13 +269,16 @@ def _sample_path(Phi, Y, alphas, n_folds, fold_seed, scoring) -> RidgePath:
     """Sample-space path on an in-memory ``Φ`` (NumPy): kernel ``K = ΦΦᵀ`` in float64."""
     t0 = time.perf_counter()
     P = np.asarray(Phi, dtype=np.float64)
+    check_finite_sums(P, Y, [P], [Y], "the sample-space path")
     K = P @ P.T
+    check_finite_sums(P, Y, [K], [], "the sample-space kernel ΦΦᵀ")
     n, t = Y.shape
     grid = alphas.size > 1
     cv_results = None
     system = None
     if grid and n_folds:
         ids = fold_ids(n, n_folds, fold_seed)
+        check_folds(n, n_folds, np.bincount(ids, minlength=n_folds).tolist())
         errs = np.empty((n_folds, len(alphas)))
         acc = np.empty_like(errs)
         sizes = []
@@ -296,7 +300,7 @@ def _sample_path(Phi, Y, alphas, n_folds, fold_seed, scoring) -> RidgePath:
     alpha = _select(cv_results, alphas) if grid else float(alphas[0])
     if system is None:
         system = RidgeSystem(K, 1)
-    W = P.T @ system.solve(alpha, Y)
+    W = check_weights(P.T @ system.solve(alpha, Y), f"the ridge path's solve (alpha={alpha:g})")
     return RidgePath(W=W, alpha=alpha, cv_results=cv_results, form="sample",
                      timings={"path_s": time.perf_counter() - t0})
 
@@ -339,13 +343,17 @@ def fit_path(Phi, Y, alphas, *, n_folds: int | None = None, fold_seed: int = 0,
     alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
     scoring = _check_scoring(scoring)
     grid = alphas.size > 1
-    F = int(n_folds or 0) if grid else 0
+    if not alphas.size or not np.all(np.isfinite(alphas)) or np.any(alphas < 0):
+        raise InvalidInputError(f"alphas must be finite and non-negative, got {alphas.tolist()}")
+    F = check_int(n_folds, "n_folds", minimum=2) if (grid and n_folds is not None) else 0
     if scoring == "accuracy" and grid and not F:
-        raise ValueError("scoring='accuracy' needs CV folds (n_folds ≥ 2); GCV scores MSE only")
+        raise InvalidInputError("scoring='accuracy' needs CV folds (n_folds ≥ 2); GCV scores MSE only")
     Phi = check_features(Phi)
     Y2, _ = as_targets(Y, Phi)
     lazy = isinstance(Phi, da.Array)
     n, m, k = int(Phi.shape[0]), int(Phi.shape[1]), int(Y2.shape[1])
+    if F:
+        check_folds(n, F)
     in_memory = not lazy and not is_cupy(Phi)
     if form == "auto":
         form, reason = choose_form(n, m, k, F, alphas.size, in_memory=in_memory,

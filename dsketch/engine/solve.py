@@ -25,12 +25,13 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..backend import get_namespace, to_namespace
+from ..backend import InvalidInputError, check_int, check_seed, get_namespace, to_namespace
 from .cg import block_cg
 from .cluster import current_client, worker_memory_limits
 from .graph import token
-from .linalg import cho_solve, cholesky
-from .passes import SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, fmt_bytes, gram
+from .linalg import cho_solve, check_weights, cholesky
+from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, check_finite_sums,
+                     fmt_bytes, gram)
 from .path import AlphaGridWarning, RidgePath, fit_path, ridge_path
 
 __all__ = ["FitReport", "RidgePath", "fit_ridge", "choose_solver", "solve_gram", "ridge_path",
@@ -87,24 +88,31 @@ def solve_gram(gram: Gram, alpha) -> np.ndarray:
     Returns
     -------
     numpy.ndarray ``(m, k)`` float64.
+
+    Raises ``InvalidInputError`` for a non-finite Gram (NaN/Inf in the features or
+    targets that built it), :class:`.linalg.IllConditionedError` for non-finite weights.
     """
     G = np.asarray(gram.G, dtype=np.float64)
     B = np.asarray(gram.B, dtype=np.float64)
     if B.ndim == 1:
         B = B[:, None]
+    for name, arr in (("G (the Gram ΦᵀΦ)", G), ("B (ΦᵀY)", B)):
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInputError(f"{name} contains NaN or Inf: the features or targets it "
+                                    f"was summed from are not finite")
     m = G.shape[0]
     a = np.asarray(alpha, dtype=np.float64)
     if np.any(~np.isfinite(a)) or np.any(a < 0):
-        raise ValueError(f"alpha must be finite and non-negative, got {alpha}")
+        raise InvalidInputError(f"alpha must be finite and non-negative, got {alpha}")
     if a.ndim == 0:
-        return _cho_solve(G, float(a), B)
+        return check_weights(_cho_solve(G, float(a), B), f"the direct solve (alpha={float(a)})")
     if a.shape != (B.shape[1],):
-        raise ValueError(f"alpha has shape {a.shape}; expected a scalar or ({B.shape[1]},) "
-                         f"(one per target)")
+        raise InvalidInputError(f"alpha has shape {a.shape}; expected a scalar or "
+                                f"({B.shape[1]},) (one per target)")
     W = np.empty((m, B.shape[1]))
     for j, aj in enumerate(a):
         W[:, j] = _cho_solve(G, float(aj), B[:, j:j + 1])[:, 0]
-    return W
+    return check_weights(W, f"the direct solve (alpha={a.tolist()})")
 
 
 def _cho_solve(G, alpha, B):
@@ -207,16 +215,31 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
     Phi = check_features(Phi)
     Y2, _ = as_targets(Y, Phi)
     n, m, k = int(Phi.shape[0]), int(Phi.shape[1]), int(Y2.shape[1])
-    alpha = float(alpha)
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"alpha must be a number, got {alpha!r}") from None
     if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be finite and non-negative, got {alpha}")
+        raise InvalidInputError(f"alpha must be finite and non-negative, got {alpha}")
+    maxiter = check_int(maxiter, "maxiter")
+    seed = check_seed(seed)
+    slab_rows = check_int(slab_rows, "slab_rows")
+    split_every = check_int(split_every, "split_every", minimum=2)
+    if rank is not None:
+        rank = check_int(rank, "rank", minimum=0)
+    try:
+        tol = float(tol)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"tol must be a number, got {tol!r}") from None
+    if not math.isfinite(tol) or tol < 0:
+        raise InvalidInputError(f"tol must be finite and non-negative, got {tol}")
     client = current_client(client) if isinstance(Phi, da.Array) else None
     if solver == "auto":
         solver, reason = choose_solver(n, m, k, client, split_every=split_every)
     elif solver in ("direct", "cg"):
         reason = f"solver={solver!r} requested"
     else:
-        raise ValueError(f"solver must be 'auto', 'direct' or 'cg', got {solver!r}")
+        raise InvalidInputError(f"solver must be 'auto', 'direct' or 'cg', got {solver!r}")
     if solver == "direct":
         g = gram(Phi, Y2, client=client, split_every=split_every, slab_rows=slab_rows,
                  progress=progress)

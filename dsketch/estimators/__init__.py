@@ -12,7 +12,7 @@ lives in :mod:`._inputs`.  They follow scikit-learn 1.9's conventions (keyword-o
 
 Inputs
 ------
-* NumPy arrays (and SciPy sparse matrices for the maps that take them): computed in memory,
+* NumPy arrays and SciPy sparse matrices (every transformer but CNTKSketch): computed in memory,
   no cluster needed.
 * ``dask.array`` arrays: ``transform``/``predict`` return lazy dask arrays
   (``dsketch.engine.embed`` / ``dsketch.engine.predict``); ``fit`` runs one pass on the

@@ -2,7 +2,9 @@
 
 Owns telling NumPy/SciPy input from dask arrays and Zarr store URLs, opening a store,
 scikit-learn validation of in-memory input (2-D rows or images), lining targets up with
-the row chunks of a dask ``X``, and turning ``random_state`` into the feature map's seed.
+the row chunks of a dask ``X`` (with the same NaN/Inf check as ``X``), the label and CV
+checks scikit-learn would do on in-memory input (continuous labels, folds too few or
+empty), and turning ``random_state`` into the feature map's seed.
 Must not compute features or fit anything.
 """
 
@@ -10,17 +12,27 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from numbers import Integral
 
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_consistent_length, validate_data
 
 from .. import engine
+from ..backend import InvalidInputError, check_seed
+from ..engine.passes import check_folds, fold_ids
 
 __all__ = ["is_dask", "is_store", "open_store", "draw_seed", "rechunk_like_rows",
-           "validate_input", "check_row_width"]
+           "validate_input", "check_row_width", "check_class_labels", "check_cv",
+           "CV_CHECK_MAX_ROWS"]
+
+#: Fold sizes (and a classifier's classes per training fold) are checked on the client
+#: up to this many rows; beyond it an empty fold is astronomically unlikely and the
+#: engine's own per-fold row counts still refuse one.
+CV_CHECK_MAX_ROWS = 1_000_000
 
 
 def is_dask(x) -> bool:
@@ -46,22 +58,87 @@ def draw_seed(random_state) -> int:
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
     if isinstance(random_state, Integral) and not isinstance(random_state, bool):
-        return int(random_state)
+        return check_seed(random_state, "random_state")
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(np.iinfo(np.int32).max))
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(np.iinfo(np.int32).max))
-    raise ValueError(f"random_state must be None, an int or a RandomState, got {random_state!r}")
+    raise InvalidInputError(f"random_state must be None, a non-negative int, a RandomState or a "
+                            f"Generator, got {random_state!r}")
 
 
 def rechunk_like_rows(y, X):
-    """``y`` (NumPy or dask, (n,) or (n, k)) as a dask array chunked like the rows of ``X``."""
+    """``y`` (NumPy or dask, (n,) or (n, k)) as a dask array chunked like the rows of ``X``.
+
+    Numeric targets get the same lazy NaN/Inf check as ``X`` (``engine.validate_rows``:
+    the error names ``y``, the chunk and the global row) unless they already carry it.
+    """
+    validated = is_dask(y) and str(y.name).startswith("dsketch-validate-")  # a store's y
     if not is_dask(y):
         y = np.asarray(y)
-        return da.from_array(y, chunks=(X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
-    if y.shape[0] != X.shape[0] and not math.isnan(y.shape[0]):
-        raise ValueError(f"y has {y.shape[0]} rows but X has {X.shape[0]}")
-    return y.rechunk({0: X.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
+        if y.shape[0] != X.shape[0]:
+            raise InvalidInputError(f"y has {y.shape[0]} rows but X has {X.shape[0]}")
+        y = da.from_array(y, chunks=(X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
+    elif y.shape[0] != X.shape[0] and not math.isnan(y.shape[0]):
+        raise InvalidInputError(f"y has {y.shape[0]} rows but X has {X.shape[0]}")
+    else:
+        y = y.rechunk({0: X.chunks[0]} | {i: -1 for i in range(1, y.ndim)})
+    if not validated and np.dtype(y.dtype).kind in "biuf":
+        y = engine.validate_rows(y, name="y", ndim=(1, 2))
+    return y
+
+
+def check_class_labels(classes: np.ndarray, n: int) -> None:
+    """scikit-learn's ``check_classification_targets`` from the distinct labels alone.
+
+    For dask ``y``, whose distinct values are computed but not the whole column:
+    non-integral floats are ``'continuous'`` (the same error as scikit-learn), and more
+    distinct labels than half of ``n`` (> 20) rows warns as scikit-learn does.
+    """
+    kind = type_of_target(classes, input_name="y")
+    if kind not in ("binary", "multiclass"):
+        raise InvalidInputError(
+            f"Unknown label type: {kind}. Maybe you are trying to fit a classifier, which "
+            f"expects discrete classes on a regression target with continuous values "
+            f"(y has {len(classes)} distinct values in {n} rows).")
+    if n > 20 and len(classes) > round(0.5 * n):
+        warnings.warn("The number of unique classes is greater than 50% of the number of "
+                      "samples. `y` could represent a regression problem, not a "
+                      "classification problem.", UserWarning, stacklevel=3)
+
+
+def check_cv(n: int, cv: int, fold_seed: int, labels=None) -> None:
+    """Refuse ``cv`` folds that cannot be scored, naming ``cv`` and ``n``.
+
+    ``n < cv`` or a fold left empty by the row hash (``engine.fold_ids``) is an error, as
+    scikit-learn's ``KFold`` refuses ``n_splits > n_samples``.  With class ``labels``
+    (one per row, a classifier): a training fold holding a single class is an error, one
+    lacking a class warns (as scikit-learn's ``StratifiedKFold`` warns about classes
+    with fewer members than folds).  Fold contents are checked up to
+    :data:`CV_CHECK_MAX_ROWS` rows.
+    """
+    check_folds(n, cv, name="cv")
+    if n > CV_CHECK_MAX_ROWS:
+        return
+    ids = fold_ids(n, cv, fold_seed)
+    check_folds(n, cv, np.bincount(ids, minlength=cv).tolist(), name="cv")
+    if labels is None:
+        return
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    for f in range(cv):
+        train = np.unique(labels[ids != f])
+        if train.size < 2 <= present.size:
+            raise InvalidInputError(
+                f"cv={cv}: the training rows of fold {f} (n={n} rows in all) hold only "
+                f"class {train[:1].tolist()[0]!r}; a classifier needs at least two classes in "
+                f"every training fold: use fewer folds or more rows")
+        missing = np.setdiff1d(present, train)
+        if missing.size:
+            warnings.warn(f"cv={cv}: the training rows of fold {f} lack class(es) "
+                          f"{missing.tolist()} (n={n} rows): those classes are never "
+                          f"predicted in that fold's score", UserWarning, stacklevel=3)
+            return
 
 
 def check_row_width(est, X, *, reset: bool) -> None:

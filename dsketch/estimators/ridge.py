@@ -27,7 +27,8 @@ from .. import engine
 from ..engine.path import AlphaGridWarning
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
-from ._inputs import is_dask, is_store, open_store, rechunk_like_rows, validate_input
+from ._inputs import (CV_CHECK_MAX_ROWS, check_class_labels, check_cv, is_dask, is_store,
+                      open_store, rechunk_like_rows, validate_input)
 from .transformers import NTKSketch
 
 __all__ = ["SketchRidge", "SketchRidgeClassifier", "AlphaGridWarning"]
@@ -124,8 +125,17 @@ class _SketchRidgeBase(BaseEstimator):
             Phi = self.sketch_.transform(X)
             n = int(Phi.shape[0])
         m = int(self.sketch_.n_components)
+        if grid and self.cv:
+            check_cv(n, self.cv, self._fold_seed(), self._cv_labels(Y, n))
         self._solve(Phi, Y, alphas, grid, n, m, start)
         return self
+
+    def _fold_seed(self) -> int:
+        return int(getattr(self.sketch_, "seed_", 0) or 0)
+
+    def _cv_labels(self, Y, n):
+        """Class of each row for the CV checks (classifiers), else None."""
+        return None
 
     def _encode_y_dask(self, y):
         if y is None:
@@ -159,7 +169,7 @@ class _SketchRidgeBase(BaseEstimator):
         """``engine.fit_path``: one Gram pass (or the in-memory kernel), the path, the refit."""
         t0 = time.perf_counter()
         n_folds = self.cv if (grid and self.cv) else None
-        fold_seed = int(getattr(self.sketch_, "seed_", 0) or 0)
+        fold_seed = self._fold_seed()
         path = engine.fit_path(Phi, Y, alphas, n_folds=n_folds, fold_seed=fold_seed,
                                scoring=self._scoring(grid), posterior=self.posterior_std,
                                phase=lambda name: progress.phase(name, rows_done=n))
@@ -408,10 +418,17 @@ class SketchRidgeClassifier(ClassifierMixin, _SketchRidgeBase):
             else:
                 raise ValueError(f"classification labels y must be 1-D, got shape {y.shape}")
         self.classes_ = np.asarray(da.unique(y).compute())
+        check_class_labels(self.classes_, int(y.shape[0]))
         lo, hi = self._levels()
         classes = self.classes_
         return y.map_blocks(lambda b: np.where(b[:, None] == classes[None, :], hi, lo),
                             dtype=np.float64, new_axis=1, chunks=(y.chunks[0], (len(classes),)))
+
+    def _cv_labels(self, Y, n):
+        if n > CV_CHECK_MAX_ROWS:
+            return None
+        idx = Y.argmax(axis=1)
+        return self.classes_[np.asarray(idx.compute() if is_dask(idx) else idx)]
 
     def decision_function(self, X):
         """Class scores Φ(X) ``coef_`` (n, n_classes); for two classes the (n,) score of

@@ -5,6 +5,8 @@ Owns :class:`NTKSketch`, :class:`NNGPSketch`, :class:`CNTKSketch` (a network's f
 :class:`RandomFourierFeatures`, :class:`ArcCosineFeatures` (maps of
 :mod:`dsketch.sketch.kernels`).  ``fit`` draws the seed and plans the map (no data pass);
 ``transform`` runs it in memory, or lazily through ``dsketch.engine.embed`` for dask input.
+Every transformer but :class:`CNTKSketch` takes SciPy sparse rows (CSR; CSC converted) and
+sparse stores, with the features of their dense copy (see :mod:`dsketch.nets.inputs`).
 Must not hold kernel maths or Dask graph code: it wires them.
 """
 
@@ -21,7 +23,11 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .. import engine, sketch
+from ..backend import InvalidInputError
 from ..nets import Relu, fully_connected, myrtle
+from ..nets.activation_sketch import METHODS
+from ..nets.inputs import check_sparse_rows
+from ..nets.serial import check_net
 from ._inputs import check_row_width, draw_seed, is_dask, is_store, open_store, validate_input
 
 __all__ = ["NTKSketch", "NNGPSketch", "CNTKSketch", "NTKRandomFeatures", "PolynomialSketch",
@@ -41,7 +47,7 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         "random_state": ["random_state"],
         "dtype": [StrOptions({"float32", "float64"})],
     }
-    _accepts_sparse = False
+    _accepts_sparse = True
     _image_input = False
 
     # ------------------------------------------------------------------ subclass hooks
@@ -56,8 +62,14 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """Hook to reshape inputs (``CNTKSketch`` turns flat rows into images)."""
         return X
 
+    def _refuse_sparse(self, width: int):
+        """Raise the error for sparse input to a transformer that cannot take it."""
+        raise InvalidInputError(f"{type(self).__name__} does not accept sparse input; densify it first")
+
     def _validate(self, X, *, reset: bool):
         """Validate in-memory ``X``; sets/checks ``n_features_in_`` (rows flattened)."""
+        if not self._accepts_sparse and scipy.sparse.issparse(X):
+            self._refuse_sparse(X.shape[1])
         return validate_input(self, X, reset=reset, sparse=self._accepts_sparse,
                               images=self._image_input)
 
@@ -68,7 +80,7 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _as_dask_input(self, X, *, reset: bool):
         if scipy.sparse.issparse(getattr(X, "_meta", None)) and not self._accepts_sparse:
-            raise ValueError(f"{type(self).__name__} does not accept sparse input; densify it first")
+            self._refuse_sparse(X.shape[1])
         if not str(X.name).startswith("dsketch-validate-"):  # open_dataset already attached it
             X = engine.validate_rows(X, name="X")
         X = self._prepare(X)
@@ -140,28 +152,30 @@ class _NetSketch(BaseSketch):
         "net": [None, HasMethods(["sketch", "kernel"])],
         "degree": [Interval(Integral, 1, None, closed="left")],
         "relu_method": [StrOptions({"poly", "random"})],
+        "method": [StrOptions(set(METHODS))],
     }
 
     def __init__(self, *, net=None, n_components=1024, random_state=None, degree=8,
-                 relu_method="poly", dtype="float32"):
+                 relu_method="poly", dtype="float32", method="auto"):
         self.net = net
         self.n_components = n_components
         self.random_state = random_state
         self.degree = degree
         self.relu_method = relu_method
         self.dtype = dtype
+        self.method = method
 
     @staticmethod
     def _default_net():
         return fully_connected(2, Relu(), W_std=math.sqrt(2.0), b_std=0.0)
 
     def _resolved_net(self):
-        """The network used (``net`` or the default)."""
-        return self.net if self.net is not None else self._default_net()
+        """The network used (``net`` or the default); a bare layer is refused (``check_net``)."""
+        return check_net(self.net) if self.net is not None else self._default_net()
 
     def _make_map(self, input_shape, seed):
         fmap = self._resolved_net().sketch(input_shape, self.n_components, seed, degree=self.degree,
-                                relu_method=self.relu_method, dtype=self.dtype)
+                                relu_method=self.relu_method, dtype=self.dtype, method=self.method)
         return fmap.output(self._output)
 
     def _exact_kernel(self, X, Y):
@@ -189,6 +203,8 @@ class NTKSketch(_NetSketch):
         ReLU-family sketch: arc-cosine polynomial fit + PolySketch, or random features.
     dtype : {"float32", "float64"}, default="float32"
         Dtype of the features.
+    method : {"auto", "hermite", "random", "mix"}, default="auto"
+        Estimator of the other activations' sketches (see ``Serial.sketch``).
 
     Attributes
     ----------
@@ -232,23 +248,30 @@ class CNTKSketch(_NetSketch):
         When given, 2-D input rows of width ``H·W·C`` are reshaped to channels-last images
         (so flat Zarr arrays and scikit-learn pipelines work); 4-D ``(n, H, W, C)`` input is
         always accepted.
-    n_components, random_state, degree, relu_method, dtype
+    n_components, random_state, degree, relu_method, dtype, method
         As in :class:`NTKSketch`.
     """
 
     _output = "ntk"
     _image_input = True
+    _accepts_sparse = False
     _parameter_constraints: dict = {**_NetSketch._parameter_constraints, "image_shape": [None, tuple]}
 
     def __init__(self, *, net=None, image_shape=None, n_components=1024, random_state=None,
-                 degree=8, relu_method="poly", dtype="float32"):
+                 degree=8, relu_method="poly", dtype="float32", method="auto"):
         super().__init__(net=net, n_components=n_components, random_state=random_state,
-                         degree=degree, relu_method=relu_method, dtype=dtype)
+                         degree=degree, relu_method=relu_method, dtype=dtype, method=method)
         self.image_shape = image_shape
 
     @staticmethod
     def _default_net():
         return myrtle(5)
+
+    def _refuse_sparse(self, width: int):
+        """Name the net's first layer that needs images (``check_sparse_rows`` raises)."""
+        shape = tuple(self.image_shape) if self.image_shape is not None else (1, 1, width)
+        check_sparse_rows(None, self._resolved_net().layers, shape, "X")
+        super()._refuse_sparse(width)
 
     def _prepare(self, X):
         if X.ndim == 2:
@@ -341,9 +364,10 @@ class PolynomialSketch(_KernelSketch):
 
     Notes
     -----
-    SciPy sparse input (and dask arrays of sparse blocks) is accepted with
-    ``method="tensorsketch"`` or ``leaf="countsketch"``; the other settings refuse it with
-    a ``TypeError`` before computing anything.
+    SciPy sparse input (and dask arrays of sparse blocks) goes in as it is with
+    ``method="tensorsketch"`` or ``leaf="countsketch"`` (O(nnz) per row, any width); the
+    other settings densify narrow rows chunk by chunk and CountSketch wide ones
+    (``dsketch.sketch.linear.input_reduction``), dense rows alike.
     """
 
     _map_name = "PolynomialSketch"
@@ -367,10 +391,6 @@ class PolynomialSketch(_KernelSketch):
         self.n_components = n_components
         self.random_state = random_state
         self.dtype = dtype
-
-    @property
-    def _accepts_sparse(self) -> bool:
-        return self.method == "tensorsketch" or self.leaf == "countsketch"
 
 
 class RandomFourierFeatures(_KernelSketch):

@@ -17,7 +17,8 @@ unchanged).  For a row (or pixel) with NNGP features ``x`` of exact variance ``v
    ``E⟨g(x), g(y)⟩ ≈ E[φ'(u)φ'(v)]``, and ``ntk' = TensorSRHT(ntk, g)`` (``E`` = Θ·E[φ'φ']),
    NTK features narrower than m being first spread to width m by an SRHT (a TensorSRHT
    factor with few Hadamard coordinates has a high variance: this halves the NTK error
-   of the first activation of a net);
+   of the first activation of a net) and wider ones summed in SRHT-rotated blocks of
+   width m (``readout.FitWidth(blocks=True)``), so the TensorSRHT uses each coordinate once;
 4. ``var' = E[φ(√v z)²]`` exactly.
 
 Truncation at degree ``p`` is made exact at ρ = ±1: the Hermite mass above ``p`` of even
@@ -30,6 +31,27 @@ fold approximate the arc-cosine kernels about as well as a non-negative least-sq
 on [-1, 1] (degree 8: max error of κ1 1e-3 vs 4e-4, of κ0 0.041 vs 0.036) and need no
 fitting, so every activation uses them; the polynomial bias of whole depth-3 ReLU, erf and
 GeLU nets is then below 1e-3 (relative Frobenius) and the sketch variance dominates.
+
+Estimators (``options.method``; measured by ``benchmarks/fidelity.py``, rows of norms
+1.6–21 scaled ×0.1…×100): ``"hermite"`` is the above.  ``"random"`` keeps the exact
+constant column and gives the rest to Monte-Carlo features of the residual
+``r_x(z) = φ(√v z) − R_0(v)`` at ``z = x̂·g`` (g Gaussian, shared by both branches), valid
+for any activation; ``"mix"`` gives Hermite degrees ≤ ``MIX_DEGREE`` to PolySketch and the
+residual of the series above them to the Monte-Carlo block, added under its own random
+signs into the same coordinates: unbiased at every correlation (no truncation), and each
+row's budget follows its own variance (where the tail mass is small the Monte-Carlo block
+is near zero and adds no noise).  With either, a narrow input (``8·w_in ≤ m``: the first
+activation) gets degree 1 as an exact block ``R_1(v)·x̂``, and derivative rows are
+rescaled to their exact norm E[φ'(u)²] (the bump φ' of saturating activations at large
+variance makes those the noisiest entries: erf depth-2 NTK at ×100 0.40 → 0.27).
+``"auto"`` (default, :func:`resolve_method`): ``"hermite"`` for positively homogeneous
+and fast-growing activations, ``"mix"`` for the others where the input is at most m/2
+wide (the first activation of a net, where input norms, hence variances, are arbitrary),
+``"hermite"`` past it (measured: the same error at depth 2 and 3, without an m × m GEMM).
+On nearly diagonal kernels (bounded activations at large input norms) every width-m
+oblivious sketch has an error of about the JL floor √(Σ_ij (K_ii K_jj + K_ij²)/m)/‖K‖_F;
+with the block sums (step 3, the readout), ``"auto"`` measured at most 1.33× it (NNGP)
+and 1.21× (NTK) on depth-2/3 nets, m = 1024 and 4096, inputs ×0.1…×100.
 
 ``options.relu_method == "random"`` switches positively homogeneous activations (ReLU
 family, Sign, Step, rectified monomials) to random features: ``f = φ(x G)/√m`` and
@@ -55,10 +77,22 @@ from ..backend import get_namespace, resolve_dtype
 from ..sketch import SRHT, GaussianProjection, PolySketch, TensorSRHT
 from ..sketch.linear import SignedSum
 from .base import Features, FeatureShape, LayerSketch, SketchOptions
+from .readout import FitWidth
 
-__all__ = ["ActivationSketch", "plan_activation_sketch", "folded_expansion"]
+__all__ = ["ActivationSketch", "plan_activation_sketch", "folded_expansion", "resolve_method",
+           "METHODS", "MIX_DEGREE"]
 
 _PROBE_VARIANCES = (0.37, 1.9, 11.3)
+
+#: The estimators of an activation's sketch (``SketchOptions.method``).
+METHODS = ("auto", "hermite", "random", "mix")
+#: Hermite degrees (above the exact ones) that ``"mix"`` gives to PolySketch; the rest of
+#: the series goes to Monte-Carlo features of the residual function.
+MIX_DEGREE = 1
+#: The exact degree-1 block is used when ``LINEAR_SHARE · w_in ≤ m``.
+LINEAR_SHARE = 8
+#: ``"auto"`` uses ``"mix"`` only on inputs of width ``w_in ≤ m / AUTO_MC_SHARE``.
+AUTO_MC_SHARE = 2
 
 
 def folded_expansion(act, var, degree: int):
@@ -102,6 +136,36 @@ def _active_degrees(act, degree: int):
     return act_n, act_d
 
 
+def _tame(fn) -> bool:
+    """Whether ``fn`` is finite and grows at most linearly on a probe grid up to ±10⁶.
+
+    Monte-Carlo features of such a function have a bounded relative variance at every
+    input norm; faster-growing ones (Exp, monomials) stay on the Hermite sketch.
+    """
+    t = np.concatenate([-np.geomspace(1e-3, 1e6, 40), [0.0], np.geomspace(1e-3, 1e6, 40)])
+    with np.errstate(all="ignore"):
+        y = np.asarray(fn(t), dtype=np.float64)
+    return bool(np.all(np.isfinite(y)) and np.all(np.abs(y) <= 10 * (1 + np.abs(t))))
+
+
+def resolve_method(act, method: str) -> str:
+    """The estimator an activation's sketch uses for ``method`` (see the module docstring).
+
+    ``"auto"``: ``"hermite"`` for positively homogeneous activations (their Hermite
+    coefficients are constant and decay fast: measured at the JL floor) and for
+    fast-growing ones; ``"mix"`` for every other activation whose φ and φ' grow at most
+    linearly (bounded, GeLU-like, periodic).  The planner further keeps ``"auto"`` on
+    ``"hermite"`` for inputs wider than m / ``AUTO_MC_SHARE``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method != "auto":
+        return method
+    if act.homogeneity is not None:
+        return "hermite"
+    return "mix" if _tame(act.dual_fn) and _tame(act.dual_deriv) else "hermite"
+
+
 def plan_activation_sketch(act, shape: FeatureShape, options: SketchOptions, seed: int, path: tuple):
     """Plan the sketch face of activation ``act`` on features of ``shape``."""
     resolve_dtype(options.dtype)
@@ -111,32 +175,42 @@ def plan_activation_sketch(act, shape: FeatureShape, options: SketchOptions, see
     m = int(options.n_features)
     if m < 2:
         raise ValueError(f"n_features must be at least 2 for an activation sketch, got {m}")
-    method = "hermite"
-    if options.relu_method == "random" and act.homogeneity is not None:
-        method = "random"
-    elif options.relu_method not in ("poly", "random"):
+    if options.relu_method not in ("poly", "random"):
         raise ValueError(f"relu_method must be 'poly' or 'random', got {options.relu_method!r}")
-    if method == "random":
+    requested = getattr(options, "method", "auto")
+    method = resolve_method(act, requested)
+    if requested == "auto" and method == "mix" and AUTO_MC_SHARE * shape.nngp > m:
+        # Past the first activation the Monte-Carlo block costs an m × m GEMM and, measured,
+        # buys nothing: the variances there are moderate and the Hermite series converges.
+        method = "hermite"
+    if options.relu_method == "random" and act.homogeneity is not None:
+        method = "relu-random"
+    if method == "relu-random":
         act_n, act_d = (), ()
         zero_dot = act.homogeneity == 0
     else:
         act_n, act_d = _active_degrees(act, p)
         zero_dot = not act_d
+    # An exact degree-1 block (R_1·x̂, w_in columns) when the input is narrow: no variance
+    # for the linear part of the kernel (the first activation of a net).
+    linear = method in ("mix", "random") and shape.nngp * LINEAR_SHARE <= m
     # Θ' = Θ ⊙ E[φ'φ'] is identically 0 when Θ = 0 (no NTK features yet) or φ' = 0.
     w_ntk = 0 if (shape.ntk == 0 or zero_dot) else m
     out = FeatureShape(tuple(shape.spatial), m, w_ntk)
     return ActivationSketch(act=act, w_in=shape.nngp, w_ntk_in=shape.ntk, out=out, degree=p,
                             method=method, active_nngp=act_n, active_dot=act_d,
-                            dtype=str(np.dtype(options.dtype)), seed=int(seed), path=tuple(path))
+                            dtype=str(np.dtype(options.dtype)), seed=int(seed), path=tuple(path),
+                            linear=linear)
 
 
 @dataclass(frozen=True)
 class ActivationSketch(LayerSketch):
     """Planned sketch face of an activation (see the module docstring).
 
-    A small hashable spec: the activation, incoming widths, output shape, degree, method,
-    the nonzero Hermite degrees, dtype, seed and path.  Random maps are primitive specs
-    derived from it; they cache their matrices per device.
+    A small hashable spec: the activation, incoming widths, output shape, degree, the
+    resolved method (``"hermite"``, ``"random"``, ``"mix"`` or ``"relu-random"``), the
+    nonzero Hermite degrees, dtype, seed, path and whether degree 1 is an exact block.
+    Random maps are primitive specs derived from it; they cache their matrices per device.
     """
 
     act: object
@@ -150,100 +224,148 @@ class ActivationSketch(LayerSketch):
     dtype: str
     seed: int
     path: tuple
+    linear: bool = False
 
     # --------------------------------------------------------------- random maps
     @property
     def _m(self) -> int:
         return self.out.nngp
 
+    @property
+    def _width(self) -> int:
+        """Columns shared by the signed sum (after the constant and the exact linear block)."""
+        return self._m - 1 - (self.w_in if self.linear else 0)
+
+    @property
+    def _poly_top(self) -> int:
+        """Highest Hermite degree estimated by PolySketch (the rest is exact or Monte-Carlo)."""
+        if self.method == "hermite":
+            return self.degree
+        if self.method == "mix":
+            return min(self.degree, MIX_DEGREE + int(self.linear))
+        return 0
+
+    def _poly_degrees(self, active):
+        low = 2 if self.linear else 1
+        return {l for l in active if low <= l <= self._poly_top}
+
     def _poly(self):
-        top = max([l for l in self.active_nngp + self.active_dot if l >= 1], default=0)
+        top = max(self._poly_degrees(self.active_nngp + self.active_dot), default=0)
         if top == 0:
             return None
         return PolySketch(self.w_in, self._m, top, self.seed, self.path + ("poly",))
 
     def _mix(self, which: str):
-        """Signed sum of the degree blocks, cut to ``m − 1`` coordinates (see ``_poly_features``)."""
-        return SignedSum(self._m - 1, self.degree + 1, self.seed, self.path + (which,))
+        """Signed sum of the degree blocks (and the Monte-Carlo block, term ``degree + 1``)."""
+        if self.method == "hermite":
+            return SignedSum(self._m - 1, self.degree + 1, self.seed, self.path + (which,))
+        return SignedSum(self._width, self.degree + 2, self.seed, self.path + (which, self.method))
+
+    def _gaussian(self):
+        """Gaussian directions of the Monte-Carlo block (shared by both branches)."""
+        return GaussianProjection(self.w_in, self._width, self.seed, self.path + ("mc",))
 
     def _expand(self):
-        """Narrow NTK features are first spread to width m by an SRHT (see ``__call__``)."""
-        if self.out.ntk == 0 or self.w_ntk_in >= self._m:
+        """NTK features are first brought to width m (see ``__call__``)."""
+        if self.out.ntk == 0 or self.w_ntk_in == self._m:
             return None
+        if self.w_ntk_in > self._m:
+            return FitWidth(self.w_ntk_in, self._m, self.seed, self.path + ("ntk-fold",),
+                            check=False, blocks=True)
         return SRHT(self.w_ntk_in, self._m, self.seed, self.path + ("ntk-expand",))
 
     def _tensor(self):
         if self.out.ntk == 0:
             return None
-        d1 = max(self.w_ntk_in, self._m)
-        return TensorSRHT(d1, self._m, self._m, self.seed, self.path + ("ntk",))
+        return TensorSRHT(self._m, self._m, self._m, self.seed, self.path + ("ntk",))
 
     # ----------------------------------------------------------------- the map
     def __call__(self, f: Features) -> Features:
         xp = get_namespace(f.nngp)
         dt = np.dtype(self.dtype)
         x = f.nngp.astype(dt, copy=False)
-        if self.method == "random":
+        if self.method == "relu-random":
             nngp, dot = self._random_features(x)
         else:
-            nngp, dot = self._poly_features(x, f.var)
+            nngp, dot = self._series_features(x, f.var)
         if self.out.ntk:
             a = f.ntk.astype(dt, copy=False)
             expand = self._expand()
-            if expand is not None:
+            if isinstance(expand, SRHT):
                 # TensorSRHT pairs Hadamard coordinates of both factors; a factor of few
                 # coordinates (e.g. the input features) leaves few distinct values and a
                 # high variance. An SRHT to width m (an isometry when m is a multiple of
                 # its padded width) spreads it first.
                 a = expand(a, check=False)
+            elif expand is not None:
+                # Wider ones ([σ_W·ntk, nngp] after a Dense) are summed in SRHT-rotated
+                # blocks of width m: the TensorSRHT then uses every Hadamard coordinate of
+                # the factor once, where a 4m-padded factor would keep a quarter of them
+                # (measured, m = 4096: erf depth-2 NTK at inputs ×100 0.22 → 0.19).
+                a = expand(a)
             ntk = self._tensor()(a, dot, check=False)
         else:
             ntk = xp.zeros(x.shape[:-1] + (0,), dtype=dt)
         var_new = self.act.diagonal(f.var)[0]
         return Features(nngp=nngp, ntk=ntk, var=var_new)
 
-    def _poly_features(self, x, var):
+    def _series_features(self, x, var):
+        """NNGP and derivative features from the Hermite series (methods other than relu-random)."""
         xp = get_namespace(x)
         dt = x.dtype
-        m = self._m
+        m, width = self._m, self._width
         lead = x.shape[:-1]
         norm = xp.sqrt(xp.sum(x.astype(xp.float64) ** 2, axis=-1, keepdims=True))
         xhat = (x / xp.where(norm > 0, norm, 1).astype(dt)).astype(dt, copy=False)
-        R, Rdot = folded_expansion(self.act, var, self.degree)
-        want_dot = bool(self.out.ntk)
-        rows = int(np.prod(lead, dtype=np.int64))
-        outs = {"nngp": (R, {l for l in self.active_nngp if l >= 1})}
-        if want_dot:
-            outs["dot"] = (Rdot, {l for l in self.active_dot if l >= 1})
-        needed = sorted(set().union(*(act for _, act in outs.values())))
-        # Each degree's S_l x̂ leaves the tree once and feeds both outputs: its first m − 1
-        # coordinates (each carries 1/m of ⟨x̂, ŷ⟩ˡ, hence the rescale) are added under
-        # independent random signs per degree and output (cross terms have mean zero).
-        # An SRHT of the sum would be an isometry: it would cost a transform, not help.
-        cut = math.sqrt(m / (m - 1))
+        x2 = xhat.reshape(-1, self.w_in)
+        var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0).reshape(-1)
+        if self.method == "hermite":
+            R, Rdot = folded_expansion(self.act, var, self.degree)
+        else:
+            R, Rdot = self.act.expansion(var, self.degree)
+        outs = {"nngp": (R, self.active_nngp, self.act.dual_fn)}
+        if self.out.ntk:
+            outs["dot"] = (Rdot, self.active_dot, self.act.dual_deriv)
+        rows = x2.shape[0]
         res = {}
-        for which, (coef, _) in outs.items():
+        for which, (coef, _, _) in outs.items():
             out = xp.empty((rows, m), dtype=dt)
-            out[:, 0] = coef[..., 0].reshape(-1)
+            out[:, 0] = coef[:, 0]
+            if self.linear:
+                out[:, 1:1 + self.w_in] = x2 * coef[:, 1:2].astype(dt)
             res[which] = out
+        mixes = {which: self._mix("mix-" + which) for which in outs}
+        acc = {which: None for which in outs}
+        # Each degree's S_l x̂ leaves the tree once and feeds both outputs: its first
+        # ``width`` coordinates (each carries 1/m of ⟨x̂, ŷ⟩ˡ, hence the rescale) are added
+        # under independent random signs per degree and output (cross terms have mean zero).
+        needed = sorted(set().union(*(self._poly_degrees(active) for _, active, _ in outs.values())))
         if needed:
-            mixes = {which: self._mix("mix-" + which) for which in outs}
-            acc = {which: None for which in outs}
-            x2 = xhat.reshape(-1, self.w_in)
+            cut = math.sqrt(m / width)
             for l, s_l in self._poly().iter_degrees(x2, needed):
-                head = s_l[:, :m - 1]
-                for which, (coef, active) in outs.items():
-                    if l in active:
-                        c = (coef[..., l].reshape(-1, 1) * cut).astype(dt)
+                head = s_l[:, :width]
+                for which, (coef, active, _) in outs.items():
+                    if l in self._poly_degrees(active):
+                        c = (coef[:, l:l + 1] * cut).astype(dt)
                         acc[which] = mixes[which].add(acc[which], l, head, c)
                 del s_l, head
-            for which in outs:
-                res[which][:, 1:] = 0 if acc[which] is None else acc[which]
-        else:
-            for which in outs:
-                res[which][:, 1:] = 0
+        if self.method != "hermite":
+            z = self._gaussian()(x2.astype(np.float64), check=False) * math.sqrt(width)
+            for which, (coef, _, fn) in outs.items():
+                top = max(self._poly_top, int(self.linear))   # degrees not left to the MC block
+                block = _residual(fn, z, var, coef, top) / math.sqrt(width)
+                acc[which] = mixes[which].add(acc[which], self.degree + 1, block.astype(dt))
+            del z
+        for which in outs:
+            res[which][:, m - width:] = 0 if acc[which] is None else acc[which]
+        if "dot" in res and self.method != "hermite":
+            # Exact self-kernel of the derivative branch: at large variances φ' is a narrow
+            # bump and Monte-Carlo estimates of E[φ'(u)²] are the noisiest entries (they
+            # dominate Θ ⊙ E[φ'φ']); rows are rescaled to their exact norm (a row-wise
+            # factor 1 + O(m^-1/2): a bias of order 1/m off the diagonal).
+            res["dot"] = _rescale_rows(res["dot"], self.act.diagonal(var)[1])
         nngp = res["nngp"].reshape(lead + (m,))
-        dot = res["dot"].reshape(lead + (m,)) if want_dot else None
+        dot = res["dot"].reshape(lead + (m,)) if self.out.ntk else None
         return nngp, dot
 
     def _random_features(self, x):
@@ -262,3 +384,26 @@ class ActivationSketch(LayerSketch):
         if self.out.ntk:
             dot = (self.act.deriv(project("gaussian-dot")) * scale).astype(x.dtype)
         return nngp, dot
+
+
+def _rescale_rows(f, target):
+    """Rows of ``f`` scaled to squared norms ``target`` (zero rows stay zero)."""
+    xp = get_namespace(f)
+    got = xp.sum(f.astype(xp.float64) ** 2, axis=-1)
+    scale = xp.sqrt(xp.maximum(target, 0) / xp.where(got > 0, got, 1))
+    return f * xp.where(got > 0, scale, 1).astype(f.dtype)[:, None]
+
+
+def _residual(fn, z, var, coef, top: int):
+    """``φ(√v z) − Σ_{l≤top} R_l(v) He_l(z)/√(l!)`` per row (``z``: rows × k, ``v``: rows).
+
+    For unit rows ``z = x̂·g`` is N(0, 1) and E[r_x(z_x) r_y(z_y)] = Σ_{l>top} R_l(v_x)
+    R_l(v_y) ρ^l: the Hermite tail of the dual, whatever the activation.
+    """
+    xp = get_namespace(z)
+    out = fn(xp.sqrt(var)[:, None] * z)
+    h_prev, h = xp.zeros_like(z), xp.ones_like(z)
+    for l in range(top + 1):
+        out = out - coef[:, l:l + 1] * h
+        h_prev, h = h, (z * h - math.sqrt(l) * h_prev) / math.sqrt(l + 1)
+    return out

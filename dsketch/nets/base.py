@@ -28,8 +28,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..backend import InvalidInputError
+from ..backend import check_int as backend_check_int
+
 __all__ = ["Kernel", "Features", "FeatureShape", "SketchOptions", "Layer", "LayerSketch",
-           "check_param", "check_int"]
+           "check_param", "check_int", "check_input_shape"]
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,15 @@ class SketchOptions:
         ReLU-family sketch: polynomial arc-cosine fit + PolySketch, or random features.
     dtype : str
         Compute and output dtype of features: ``"float32"`` or ``"float64"``.
+    method : {"auto", "hermite", "random", "mix"}
+        Estimator of non-ReLU activation sketches (``nets.activation_sketch``).
     """
 
     n_features: int
     degree: int = 8
     relu_method: str = "poly"
     dtype: str = "float32"
+    method: str = "auto"
 
 
 class Layer:
@@ -155,6 +161,14 @@ class Layer:
     def kernel(self, k: Kernel) -> Kernel:  # pragma: no cover - interface
         raise NotImplementedError(f"{type(self).__name__} has no exact kernel face")
 
+    def bind(self, input_shape: tuple) -> "Layer":
+        """This layer for inputs of ``input_shape`` (``serial`` calls it before either face).
+
+        Layers whose kernel depends on the input width (``parameterization="standard"``)
+        return a copy that records it; the rest return ``self``.
+        """
+        return self
+
     def sketch(self, shape: FeatureShape, options: SketchOptions, seed: int, path: tuple):
         raise NotImplementedError(f"{type(self).__name__} has no sketch face")  # pragma: no cover
 
@@ -172,29 +186,47 @@ class LayerSketch:
 def check_param(name: str, value, *, nonneg: bool = False, positive: bool = False) -> float:
     """Validate a real, finite layer parameter and return it as ``float``.
 
-    Raises ``ValueError`` naming ``name`` for booleans, non-numbers, NaN/Inf, and (with
-    ``nonneg``/``positive``) negative or non-positive values.
+    Raises :class:`InvalidInputError` (a ``ValueError``) naming ``name`` for booleans,
+    non-numbers, NaN/Inf, and (with ``nonneg``/``positive``) negative or non-positive
+    values.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
+        raise InvalidInputError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+        raise InvalidInputError(f"{name} must be a real number, got {value!r}") from None
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise InvalidInputError(f"{name} must be finite, got {value!r}")
     if nonneg and v < 0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
+        raise InvalidInputError(f"{name} must be non-negative, got {value!r}")
     if positive and v <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
+        raise InvalidInputError(f"{name} must be positive, got {value!r}")
     return v
 
 
 def check_int(name: str, value, lo: int = 0, hi: Optional[int] = None) -> int:
-    """Validate an integer layer parameter in ``[lo, hi]`` (booleans refused); return it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {rng}, got {value!r}")
-    return int(value)
+    """Validate an integer layer parameter in ``[lo, hi]`` and return it.
+
+    :func:`dsketch.backend.check_int`: booleans and floats (even ``2.0``) are refused.
+    """
+    return backend_check_int(value, name, minimum=lo, maximum=hi)
+
+
+def check_input_shape(shape, name: str = "input_shape") -> tuple:
+    """A row shape as a tuple of positive ints: ``(d,)`` or ``(H, W, C)``.
+
+    Refuses a bare int (``net.sketch(8, ...)``: pass ``(8,)``), other lengths, and
+    entries that are not integers ≥ 1, with :class:`InvalidInputError` naming ``name``.
+    """
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        raise InvalidInputError(f"{name} must be a tuple (d,) or (H, W, C), got the int "
+                                f"{shape!r}: pass ({shape},)")
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise InvalidInputError(f"{name} must be a tuple (d,) or (H, W, C), "
+                                f"got {shape!r}") from None
+    if len(dims) not in (1, 3):
+        raise InvalidInputError(f"{name} must be (d,) or (H, W, C), got {shape!r}")
+    return tuple(backend_check_int(s, f"{name}[{i}]", minimum=1) for i, s in enumerate(dims))

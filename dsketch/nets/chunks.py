@@ -20,7 +20,7 @@ import threading
 from typing import Callable, Optional
 
 from ..backend import is_cupy, usable_cores
-from ..sketch._base import map_rows, one_blas_thread
+from ..sketch._base import is_sparse, map_rows, one_blas_thread
 
 __all__ = ["PIXEL_ROWS", "GPU_PIXEL_ROWS", "chunk_rows", "map_row_chunks"]
 
@@ -44,8 +44,8 @@ def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,
     ----------
     fn : callable
         Maps a chunk of rows to a tuple of arrays, each with the chunk's rows first.
-    x : array (n, ...)
-        NumPy or CuPy rows.
+    x : array (n, ...) or sparse matrix (n, d)
+        NumPy or CuPy rows, or CSR rows (sliced per chunk; ``fn`` densifies or reduces them).
     rows : int, optional
         Rows per chunk (default :func:`chunk_rows` of ``x``'s row shape and device).
     n_jobs : int, optional
@@ -57,7 +57,7 @@ def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,
         Preallocated outputs filled chunk by chunk: peak memory is the outputs plus one
         chunk's working set per thread.
     """
-    gpu = is_cupy(x)
+    gpu = is_cupy(getattr(x, "data", None) if is_sparse(x) else x)
     if rows is None:
         rows = chunk_rows(tuple(x.shape[1:]), gpu)
     if n_jobs is None:

@@ -14,13 +14,16 @@ window is padding).  In the infinite-width limit, for every pixel pair (p, q):
     Σ'(p, q) = W_std² / |F| · Σ_d Σ(s p + d, s q + d) + b_std²
     Θ'(p, q) = Σ'(p, q) + W_std² / |F| · Σ_d Θ(s p + d, s q + d)
 
-The channel count does not enter the limit; ``output_shape`` keeps it.  No Dask here.
+The channel count does not enter the limit; ``output_shape`` keeps it (or sets ``out_chan``).
+With ``parameterization="standard"`` (neural-tangents) the NNGP is the same and
+Θ'(p, q) = C · Σ_d Σ(s p + d, s q + d) + W_std²/|F| · Σ_d Θ(...) (+ 1 with a bias), C the
+input channels (fan-in C·|F| times the window average).  No Dask here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -28,7 +31,8 @@ import numpy as np
 from ..backend import get_namespace, rng, to_namespace
 from ..sketch._base import RandomSpec, random_signs
 from ..sketch.hadamard import hadamard_blocks, next_pow2
-from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
+from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions, check_int
+from .dense import check_parameterization
 from .readout import WIDTH_FACTOR
 from .spatial import (
     as_pair, check_image_kernel, check_image_shape, check_padding, diag_window_sum, geometry,
@@ -63,6 +67,11 @@ class Conv(Layer):
         size |F| even where the window overlaps the padding.
     strides : (int, int)
         Output stride.
+    parameterization : {"ntk", "standard"}
+        neural-tangents' parameterizations (see the module docstring); under
+        ``"standard"`` a ``b_std`` of ``None`` means no bias, any number a trained bias.
+    out_chan : int, optional
+        Output channels (neural-tangents' ``out_chan``): the next standard layer's C.
 
     Notes
     -----
@@ -91,8 +100,14 @@ class Conv(Layer):
     b_std: Optional[float] = 0.0
     padding: str = "SAME"
     strides: tuple = (1, 1)
+    parameterization: str = "ntk"
+    out_chan: Optional[int] = None
+    in_chan: Optional[int] = field(default=None, compare=False, repr=False)  # set by bind()
 
     def __post_init__(self):
+        object.__setattr__(self, "parameterization", check_parameterization(self.parameterization, "Conv"))
+        if self.out_chan is not None:
+            object.__setattr__(self, "out_chan", check_int("out_chan", self.out_chan, 1))
         object.__setattr__(self, "filter_shape", as_pair(self.filter_shape, "filter_shape"))
         object.__setattr__(self, "strides", as_pair(self.strides, "strides"))
         object.__setattr__(self, "padding", check_padding(self.padding))
@@ -101,7 +116,26 @@ class Conv(Layer):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
         object.__setattr__(self, "W_std", float(self.W_std))
-        object.__setattr__(self, "b_std", float(b))
+        object.__setattr__(self, "b_std", None if self.b_std is None else float(b))
+
+    @property
+    def _has_bias(self) -> bool:
+        return self.b_std is not None
+
+    @property
+    def _b(self) -> float:
+        return 0.0 if self.b_std is None else self.b_std
+
+    def bind(self, input_shape: tuple) -> "Conv":
+        if self.parameterization != "standard":
+            return self
+        return replace(self, in_chan=int(input_shape[-1]))
+
+    def _in_chan(self) -> int:
+        if self.in_chan is None:
+            raise ValueError('Conv(parameterization="standard") needs its input channels: '
+                             "use it inside serial(...), which binds them")
+        return self.in_chan
 
     @property
     def filter_size(self) -> int:
@@ -114,14 +148,14 @@ class Conv(Layer):
     def output_shape(self, input_shape: tuple) -> tuple:
         h, w, c = check_image_shape(input_shape, "Conv")
         gh, gw = self._geom((h, w))
-        return (gh.out, gw.out, c)
+        return (gh.out, gw.out, c if self.out_chan is None else self.out_chan)
 
     # -------------------------------------------------------------------------- exact
     def kernel(self, k: Kernel) -> Kernel:
         check_image_kernel(k, "Conv")
         geom = self._geom(k.spatial)
         scale = self.W_std ** 2 / self.filter_size
-        b2 = self.b_std ** 2
+        b2 = self._b ** 2
 
         def affine(a):
             out = conv_pairs(a, geom)
@@ -131,6 +165,14 @@ class Conv(Layer):
             return out
 
         new = map_kernel_arrays(k, affine, spatial=(geom[0].out, geom[1].out))
+        if self.parameterization == "standard":
+            ntk = conv_pairs(k.nngp, geom)
+            ntk *= self._in_chan()
+            if k.ntk.any():
+                ntk += (self.W_std ** 2 / self.filter_size) * conv_pairs(k.ntk, geom)
+            if self._has_bias:
+                ntk += 1.0
+            return new.replace(ntk=ntk)
         if not k.ntk.any():  # first layer: Θ = 0, skip its window sums
             return new.replace(ntk=new.nngp.copy())
         ntk = conv_pairs(k.ntk, geom)
@@ -153,9 +195,16 @@ class Conv(Layer):
 
         nngp = shifter(shape.nngp, "nngp")
         ntk = shifter(shape.ntk, "ntk")
-        w_nngp = nngp.d_out + int(self.b_std > 0)
-        out = FeatureShape((geom[0].out, geom[1].out), w_nngp, ntk.d_out + w_nngp)
-        return ConvSketch(b_std=self.b_std, geom=geom, out=out, nngp=nngp, ntk=ntk)
+        w_nngp = nngp.d_out + int(self._b > 0)
+        spatial = (geom[0].out, geom[1].out)
+        if self.parameterization == "standard":
+            # Θ' = C Σ_d Σ + ...: the same shifted NNGP copies (same SRHTs), scaled by √C
+            std = replace(nngp, scale=math.sqrt(self._in_chan()))
+            out = FeatureShape(spatial, w_nngp, ntk.d_out + std.d_out + int(self._has_bias))
+            return ConvSketch(b_std=self._b, geom=geom, out=out, nngp=nngp, ntk=ntk,
+                              standard=(std, self._has_bias))
+        out = FeatureShape(spatial, w_nngp, ntk.d_out + w_nngp)
+        return ConvSketch(b_std=self._b, geom=geom, out=out, nngp=nngp, ntk=ntk)
 
 
 # ------------------------------------------------------------------------ sketch helpers
@@ -278,6 +327,7 @@ class ConvSketch(LayerSketch):
     out: FeatureShape
     nngp: _ShiftConcat
     ntk: _ShiftConcat
+    standard: Optional[tuple] = None   # (√C-scaled NNGP shifter, bias) under "standard"
 
     def __call__(self, f: Features) -> Features:
         xp = get_namespace(f.nngp)
@@ -293,7 +343,15 @@ class ConvSketch(LayerSketch):
         if self.ntk.d_out:
             ntk[..., :self.ntk.d_out] = 0
             self.ntk.write(f.ntk, ntk)
-        ntk[..., self.ntk.d_out:] = nngp
+        if self.standard is None:
+            ntk[..., self.ntk.d_out:] = nngp
+        else:
+            std, bias = self.standard
+            ntk[..., self.ntk.d_out:] = 0
+            view = ntk[..., self.ntk.d_out:self.ntk.d_out + std.d_out]
+            std.write(f.nngp, view)
+            if bias:
+                ntk[..., -1] = 1
         # exact per-pixel variance: the same window sum on the pixel diagonal
         var = window_sum(window_sum(f.var, 1, gh), 2, gw)
         var *= self.scale2

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..backend import device_key, get_namespace, resolve_dtype, rng, to_namespace
-from ..sketch._base import map_rows
+from ..sketch._base import is_sparse, map_rows
 from .exact import KINDS
 from .serial import Serial
 
@@ -114,8 +114,9 @@ class NystroemMap:
     ----------
     net : Serial
         The network whose exact ``kernel`` ("ntk" or "nngp") is approximated.
-    landmarks : ndarray (m, *input_shape)
-        The landmark rows L (float64, read-only copy).
+    landmarks : ndarray (m, *input_shape) or sparse matrix (m, d)
+        The landmark rows L (float64, read-only copy; sparse rows stay CSR, so wide sparse
+        data never gives an m × d dense array).
     normalization : ndarray (m, m)
         T, usually :func:`inverse_sqrt` of ``net.kernel(L, L, get=kernel)``.
     kernel : {"ntk", "nngp"}
@@ -146,21 +147,29 @@ class NystroemMap:
         if self.kernel not in KINDS:
             raise ValueError(f"kernel must be one of {KINDS}, got {self.kernel!r}")
         resolve_dtype(self.dtype)
-        L = np.array(self.landmarks, dtype=np.float64, copy=True)
+        sparse = is_sparse(self.landmarks)
+        if sparse:
+            L = self.landmarks.tocsr().astype(np.float64, copy=True)
+            L.sum_duplicates()
+            parts = (L.data, L.indices.astype(np.int64), L.indptr.astype(np.int64),
+                     np.asarray(L.shape))
+        else:
+            L = np.array(self.landmarks, dtype=np.float64, copy=True)
+            parts = (L,)
         T = np.array(self.normalization, dtype=np.float64, copy=True)
         if L.ndim not in (2, 4) or L.shape[0] < 1:
             raise ValueError(f"landmarks must be (m, d) or (m, H, W, C) rows, got shape {L.shape}")
         if T.shape != (L.shape[0], L.shape[0]):
             raise ValueError(f"normalization must be {(L.shape[0],) * 2}, got {T.shape}")
-        if not (np.all(np.isfinite(L)) and np.all(np.isfinite(T))):
+        if not (np.all(np.isfinite(parts[0])) and np.all(np.isfinite(T))):
             raise ValueError("landmarks and normalization must be finite")
         self.net.output_shape(tuple(L.shape[1:]))
-        L.setflags(write=False)
-        T.setflags(write=False)
+        for a in parts[:1] + (T,):
+            a.setflags(write=False)
         object.__setattr__(self, "landmarks", L)
         object.__setattr__(self, "normalization", T)
         object.__setattr__(self, "dtype", str(np.dtype(self.dtype)))
-        object.__setattr__(self, "_digest", _digest(L, T))
+        object.__setattr__(self, "_digest", _digest(*parts, T))
 
     # ------------------------------------------------------------------- identity
     def _key(self):
@@ -196,12 +205,19 @@ class NystroemMap:
     def _on_device(self, xp):
         key = device_key(xp)
         if key not in self._device:
-            self._device[key] = (to_namespace(self.landmarks, xp), to_namespace(self.normalization, xp))
+            L = self.landmarks
+            if is_sparse(L) and xp is not np:  # pragma: no cover - GPU only
+                import cupyx.scipy.sparse as csp
+
+                L = csp.csr_matrix(L)
+            elif not is_sparse(L):
+                L = to_namespace(L, xp)
+            self._device[key] = (L, to_namespace(self.normalization, xp))
         return self._device[key]
 
     def __call__(self, X, *, n_jobs: Optional[int] = None):
-        """Features of the rows of ``X`` (NumPy or CuPy; same device out), ``(n, m)``."""
-        xp = get_namespace(X)
+        """Features of the rows of ``X`` (NumPy or CuPy, dense or sparse), ``(n, m)``."""
+        xp = get_namespace(X.data if is_sparse(X) else X)
         if tuple(X.shape[1:]) != self.input_shape:
             raise ValueError(f"X rows have shape {tuple(X.shape[1:])}, but the landmarks have "
                              f"shape {self.input_shape}")

@@ -8,20 +8,25 @@ imports no concrete layer and no Dask.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
-from ..backend import check_array, get_namespace, resolve_dtype
-from .base import Features, FeatureShape, Kernel, Layer, SketchOptions
+from ..backend import (InvalidInputError, NonFiniteError, check_array, check_int, check_overflow,
+                       check_seed, get_namespace, overflow_error, resolve_dtype)
+from .activation_sketch import METHODS
+from .base import Features, FeatureShape, Kernel, Layer, SketchOptions, check_input_shape
 from .chunks import map_row_chunks
 from .exact import blocked_kernel, default_block_size, resolve_get
+from .inputs import (check_sparse_rows, flat_input_features, input_reduction_of, is_sparse,
+                     sparse_input_kernel)
 from .readout import plan_readout
 
-__all__ = ["serial", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
-           "input_features", "input_feature_shape"]
+__all__ = ["serial", "bind_layers", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
+           "input_features", "input_feature_shape", "check_net"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class KernelResult:
 
 def _input_kernel(x1, x2, diagonal: bool) -> Kernel:
     """Input record: Σ⁰(x, y) = ⟨x, y⟩ / (last-axis width); NTK starts at zero."""
+    if is_sparse(x1) or is_sparse(x2):
+        return sparse_input_kernel(x1, x2, diagonal)
     xp = get_namespace(x1, x2)
     c = x1.shape[-1]
     spatial = tuple(x1.shape[1:-1])
@@ -109,11 +116,11 @@ class Serial(Layer):
             without a final ``Flatten``/``GlobalAvgPool`` keep pixel-pair axes.
         """
         kinds, single = resolve_get(get)
-        x1 = check_array(x1, "x1", ndim=(2, 4))
+        x1 = self._rows(x1, "x1")
         if diagonal and x2 is not None:
             raise ValueError("x2 must be omitted when diagonal=True")
         same = x2 is None
-        x2 = x1 if same else check_array(x2, "x2", ndim=(2, 4))
+        x2 = x1 if same else self._rows(x2, "x2", x1.shape[1:])
         if x1.shape[1:] != x2.shape[1:]:
             raise ValueError(f"x1 and x2 differ in shape: {tuple(x1.shape[1:])} vs {tuple(x2.shape[1:])}")
         out_shape = self.output_shape(tuple(x1.shape[1:]))  # validates the whole chain up front
@@ -122,25 +129,37 @@ class Serial(Layer):
         x2 = x2.astype(xp.float64, copy=False)
         if block_size is None:
             block_size = default_block_size(x1, x2)
-        if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        block_size = check_int(block_size, "block_size")
+        if n_jobs is not None:
+            n_jobs = check_int(n_jobs, "n_jobs")
         pair_shape = tuple(out_shape[:-1]) * 2
+
+        layers = bind_layers(self.layers, tuple(x1.shape[1:]))
 
         def run(a, b, diag):
             k = _input_kernel(a, b, diag)
-            for layer in self.layers:
+            for layer in layers:
                 k = layer.kernel(k)
             return k
 
-        out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=int(block_size),
+        out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=block_size,
                              kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs)
+        inputs = {"x1": x1} if same else {"x1": x1, "x2": x2}
+        for kind, arr in out.items():  # finite inputs: a NaN/Inf here is an overflow
+            check_overflow(arr, f"the exact {kind.upper()} kernel", inputs)
         if single:
             return out[kinds[0]]
         return KernelResult(out.get("nngp"), out.get("ntk"))
 
+    def _rows(self, x, name, shape=None):
+        """Validated rows: dense ``(n, d)``/``(n, H, W, C)`` or sparse float CSR ``(n, d)``."""
+        if is_sparse(x):
+            return check_sparse_rows(x, self.layers, tuple(shape or x.shape[1:]), name)
+        return check_array(x, name, ndim=(2, 4))
+
     # ------------------------------------------------------------------------ sketch
     def sketch(self, input_shape, n_features: int = 1024, seed: int = 0, *, degree: int = 8,
-               relu_method: str = "poly", dtype: str = "float32") -> "FeatureMap":
+               relu_method: str = "poly", dtype: str = "float32", method: str = "auto") -> "FeatureMap":
         """Plan a random-feature map whose Gram matrices approximate ``self.kernel``.
 
         Parameters
@@ -157,15 +176,50 @@ class Serial(Layer):
             ReLU-family sketch: arc-cosine polynomial fit + PolySketch (default) or
             arc-cosine random features.
         dtype : {"float32", "float64"}
+        method : {"auto", "hermite", "random", "mix"}
+            Estimator of the other activations' sketches (``nets.activation_sketch``):
+            Hermite–PolySketch, Monte-Carlo features of φ and φ', or low Hermite degrees
+            by PolySketch plus Monte-Carlo features of the rest; ``"auto"`` picks per
+            activation.
 
         Returns
         -------
         FeatureMap
             A small hashable spec; ``fmap(X)`` returns ``Features`` with ``.nngp``/``.ntk``.
+
+        Every argument is checked by :class:`FeatureMap` (``InvalidInputError`` naming it):
+        integers must be integers (``64.7`` or ``64.0`` are refused, never truncated), the
+        seed an explicit non-negative int, ``input_shape`` a tuple of positive ints.
         """
-        return FeatureMap(net=self, input_shape=tuple(int(s) for s in input_shape),
-                          n_features=int(n_features), seed=int(seed) if not isinstance(seed, bool) else seed,
-                          degree=int(degree), relu_method=str(relu_method), dtype=str(np.dtype(dtype)))
+        return FeatureMap(net=self, input_shape=input_shape, n_features=n_features, seed=seed,
+                          degree=degree, relu_method=relu_method, dtype=dtype, method=method)
+
+
+def check_net(net, name: str = "net") -> "Serial":
+    """``net`` if it is a network (:class:`Serial`), else :class:`InvalidInputError`.
+
+    A bare layer (``Relu()``) is refused rather than wrapped: it usually means a network
+    with that activation (``fully_connected(depth, Relu())``), which the error suggests.
+    """
+    if isinstance(net, Serial):
+        return net
+    if isinstance(net, Layer):
+        layer = type(net).__name__
+        raise InvalidInputError(
+            f"{name} must be a network built with serial(...), fully_connected(...) or "
+            f"myrtle(...), got the single layer {net!r}: use e.g. "
+            f"fully_connected(2, {layer}()) or serial(Dense(), {layer}())")
+    raise InvalidInputError(f"{name} must be a network built with serial(...), "
+                            f"got {type(net).__name__}")
+
+
+def bind_layers(layers, input_shape: tuple) -> tuple:
+    """``layer.bind(its input shape)`` for each layer in order (see ``Layer.bind``)."""
+    out, shape = [], tuple(input_shape)
+    for layer in layers:
+        out.append(layer.bind(shape))
+        shape = layer.output_shape(shape)
+    return tuple(out)
 
 
 def serial(*layers: Layer) -> Serial:
@@ -204,20 +258,23 @@ class FeatureMap:
     degree: int = 8
     relu_method: str = "poly"
     dtype: str = "float32"
+    method: str = "auto"
     _plan_cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
-        if isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.n_features < 1:
-            raise ValueError(f"n_features must be positive, got {self.n_features}")
-        if self.degree < 1:
-            raise ValueError(f"degree must be at least 1, got {self.degree}")
+        put = functools.partial(object.__setattr__, self)
+        put("net", check_net(self.net))
+        put("input_shape", check_input_shape(self.input_shape))
+        put("n_features", check_int(self.n_features, "n_features"))
+        put("seed", check_seed(self.seed))
+        put("degree", check_int(self.degree, "degree"))
         if self.relu_method not in ("poly", "random"):
-            raise ValueError(f"relu_method must be 'poly' or 'random', got {self.relu_method!r}")
-        if len(self.input_shape) not in (1, 3):
-            raise ValueError(f"input_shape must be (d,) or (H, W, C), got {self.input_shape}")
-        resolve_dtype(self.dtype)
+            raise InvalidInputError(
+                f"relu_method must be 'poly' or 'random', got {self.relu_method!r}")
+        put("dtype", str(resolve_dtype(self.dtype)))
+        if self.method not in METHODS:
+            raise InvalidInputError(f"method must be one of {', '.join(map(repr, METHODS))}, "
+                                    f"got {self.method!r}")
         self.net.output_shape(self.input_shape)
 
     def __getstate__(self):
@@ -230,15 +287,19 @@ class FeatureMap:
 
     @property
     def options(self) -> SketchOptions:
-        return SketchOptions(self.n_features, self.degree, self.relu_method, self.dtype)
+        return SketchOptions(self.n_features, self.degree, self.relu_method, self.dtype, self.method)
 
     @property
     def plan(self):
         """The per-layer sketch faces (planned once per process)."""
         if "plan" not in self._plan_cache:
             shape = input_feature_shape(self.input_shape)
+            reduction = input_reduction_of(self.input_shape, self.options, self.seed)
+            if reduction is not None:  # wide rows enter through a CountSketch (sparse too)
+                shape = FeatureShape((), reduction.d_out, 0)
+            self._plan_cache["input"] = reduction
             steps = []
-            for i, layer in enumerate(self.net.layers):
+            for i, layer in enumerate(bind_layers(self.net.layers, self.input_shape)):
                 step = layer.sketch(shape, self.options, self.seed, (f"layer{i}", type(layer).__name__))
                 steps.append(step)
                 shape = step.out
@@ -251,15 +312,31 @@ class FeatureMap:
         return SelectedFeatures(self, which)
 
     def __call__(self, x) -> SketchOutput:
-        x = check_array(x, "X", ndim=len(self.input_shape) + 1)
+        if is_sparse(x):  # 2-D sparse rows (CSC converted); image nets name their layer
+            x = check_sparse_rows(x, self.net.layers, self.input_shape)
+        else:
+            x = check_array(x, "X", ndim=len(self.input_shape) + 1)
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"X rows have shape {tuple(x.shape[1:])}, the feature map expects {self.input_shape}")
-        return SketchOutput(*map_row_chunks(self._run, x))  # bounded memory, every core
+            raise InvalidInputError(f"X rows have shape {tuple(x.shape[1:])}, the feature map "
+                                    f"expects {self.input_shape}")
+        try:
+            out = SketchOutput(*map_row_chunks(self._run, x))  # bounded memory, every core
+        except NonFiniteError:  # an intermediate array of finite rows: an overflow
+            raise overflow_error("an intermediate array of the features", {"X": x},
+                                 dtype=self.dtype) from None
+        for kind in ("nngp", "ntk"):
+            check_overflow(getattr(out, kind), f"the {kind.upper()} features", {"X": x})
+        return out
 
     def _run(self, x) -> tuple:
         """``(nngp, ntk)`` features of one chunk of validated rows."""
-        f = input_features(x, np.dtype(self.dtype))
-        for step in self.plan:
+        plan = self.plan
+        reduction = self._plan_cache["input"]
+        if reduction is not None or is_sparse(x):
+            f = flat_input_features(x, np.dtype(self.dtype), reduction)
+        else:
+            f = input_features(x, np.dtype(self.dtype))
+        for step in plan:
             f = step(f)
         return f.nngp, f.ntk
 

@@ -28,7 +28,8 @@ import numpy as np
 import scipy.sparse
 from threadpoolctl import ThreadpoolController
 
-from ..backend import check_array, device_cache, get_namespace, is_cupy, resolve_dtype
+from ..backend import (InvalidInputError, check_array, check_int, check_overflow, check_seed,
+                       device_cache, get_namespace, is_cupy, resolve_dtype)
 
 __all__ = [
     "pos_int",
@@ -55,13 +56,12 @@ __all__ = [
 def pos_int(obj, name: str, minimum: int = 1) -> None:
     """Check that field ``name`` of the frozen spec ``obj`` is an integer ``≥ minimum``.
 
-    Stores it back as a plain ``int``; raises ``ValueError`` naming the class and field.
+    Stores it back as a plain ``int``; raises ``InvalidInputError`` (a ``ValueError``)
+    naming the class and field (:func:`dsketch.backend.check_int`: ``2.5`` and ``2.0``
+    are refused, never truncated).
     """
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
-            f"{type(obj).__name__}: {name} must be an integer ≥ {minimum}, got {value!r}")
-    object.__setattr__(obj, name, int(value))
+    value = check_int(getattr(obj, name), f"{type(obj).__name__}: {name}", minimum=minimum)
+    object.__setattr__(obj, name, value)
 
 
 def pos_float(obj, name: str, *, allow_zero: bool = False) -> None:
@@ -73,10 +73,12 @@ def pos_float(obj, name: str, *, allow_zero: bool = False) -> None:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{type(obj).__name__}: {name} must be a number, got {value!r}") from None
+        raise InvalidInputError(
+            f"{type(obj).__name__}: {name} must be a number, got {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{type(obj).__name__}: {name} must be finite and {bound}, got {value!r}")
+        raise InvalidInputError(
+            f"{type(obj).__name__}: {name} must be finite and {bound}, got {value!r}")
     object.__setattr__(obj, name, v)
 
 
@@ -87,16 +89,17 @@ def check_spec(obj, *widths: str) -> None:
     """
     for w in widths:
         pos_int(obj, w)
-    pos_int(obj, "seed", minimum=0)
+    object.__setattr__(obj, "seed", check_seed(obj.seed, f"{type(obj).__name__}: seed"))
     path = getattr(obj, "path")
     if isinstance(path, list):
         path = tuple(path)
     if not isinstance(path, tuple):
-        raise ValueError(f"{type(obj).__name__}: path must be a tuple of str/int, got {path!r}")
+        raise InvalidInputError(
+            f"{type(obj).__name__}: path must be a tuple of str/int, got {path!r}")
     for p in path:
         if isinstance(p, bool) or not isinstance(p, (str, int, np.integer)) or (
                 not isinstance(p, str) and p < 0):
-            raise ValueError(
+            raise InvalidInputError(
                 f"{type(obj).__name__}: path entries must be str or non-negative int, got {p!r}")
     object.__setattr__(obj, "path", tuple(p if isinstance(p, str) else int(p) for p in path))
 
@@ -147,22 +150,23 @@ def prepare_input(x, width: int, owner: str, name: str = "x", check: bool = True
 
     Raises
     ------
-    ValueError
-        For sparse input (only the CountSketch-based sketches take it) and failed checks.
+    InvalidInputError
+        A ``ValueError``; for sparse input (only the CountSketch-based sketches take it)
+        and failed checks.
     """
     if is_sparse(x):
-        raise ValueError(f"{owner}: {name} is a sparse matrix; only the CountSketch-based "
+        raise InvalidInputError(f"{owner}: {name} is a sparse matrix; only the CountSketch-based "
                          "sketches take sparse input (or pass a dense array)")
     if check:
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             try:
                 x = np.asarray(x)
             except Exception as exc:
-                raise ValueError(f"{owner}: {name} is not array-like: {exc}") from None
+                raise InvalidInputError(f"{owner}: {name} is not array-like: {exc}") from None
         if len(x.shape) == 0:
-            raise ValueError(f"{owner}: {name} must have at least one dimension")
+            raise InvalidInputError(f"{owner}: {name} must have at least one dimension")
         if x.shape[-1] != width:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{owner}: {name} has last-axis width {x.shape[-1]}, expected {field}={width}")
         x = check_array(x, f"{owner}: {name}")
     dt = float_dtype(x)
@@ -333,7 +337,7 @@ class KernelMap(RandomSpec):
     def _check_common(self) -> None:
         pos_int(self, "input_dim")
         pos_int(self, "n_features")
-        pos_int(self, "seed", minimum=0)
+        object.__setattr__(self, "seed", check_seed(self.seed, f"{type(self).__name__}: seed"))
         object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
 
     @property
@@ -350,21 +354,31 @@ class KernelMap(RandomSpec):
     def __call__(self, X):
         """Features of the rows of ``X``: ``(..., input_dim) → (..., n_features)`` in ``dtype``."""
         name = type(self).__name__
-        x = prepare_input(X, self.input_dim, name, "X", field="input_dim").astype(
-            self.dtype, copy=False)
-        x2, lead = as_rows(x, self.input_dim)
+        width = max(self.n_features, self.input_dim)
+        if is_sparse(X):  # 2-D sparse rows: each map's ``_features`` takes them too
+            x2 = check_sparse(X, self.input_dim, name, "input_dim").astype(self.dtype)
+            lead, width = (x2.shape[0],), 4 * self.n_features
+        else:
+            x = prepare_input(X, self.input_dim, name, "X", field="input_dim").astype(
+                self.dtype, copy=False)
+            x2, lead = as_rows(x, self.input_dim)
         inner = self._params(get_namespace(x2), self.dtype)
-        f = map_slabs(self._features, x2, max(self.n_features, self.input_dim),
+        f = map_slabs(self._features, x2, width,
                       one_thread=getattr(inner, "hadamard_bound", False))
+        check_overflow(f, f"the {name} features", {"X": x2})  # finite X: NaN/Inf = overflow
         return f.reshape(lead + (self.n_features,))
 
     def _kernel_inputs(self, X1, X2):
         """Validated float64 2-D rows ``(x1, x2)`` (``x2 is x1`` when ``X2`` is None)."""
         name = type(self).__name__
-        x1 = prepare_input(X1, self.input_dim, name, "X1", field="input_dim").astype(np.float64)
+
+        def dense(X):  # exact kernels take sparse rows densified (n × d: evaluation sizes)
+            return check_sparse(X, self.input_dim, name, "input_dim").toarray() if is_sparse(X) else X
+
+        x1 = prepare_input(dense(X1), self.input_dim, name, "X1", field="input_dim").astype(np.float64)
         x1 = as_rows(x1, self.input_dim)[0]
         if X2 is None:
             return x1, x1
-        x2 = prepare_input(X2, self.input_dim, name, "X2", field="input_dim").astype(np.float64)
+        x2 = prepare_input(dense(X2), self.input_dim, name, "X2", field="input_dim").astype(np.float64)
         get_namespace(x1, x2)
         return x1, as_rows(x2, self.input_dim)[0]

@@ -17,6 +17,12 @@ device. The exact arc-cosine maths lives in :mod:`.arccos` and the ReLU-NTK map 
 :mod:`.ntk_random_features`; both names are re-exported here (saved models name
 ``kernels.<Map>``).
 
+Every map takes 2-D ``scipy.sparse`` rows too, with the same features as their dense copy
+(to float rounding): rows wider than :data:`.linear.REDUCE_ABOVE` enter every map except the
+CountSketch-based ones through a CountSketch (:func:`.linear.input_reduction`, dense rows
+alike), the Gaussian first layers multiply sparse rows directly, and the other maps densify
+sparse rows of at most that width chunk by chunk; exact kernels densify.
+
 Must not import Dask.
 """
 
@@ -29,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..backend import get_namespace, rng, to_namespace
-from ._base import KernelMap, check_sparse, is_sparse, pos_float, pos_int, sparse_namespace
+from ._base import KernelMap, is_sparse, pos_float, pos_int, sparse_namespace
+from .linear import first_layer_rows, input_reduction, row_sq_norms
 from .arccos import arccos_kernel
 from .ntk_random_features import NTKRandomFeatures, relu_ntk
 from .polysketch import CtRPolySketch, DotProductSketch, PolySketch
@@ -73,9 +80,8 @@ class PolynomialSketch(KernelMap):
       degree-``p`` sketch of ``x'`` (always used by ``method="tensorsketch"``, as in
       scikit-learn, and when ``n_features == 1``).
 
-    ``leaf="countsketch"`` makes the tree leaves CountSketches (input-sparsity time). 2-D
-    ``scipy.sparse`` input is accepted by ``method="tensorsketch"`` and by
-    ``leaf="countsketch"``.
+    ``leaf="countsketch"`` makes the tree leaves CountSketches (input-sparsity time); with it
+    and with ``method="tensorsketch"`` sparse rows go in as they are, whatever their width.
 
     Parameters follow scikit-learn's ``PolynomialCountSketch`` (``gamma``, ``coef0``,
     ``degree``). Draws at ``rng(seed, "polynomial", ...)``.
@@ -115,15 +121,31 @@ class PolynomialSketch(KernelMap):
                 and self.method != "tensorsketch" and self.n_features >= 2)
 
     @property
+    def _native_sparse(self) -> bool:
+        """CountSketch first layer: sparse rows of any width go in as they are."""
+        return self.method == "tensorsketch" or self.leaf == "countsketch"
+
+    @property
+    def _reduction(self):
+        return None if self._native_sparse else input_reduction(
+            self.input_dim, self.n_features, self.seed, ("polynomial",))
+
+    @property
+    def _width(self) -> int:
+        """Width of the rows the sketch sees (the input's, or its reduction's)."""
+        red = self._reduction
+        return self.input_dim if red is None else red.d_out
+
+    @property
     def _d(self) -> int:
-        return self.input_dim + (1 if self.coef0 > 0 and not self._binomial else 0)
+        return self._width + (1 if self.coef0 > 0 and not self._binomial else 0)
 
     def _build(self, xp, dtype):
         path = ("polynomial", self.method)
         p, c, g = self.degree, self.coef0, self.gamma
         if self._binomial:
             coeffs = tuple(math.comb(p, k) * c ** (p - k) * g**k for k in range(p + 1))
-            return DotProductSketch(self.input_dim, self.n_features, coeffs, self.seed, path,
+            return DotProductSketch(self._width, self.n_features, coeffs, self.seed, path,
                                     method=self.method, leaf=self.leaf)
         if self.method == "tensorsketch":
             return TensorSketchPower(self._d, self.n_features, self.degree, self.seed, path)
@@ -153,18 +175,8 @@ class PolynomialSketch(KernelMap):
         return sk.top(x, check=False)
 
     def _features(self, x2):
+        x2 = first_layer_rows(x2, self._reduction, keep_sparse=self._native_sparse)
         return self._apply(self._params(get_namespace(x2), self.dtype), x2)
-
-    def __call__(self, X):
-        """Features ``(n, n_features)``; 2-D sparse ``X`` too for the CountSketch-based methods."""
-        if is_sparse(X):
-            if not (self.method == "tensorsketch" or self.leaf == "countsketch"):
-                raise ValueError("PolynomialSketch: sparse X needs method='tensorsketch' or "
-                                 "leaf='countsketch'")
-            x = check_sparse(X, self.input_dim, type(self).__name__, "input_dim")
-            x = x.astype(self.dtype)
-            return self._apply(self._params(get_namespace(x.data), self.dtype), x)
-        return super().__call__(X)
 
     def kernel(self, X1, X2=None):
         """Exact ``(γ⟨x, y⟩ + c)ᵖ`` (float64); dense inputs."""
@@ -173,6 +185,26 @@ class PolynomialSketch(KernelMap):
 
 
 # ------------------------------------------------------------------------------ Gaussian
+def _project(fmap, x2, item):
+    """``x2 @ W`` of a Gaussian first layer (``fmap._params(...)[item]``, or the whole).
+
+    Sparse rows multiply directly; reduced rows (wide input, dense or sparse) are projected
+    in float64 and cast back, so BLAS blocking, which varies with the batch size, stays below
+    float32 resolution over the long reduced rows (chunk invariance).
+    """
+    xp = get_namespace(x2)
+    red = fmap._reduction
+
+    def weights(dtype):
+        w = fmap._params(xp, dtype)
+        return w if item is None else w[item]
+
+    if red is None:
+        return x2 @ weights(fmap.dtype)
+    rows = red(x2.astype(np.float64), check=False)
+    return (rows @ weights(np.float64)).astype(fmap.dtype)
+
+
 def _gaussian_kernel(x1, x2, gamma: float):
     """``exp(−γ‖x − y‖²)`` of 2-D float64 rows (squared distances clipped at 0)."""
     xp = get_namespace(x1, x2)
@@ -205,10 +237,16 @@ class RandomFourierFeatures(KernelMap):
         self._check_common()
         pos_float(self, "gamma")
 
+    @property
+    def _reduction(self):
+        return input_reduction(self.input_dim, self.n_features, self.seed, ("rff",))
+
     def _build(self, xp, dtype):
         h, odd = divmod(self.n_features, 2)
         gen = rng(self.seed, "rff")
-        omega = gen.standard_normal((self.input_dim, h + odd)) * math.sqrt(2.0 * self.gamma)
+        red = self._reduction
+        width = self.input_dim if red is None else red.d_out
+        omega = gen.standard_normal((width, h + odd)) * math.sqrt(2.0 * self.gamma)
         b = gen.uniform(0.0, 2.0 * math.pi, size=odd)
         return to_namespace(omega.astype(dtype), xp), to_namespace(b.astype(dtype), xp)
 
@@ -216,7 +254,7 @@ class RandomFourierFeatures(KernelMap):
         xp = get_namespace(x2)
         omega, b = self._params(xp, self.dtype)
         h, odd = divmod(self.n_features, 2)
-        z = x2 @ omega
+        z = _project(self, x2, 0)
         scale = 1.0 / math.sqrt(h + odd)
         parts = [xp.cos(z[:, :h]) * scale, xp.sin(z[:, :h]) * scale]
         if odd:
@@ -270,14 +308,21 @@ class GaussianMaclaurin(KernelMap):
     def _coeffs(self) -> tuple:
         return tuple((2.0 * self.gamma) ** k / math.factorial(k) for k in range(self.degree + 1))
 
+    @property
+    def _reduction(self):
+        return input_reduction(self.input_dim, self.n_features, self.seed, ("maclaurin",))
+
     def _build(self, xp, dtype):
-        return DotProductSketch(self.input_dim, self.n_features, self._coeffs(), self.seed,
+        red = self._reduction
+        width = self.input_dim if red is None else red.d_out
+        return DotProductSketch(width, self.n_features, self._coeffs(), self.seed,
                                 ("maclaurin",), width=self.poly_width, method=self.method)
 
     def _features(self, x2):
         xp = get_namespace(x2)
         dps = self._params(xp, self.dtype)
-        sq = (x2.astype(np.float64) ** 2).sum(axis=1, keepdims=True)
+        sq = row_sq_norms(x2)[:, None]  # of the input rows (exact radial weights)
+        x2 = first_layer_rows(x2, self._reduction)
         r = xp.sqrt(sq)
         unit = x2 / xp.where(r > 0, r, 1.0).astype(x2.dtype)
         log_r = xp.log(xp.where(r > 0, r, 1.0))
@@ -329,13 +374,19 @@ class ArcCosineFeatures(KernelMap):
         self._check_common()
         pos_int(self, "order", minimum=0)
 
+    @property
+    def _reduction(self):
+        return input_reduction(self.input_dim, self.n_features, self.seed, ("arccos",))
+
     def _build(self, xp, dtype):
-        w = rng(self.seed, "arccos").standard_normal((self.input_dim, self.n_features))
+        red = self._reduction
+        width = self.input_dim if red is None else red.d_out
+        w = rng(self.seed, "arccos").standard_normal((width, self.n_features))
         return to_namespace(w.astype(dtype), xp)
 
     def _features(self, x2):
         xp = get_namespace(x2)
-        z = x2 @ self._params(xp, self.dtype)
+        z = _project(self, x2, None)
         scale = math.sqrt(2.0 / self.n_features)
         if self.order == 0:
             return (z > 0).astype(x2.dtype) * scale

@@ -1,5 +1,6 @@
 """Linear random sketches of one vector: SRHT (real and complex signs), Gaussian, CountSketch,
-and the signed sum of several blocks (:class:`SignedSum`).
+the signed sum of several blocks (:class:`SignedSum`), and how rows of any width enter a
+map's first random layer (:func:`input_reduction`, :func:`first_layer_rows`).
 
 Owns the maps ``S: R^{d_in} → R^{d_out}`` with ``E⟨Sx, Sy⟩ = ⟨x, y⟩`` (``ComplexSRHT``:
 ``E[u(x) · conj u(y)] = ⟨x, y⟩`` and ``E[u(x) · u(y)] = 0``) that the tensor sketches,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import scipy.sparse
@@ -34,7 +36,12 @@ from ._base import (
 )
 from .hadamard import hadamard_blocks, hadamard_gather, next_pow2
 
-__all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch", "SignedSum"]
+__all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch", "SignedSum",
+           "REDUCE_ABOVE", "reduced_width", "input_reduction", "first_layer_rows", "row_sq_norms"]
+
+#: Rows wider than this enter a map through a CountSketch (dense and sparse rows alike), so no
+#: random matrix, transform or densified chunk is ever as wide as a huge sparse input.
+REDUCE_ABOVE = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ class ComplexSRHT(_SRHTCore):
 class GaussianProjection(RandomSpec):
     """Dense Gaussian projection ``S x = Gᵀ x / √d_out`` with ``G`` i.i.d. N(0, 1), d_in × d_out.
 
-    Unbiased, ``E⟨Sx, Sy⟩ = ⟨x, y⟩``; cost ``O(d_in · d_out)`` per row. Draws:
+    Unbiased, ``E⟨Sx, Sy⟩ = ⟨x, y⟩``; cost ``O(d_in · d_out)`` per row (``O(nnz · d_out)``
+    for 2-D sparse input). Draws:
     ``rng(seed, *path, "gaussian")`` (float64 on the host, cast to the input dtype).
     """
 
@@ -156,7 +164,10 @@ class GaussianProjection(RandomSpec):
         return to_namespace(g.astype(dtype), xp)
 
     def __call__(self, x, *, check: bool = True):
-        """Project the last axis of ``x``: ``(..., d_in) → (..., d_out)``."""
+        """Project the last axis of ``x``: ``(..., d_in) → (..., d_out)`` (2-D sparse too)."""
+        if is_sparse(x):  # a sparse product, O(nnz · d_out)
+            x = check_sparse(x, self.d_in, type(self).__name__)
+            return x @ self._params(get_namespace(x.data), x.dtype)
         x = prepare_input(x, self.d_in, type(self).__name__, check=check)
         xp = get_namespace(x)
         x2, lead = as_rows(x, self.d_in)
@@ -251,3 +262,51 @@ class SignedSum(RandomSpec):
             return term
         acc += term
         return acc
+
+
+# ------------------------------------------------------------------- first-layer input
+def reduced_width(d_in: int, n_features: int) -> Optional[int]:
+    """Width of the input CountSketch of rows ``d_in`` wide (``None``: rows enter as they are).
+
+    Only rows wider than :data:`REDUCE_ABOVE` are reduced, to ``4·n_features`` rounded up to a
+    power of two within ``[1024, REDUCE_ABOVE]``: the CountSketch adds a relative error of
+    about ``1/√width`` to each inner product, half the feature map's own at that width, and
+    makes the cost of everything after it independent of ``d_in`` (O(nnz) per sparse row).
+    """
+    if d_in <= REDUCE_ABOVE:
+        return None
+    return min(REDUCE_ABOVE, max(1024, next_pow2(4 * int(n_features))))
+
+
+def input_reduction(d_in: int, n_features: int, seed: int, path: tuple) -> Optional[CountSketch]:
+    """The input :class:`CountSketch` (``rng(seed, *path, "input", "countsketch")``) or None."""
+    width = reduced_width(d_in, n_features)
+    return None if width is None else CountSketch(d_in, width, seed, tuple(path) + ("input",))
+
+
+def first_layer_rows(x, reduction: Optional[CountSketch], keep_sparse: bool = False):
+    """Rows ``(R, d)`` as a map's first random layer takes them (dense and sparse alike).
+
+    ``reduction`` (see :func:`input_reduction`) maps them to its width in O(nnz); otherwise
+    sparse rows (at most :data:`REDUCE_ABOVE` wide) are densified unless ``keep_sparse`` (maps
+    whose first layer is a sparse product). The same rows dense or sparse give the same
+    result to float rounding.
+    """
+    if reduction is not None:
+        return reduction(x, check=False)
+    if is_sparse(x) and not keep_sparse:
+        return x.toarray()
+    return x
+
+
+def row_sq_norms(x):
+    """``Σ_j x_ij²`` of 2-D rows (dense or sparse) in float64, shape ``(R,)``."""
+    if is_sparse(x):
+        x = x.tocsr()
+        xp = get_namespace(x.data)
+        sq = x.data.astype(np.float64) ** 2
+        rows = xp.repeat(xp.arange(x.shape[0]), xp.diff(x.indptr))
+        out = xp.bincount(rows, weights=sq, minlength=x.shape[0])
+        return out
+    xp = get_namespace(x)
+    return xp.sum(x.astype(np.float64) ** 2, axis=-1)

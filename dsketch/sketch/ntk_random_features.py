@@ -26,6 +26,7 @@ import numpy as np
 from ..backend import get_namespace, rng, to_namespace
 from ._base import KernelMap, pos_float, pos_int
 from .arccos import arccos_J
+from .linear import first_layer_rows, input_reduction
 from .tensor import TensorSRHT
 
 __all__ = ["NTKRandomFeatures", "relu_ntk"]
@@ -79,6 +80,9 @@ class NTKRandomFeatures(KernelMap):
     ``m_t + m₁ + [b_std ≠ 0] = n_features`` with ``m₁ = ⌊(n_features − bias)/2⌋``
     (``nngp_features`` overrides) and ``m_t`` the rest. Every step is unbiased given the
     previous layer, and the whole map is the method of Zandieh et al. (2021).
+
+    Sparse rows are densified (at most :data:`.linear.REDUCE_ABOVE` wide) or, wider, enter
+    through a CountSketch like dense ones (:func:`.linear.input_reduction`).
 
     Leverage-score sampling (``leverage=True``): the first-layer order-1 weights are drawn
     from the density ``∝ ‖w‖²·N(w; 0, I_k)`` (``k`` = width of ``z_n``) — radius²
@@ -149,11 +153,17 @@ class NTKRandomFeatures(KernelMap):
                 "tensor": self.n_features - self._bias - m1}
 
     # -- randomness --------------------------------------------------------------------
+    @property
+    def _reduction(self):
+        """Input CountSketch of wide rows (see :func:`.linear.input_reduction`), or None."""
+        return input_reduction(self.input_dim, self.n_features, self.seed, ("ntkrf",))
+
     def _layer_inputs(self, layer: int) -> tuple[int, int]:
         """(width of z_n, width of z_t) entering ReLU layer ``layer`` (1-based)."""
         w = self.widths
         if layer == 1:
-            k = self.input_dim + self._bias
+            red = self._reduction
+            k = (self.input_dim if red is None else red.d_out) + self._bias
             return k, k
         return w["nngp"] + self._bias, self.n_features
 
@@ -185,6 +195,7 @@ class NTKRandomFeatures(KernelMap):
     def _features(self, x2):
         xp = get_namespace(x2)
         step_scale = 1.0 / math.sqrt(self.widths["step"])
+        x2 = first_layer_rows(x2, self._reduction)  # sparse rows: densified or reduced
         zn, zt = self._dense(x2 * (1.0 / math.sqrt(self.input_dim)), None)
         for g1, g0, ts in self._params(xp, self.dtype):
             phi0 = (zn @ g0 > 0).astype(zn.dtype) * step_scale

@@ -6,7 +6,9 @@
 - one file per family, each with its exact dual and its sketch data side by side:
   :mod:`.relu` (ReLU family, sign, step, rectified monomials), :mod:`.erf`, :mod:`.gelu`,
   :mod:`.trig`, :mod:`.exponential` (exp, Gaussian), :mod:`.monomial` (monomials,
-  identity), :mod:`.elementwise` (any callable, and the named numeric functions).
+  identity), :mod:`.polynomial` (``Polynomial``, ``Hermite``), :mod:`.sigmoid_like`,
+  :mod:`.rbf`, :mod:`.exp_normalized` (neural-tangents' ``Sigmoid_like``, ``Rbf``,
+  ``ExpNormalized``), :mod:`.elementwise` (any callable, and the named numeric functions).
 
 Adding an activation is one new file here (and a row in the shared test table
 ``tests/_activations.py``): every module of this package is imported below, in name order,

@@ -23,15 +23,21 @@ face) is shared code driven by them.
 ``dual_moments(m, need_dot)`` — the exact face
     ``(E[φ(u)φ(v)], E[φ'(u)φ'(v)] or None)`` for sanitized
     :class:`~dsketch.nets.dual.Moments` ``m``; robust to zero variances, |ρ| = 1 and huge
-    norms, also in float32.  Default: tensor Gauss–Hermite quadrature of ``dual_fn`` /
-    ``dual_deriv`` with :attr:`Activation.quad_degree` nodes per axis.
+    norms, also in float32.  Default: the split Gauss–Legendre rule of
+    :func:`~dsketch.nets.dual.pair_expectations` on ``dual_fn`` / ``dual_deriv`` with
+    :attr:`Activation.quad_degree` nodes per piece (two pieces per axis), accurate to
+    ~1e-7 relative at variances 1e-4…1e4 for functions varying near 0 on the scale
+    :attr:`Activation.quad_scale`; :meth:`Activation.dual_error` estimates its error.
 ``hermite(var, degree)`` — the sketch data
     Radial Hermite factors ``(R, Rdot)``, each ``var.shape + (degree + 1,)`` in float64,
     with E[φφ] = Σ_l R_l(Σxx) R_l(Σyy) ρ^l and likewise Rdot for φ'.  Default: 1-D
-    Gauss–Hermite quadrature.
+    four-piece Gauss–Legendre rule (:func:`~dsketch.nets.dual.hermite_radial`).
 ``dual_fn(x)``, ``dual_deriv(x)``
     The function whose dual the kernel is; ``fn``/``deriv`` unless the kernel is defined
     by another function (``Gelu(approximate=True)``).
+
+An activation that *is* another one with fixed parameters (``Sigmoid_like`` is an ``Erf``)
+derives from :class:`AliasActivation` and gives only ``target``.
 
 A positively homogeneous activation (φ(cx) = c^q φ(x), c > 0) derives from
 :class:`HomogeneousActivation` and gives, instead of the two faces above, the normalized
@@ -56,9 +62,9 @@ from .. import dual as D
 from ..activation_sketch import plan_activation_sketch
 from ..base import FeatureShape, Kernel, Layer, SketchOptions
 
-__all__ = ["Activation", "HomogeneousActivation"]
+__all__ = ["Activation", "HomogeneousActivation", "AliasActivation"]
 
-_EXPANSION_NODES = 256  # Gauss–Hermite nodes for quadrature-based Hermite coefficients
+_EXPANSION_NODES = 128  # Gauss–Legendre nodes per piece of the 1-D (Hermite, diagonal) rule
 
 
 def _full(value, like):
@@ -87,11 +93,14 @@ class Activation(Layer):
     homogeneity : int or None
         Degree q of positive homogeneity (φ(cx) = c^q φ(x) for c > 0), or None.
     quad_degree : int
-        Gauss–Hermite nodes per axis of the default (numerical) exact face.
+        Gauss–Legendre nodes per piece of the default (numerical) exact face.
+    quad_scale : float
+        Width of the region near 0 where φ varies (node placement of the numerical face).
     """
 
     homogeneity: ClassVar[Optional[int]] = None
-    quad_degree: ClassVar[int] = 64
+    quad_degree: ClassVar[int] = D.QUAD_NODES
+    quad_scale: ClassVar[float] = 1.0
 
     # ------------------------------------------------------------------ hooks: function
     def fn(self, x):  # pragma: no cover - interface
@@ -114,22 +123,43 @@ class Activation(Layer):
     def dual_moments(self, m: D.Moments, need_dot: bool = True):
         """Exact face: ``(E[φ(u)φ(v)], E[φ'(u)φ'(v)] or None)`` for sanitized moments ``m``.
 
-        Default: tensor Gauss–Hermite quadrature (``quad_degree`` nodes per axis).
+        Default: :func:`~dsketch.nets.dual.pair_expectations` (``quad_degree`` nodes per piece).
         """
+        out = D.pair_expectations(self._dual_pairs(need_dot), m, self.quad_degree, self.quad_scale)
+        return out[0], (out[1] if need_dot else None)
+
+    def _dual_pairs(self, need_dot: bool) -> list:
         pairs = [(self.dual_fn, self.dual_fn)]
         if need_dot:
             pairs.append((self.dual_deriv, self.dual_deriv))
-        out = D.bivariate_expectations(pairs, m, self.quad_degree)
-        return out[0], (out[1] if need_dot else None)
+        return pairs
+
+    @property
+    def numerical(self) -> bool:
+        """True when the exact face is the numerical rule (no closed-form ``dual_moments``)."""
+        return type(self).dual_moments is Activation.dual_moments
+
+    def dual_error(self, var1, var2, cov):
+        """Estimated absolute error of :meth:`dual` ``(nngp, dot)``, broadcast like ``dual``.
+
+        Zero for closed forms; for the numerical face, |Q(quad_degree) − Q(0.7·quad_degree)|
+        (:func:`~dsketch.nets.dual.pair_quadrature_error`), an overestimate where the rule
+        converges.  Costs about 1.5 evaluations of :meth:`dual`.
+        """
+        m = D.moments(var1, var2, cov)
+        if not self.numerical:
+            return _full(0.0, m.rho), _full(0.0, m.rho)
+        err = D.pair_quadrature_error(self._dual_pairs(True), m, self.quad_degree, self.quad_scale)
+        return _full(err[0], m.rho), _full(err[1], m.rho)
 
     def hermite(self, var, degree: int):
         """Sketch data: radial Hermite factors ``(R, Rdot)`` at float64 variances ``var ≥ 0``.
 
         Each is ``var.shape + (degree + 1,)`` with R_l(v) = E[φ(√v z) He_l(z)]/√(l!).
-        Default: 1-D Gauss–Hermite quadrature.
+        Default: the four-piece 1-D rule of :func:`~dsketch.nets.dual.hermite_radial`.
         """
-        R = D.hermite_radial(self.dual_fn, var, degree, _EXPANSION_NODES)
-        Rdot = D.hermite_radial(self.dual_deriv, var, degree, _EXPANSION_NODES)
+        R = D.hermite_radial(self.dual_fn, var, degree, _EXPANSION_NODES, self.quad_scale)
+        Rdot = D.hermite_radial(self.dual_deriv, var, degree, _EXPANSION_NODES, self.quad_scale)
         return R, Rdot
 
     # -------------------------------------------------------------------- public faces
@@ -171,16 +201,15 @@ class Activation(Layer):
         """(E[φ(u)φ(±u)], E[φ'(u)φ'(±u)]) for u ~ N(0, var), float64 (``sign`` = ±1).
 
         The exact face at ρ = ±1 where the activation has one in closed form; otherwise
-        the same 1-D Gauss–Hermite rule as the numerical Hermite factors, so both agree.
+        the same 1-D rule as the numerical Hermite factors, so both agree.
         """
-        xp = get_namespace(var)
         var = _sanitized_variance(var)
-        if type(self).dual_moments is Activation.dual_moments:
-            t, w = D.gauss_hermite(_EXPANSION_NODES, xp)
-            s = xp.sqrt(var)[..., None] * t
+        if self.numerical:
             f, d = self.dual_fn, self.dual_deriv
-            return (xp.einsum("...q,q->...", f(s) * f(sign * s), w),
-                    xp.einsum("...q,q->...", d(s) * d(sign * s), w))
+            return tuple(D.gaussian_expectations(
+                (lambda y, z: f(y) * f(sign * y), lambda y, z: d(y) * d(sign * y)),
+                var, _EXPANSION_NODES, self.quad_scale))
+        xp = get_namespace(var)
         s = xp.sqrt(var)
         rho = xp.full(var.shape, float(sign))
         total, total_dot = self.dual_moments(D.Moments(var, var, s, s, rho), True)
@@ -255,3 +284,45 @@ class HomogeneousActivation(Activation):
         else:
             Rdot = D.safe_power(var, (q - 1) / 2)[..., None] * rdot
         return R, Rdot
+
+
+@dataclass(frozen=True)
+class AliasActivation(Activation):
+    """An activation equal to another one with derived parameters (``target``).
+
+    Subclasses keep their own (neural-tangents) parameters as fields and implement the
+    ``target`` property; every hook delegates to it, so both faces are the target's.
+    """
+
+    @property
+    def target(self) -> Activation:  # pragma: no cover - interface
+        """The activation this one equals."""
+        raise NotImplementedError
+
+    @property
+    def numerical(self) -> bool:
+        return self.target.numerical
+
+    def fn(self, x):
+        return self.target.fn(x)
+
+    def deriv(self, x):
+        return self.target.deriv(x)
+
+    def dual_fn(self, x):
+        return self.target.dual_fn(x)
+
+    def dual_deriv(self, x):
+        return self.target.dual_deriv(x)
+
+    def dual_moments(self, m: D.Moments, need_dot: bool = True):
+        return self.target.dual_moments(m, need_dot)
+
+    def hermite(self, var, degree: int):
+        return self.target.hermite(var, degree)
+
+    def diagonal(self, var, sign: int = 1):
+        return self.target.diagonal(var, sign)
+
+    def dual_error(self, var1, var2, cov):
+        return self.target.dual_error(var1, var2, cov)

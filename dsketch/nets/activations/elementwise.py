@@ -1,4 +1,4 @@
-"""``Elementwise``: any elementwise function, exact face by Gauss–Hermite quadrature.
+"""``Elementwise``: any elementwise function, exact face by numerical quadrature at any variance.
 
 Owns the table of named numeric functions :data:`ACTIVATION_FUNCTIONS` (name →
 (function, derivative), NumPy or CuPy) that ``Elementwise("tanh")`` and specs refer to,
@@ -137,7 +137,7 @@ def _numerical_derivative(fn: Callable) -> Callable:
 @register_activation()
 @dataclass(frozen=True)
 class Elementwise(Activation):
-    """Any elementwise function, dual by Gauss–Hermite quadrature.
+    """Any elementwise function, dual by the split Gauss–Legendre rule of ``dual.pair_expectations``.
 
     Parameters
     ----------
@@ -149,16 +149,19 @@ class Elementwise(Activation):
         Derivative of ``fn``; defaults to the table's analytic one for names and to a
         central finite difference for callables.
     quad_degree : int
-        Gauss–Hermite nodes per axis of the 2-D quadrature (cost ∝ quad_degree² per
-        kernel entry). Smooth functions converge fast; kinks (ReLU-like) slowly — prefer
-        the closed-form layers for those.
+        Gauss–Legendre nodes per piece of the 2-D rule (two pieces per axis: cost
+        4·quad_degree² evaluations per kernel entry).  At the default 40 the duals are
+        accurate to ~1e-7 relative to √(E φ(u)² E φ(v)²) for variances 1e-4…1e4 and every
+        correlation, for functions that vary near 0 on a unit scale and grow at most
+        polynomially (kinks at 0 included); :meth:`dual_error` estimates the error of any
+        entry (oscillating functions at large variance, jumps at |ρ| → 1 converge slowly).
     """
 
     function: Union[str, Callable] = None  # type: ignore[assignment]
     derivative: Optional[Callable] = None
-    quad_degree: int = 48
+    quad_degree: int = D.QUAD_NODES
 
-    def __init__(self, fn: Union[str, Callable], deriv: Optional[Callable] = None, quad_degree: int = 48):
+    def __init__(self, fn: Union[str, Callable], deriv: Optional[Callable] = None, quad_degree: int = D.QUAD_NODES):
         if isinstance(fn, str):
             key = fn.lower()
             if key not in ACTIVATION_FUNCTIONS:
