@@ -132,10 +132,12 @@ def plot_sweep(rows: list, path: Path) -> None:
     auto = [r for r in rows if r["method"] == "auto"]
     m = max(r["m"] for r in auto)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    names = sorted({r["activation"] for r in auto})
     for ax, kind in zip(axes, ("nngp", "ntk")):
         for (aname, depth) in sorted({(r["activation"], r["depth"]) for r in auto}):
             sel = [r for r in auto if r["activation"] == aname and r["depth"] == depth and r["m"] == m]
-            ax.loglog([r["scale"] for r in sel], [r[kind] for r in sel], "o-", label=f"{aname} depth {depth}")
+            ax.loglog([r["scale"] for r in sel], [r[kind] for r in sel], "o-" if depth == 2 else "s--",
+                      color=f"C{names.index(aname)}", label=f"{aname} depth {depth}")
         ax.axhline(0.1, color="k", ls=":", lw=1)
         ax.set(xlabel="input scale", ylabel="relative Frobenius error", title=f"{kind.upper()} sketch, m = {m}")
         ax.legend(fontsize=7)

@@ -331,7 +331,9 @@ class KernelMap(RandomSpec):
 
     Subclasses are frozen dataclasses with ``input_dim``, ``n_features``, ``seed`` and
     ``dtype`` fields, call :meth:`_check_common` from ``__post_init__`` and implement
-    ``_features(x2)`` on validated 2-D rows in ``dtype``.
+    ``_features(x2)`` on validated 2-D rows in ``dtype`` (dense, or float CSR for sparse
+    input: :func:`dsketch.sketch.linear.first_layer_rows` turns them into what the map's
+    first layer takes).
     """
 
     def _check_common(self) -> None:
