@@ -45,7 +45,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import __version__, estimators
 from .backend import InvalidInputError
 from .engine.store import check_absent, staged
-from .spec import from_spec, to_spec
+from .spec import FEATURES_VERSION, from_spec, to_spec
 
 __all__ = ["save_model", "load_model", "read_model_info", "model_summary", "FORMAT", "FORMAT_VERSION"]
 
@@ -225,6 +225,7 @@ def save_model(estimator, path, overwrite: bool = False) -> str:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "dsketch_version": __version__,
+            "features_version": FEATURES_VERSION,
             "estimator": writer.estimator(estimator, "model"),
             "summary": _summary(estimator),
         }
@@ -287,6 +288,13 @@ def read_model_info(path) -> dict:
     if doc.get("format_version") != FORMAT_VERSION:
         raise InvalidInputError(f"{jpath}: unsupported format_version {doc.get('format_version')!r} "
                                 f"(this dsketch {__version__} reads version {FORMAT_VERSION})")
+    features = doc.get("features_version", 1)  # models written before the field: 1
+    if features != FEATURES_VERSION:
+        raise InvalidInputError(
+            f"{jpath}: fitted on the seeded features of dsketch {doc.get('dsketch_version')!r} "
+            f"(features version {features!r}); this dsketch {__version__} computes features "
+            f"version {FEATURES_VERSION}, so the saved weights would meet different features. "
+            f"Refit the model with this version (or load it with the dsketch that saved it)")
     est = _expect(doc.get("estimator"), dict, f"{jpath}: estimator", "an object")
     _expect(est.get("params"), dict, f"{jpath}: estimator.params", "an object")
     _expect(est.get("attributes"), dict, f"{jpath}: estimator.attributes", "an object")

@@ -26,7 +26,15 @@ import numpy as np
 from . import nets
 from .sketch import kernels
 
-__all__ = ["to_spec", "from_spec", "spec_classes"]
+__all__ = ["to_spec", "from_spec", "spec_classes", "FEATURES_VERSION"]
+
+#: Version of the seeded feature definitions: the same spec and seed give the same features
+#: exactly when this number is the same.  Bump it with any change that moves the features a
+#: spec computes (a new tree layout, a new estimator under ``method="auto"``, ...); saved
+#: models record it and :func:`dsketch.load_model` refuses a model fitted on other features.
+#: 1: dsketch 0.1.  2: dsketch 0.2 (block-summed readouts and NTK factors, ``method="auto"``
+#: for bounded activations, sparse-ready first layers).
+FEATURES_VERSION = 2
 
 #: Spec type prefix -> the module whose exported dataclasses may be saved and loaded.
 _FAMILIES = {"nets": nets, "kernels": kernels}

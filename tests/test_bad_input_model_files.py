@@ -19,6 +19,7 @@ import pytest
 from dsketch.backend import InvalidInputError
 from dsketch.estimators import RandomFourierFeatures, SketchRidge, SketchRidgeClassifier
 from dsketch.model_io import load_model, read_model_info, save_model
+from dsketch.spec import FEATURES_VERSION
 
 
 def _fit(cls=SketchRidge, **kw):
@@ -225,3 +226,18 @@ def test_good_models_still_load(saved, fitted, tmp_path):
     np.testing.assert_array_equal(back.predict(X), fitted.predict(X))
     clf = _fit(SketchRidgeClassifier)
     np.testing.assert_array_equal(load_model(save_model(clf, tmp_path / "c")).predict(X), clf.predict(X))
+
+
+# ---------------------------------------------------------- features the weights were fitted on
+@pytest.mark.parametrize("edit", ["drop", 1, 99, "two"])
+def test_model_fitted_on_other_features_is_refused(saved, edit):
+    """A model saved before a change of the seeded features (no field: version 1) or by
+    another feature version would apply its weights to different features: refused."""
+    doc = _doc(saved)
+    assert doc["features_version"] == FEATURES_VERSION
+    if edit == "drop":
+        del doc["features_version"]
+    else:
+        doc["features_version"] = edit
+    _write_doc(saved, doc)
+    _refused(saved, "features version", "Refit", "model.json")
