@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 import warnings
 
 import numpy as np
 import zarr
 
-from ..backend import InvalidInputError
+from ..backend import InvalidInputError, check_int
 from .store import filesystem
 
 __all__ = ["compressors", "new_array", "has_checksum", "check_stored", "read_rows_block",
@@ -53,12 +52,7 @@ def check_chunk_rows(chunk_rows, name: str = "chunk_rows") -> int | None:
     """
     if chunk_rows is None:
         return None
-    if isinstance(chunk_rows, (bool, np.bool_)) or not isinstance(chunk_rows, numbers.Integral):
-        raise InvalidInputError(f"{name} must be a positive integer (rows per chunk) or None, "
-                                f"got {chunk_rows!r} ({type(chunk_rows).__name__})")
-    if int(chunk_rows) < 1:
-        raise InvalidInputError(f"{name} must be a positive integer (rows per chunk), got {chunk_rows}")
-    return int(chunk_rows)
+    return check_int(chunk_rows, f"{name} (rows per chunk)")
 
 
 def new_array(group, name: str, shape: tuple, dtype, chunks: tuple, shards: tuple | None = None):

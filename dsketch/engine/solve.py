@@ -30,7 +30,7 @@ from .cg import block_cg
 from .cluster import current_client, worker_memory_limits
 from .graph import token
 from .linalg import cho_solve, check_weights, cholesky
-from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, check_finite_sums,
+from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features,
                      fmt_bytes, gram)
 from .path import AlphaGridWarning, RidgePath, fit_path, ridge_path
 
@@ -153,6 +153,17 @@ def choose_solver(n: int, m: int, k: int, client=None, *, split_every: int = SPL
 
 
 # ============================================================================= fit
+def _non_negative(value, name: str) -> float:
+    """``value`` as a finite float ≥ 0, or :class:`InvalidInputError` naming ``name``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(out) or out < 0:
+        raise InvalidInputError(f"{name} must be finite and non-negative, got {value!r}")
+    return out
+
+
 def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
               maxiter: int = 200, preconditioner: str | None = "nystrom",
               persist: bool | str = "auto", x0=None, client=None,
@@ -215,24 +226,14 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
     Phi = check_features(Phi)
     Y2, _ = as_targets(Y, Phi)
     n, m, k = int(Phi.shape[0]), int(Phi.shape[1]), int(Y2.shape[1])
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"alpha must be a number, got {alpha!r}") from None
-    if not math.isfinite(alpha) or alpha < 0:
-        raise InvalidInputError(f"alpha must be finite and non-negative, got {alpha}")
+    alpha = _non_negative(alpha, "alpha")
     maxiter = check_int(maxiter, "maxiter")
     seed = check_seed(seed)
     slab_rows = check_int(slab_rows, "slab_rows")
     split_every = check_int(split_every, "split_every", minimum=2)
     if rank is not None:
         rank = check_int(rank, "rank", minimum=0)
-    try:
-        tol = float(tol)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"tol must be a number, got {tol!r}") from None
-    if not math.isfinite(tol) or tol < 0:
-        raise InvalidInputError(f"tol must be finite and non-negative, got {tol}")
+    tol = _non_negative(tol, "tol")
     client = current_client(client) if isinstance(Phi, da.Array) else None
     if solver == "auto":
         solver, reason = choose_solver(n, m, k, client, split_every=split_every)

@@ -28,8 +28,8 @@ import numpy as np
 import scipy.sparse
 from threadpoolctl import ThreadpoolController
 
-from ..backend import (InvalidInputError, check_array, check_int, check_overflow, check_seed,
-                       device_cache, get_namespace, is_cupy, resolve_dtype)
+from ..backend import (InvalidInputError, NonFiniteError, check_array, check_int, check_overflow,
+                       check_seed, device_cache, get_namespace, is_cupy, resolve_dtype)
 
 __all__ = [
     "pos_int",
@@ -184,21 +184,21 @@ def as_rows(x, width: int):
 def check_sparse(x, width: int, owner: str, field: str = "d_in"):
     """Validate a 2-D sparse matrix (shape, numeric, finite) and return it as float CSR."""
     if len(x.shape) != 2:
-        raise ValueError(f"{owner}: sparse x must be 2-D, got shape {x.shape}")
+        raise InvalidInputError(f"{owner}: sparse x must be 2-D, got shape {x.shape}")
     if x.shape[0] == 0:
-        raise ValueError(f"{owner}: x has no rows")
+        raise InvalidInputError(f"{owner}: x has no rows")
     if x.shape[1] != width:
-        raise ValueError(f"{owner}: x has last-axis width {x.shape[1]}, expected {field}={width}")
+        raise InvalidInputError(f"{owner}: x has last-axis width {x.shape[1]}, expected {field}={width}")
     x = x.tocsr()
     data = x.data
     kind = data.dtype.kind
     if kind not in "fiub":
-        raise ValueError(f"{owner}: x must be numeric (got dtype {data.dtype})")
+        raise InvalidInputError(f"{owner}: x must be numeric (got dtype {data.dtype})")
     xp = get_namespace(data)
     if kind == "f" and data.size and not bool(xp.isfinite(data).all()):
         bad = ~xp.isfinite(data)
         row = int(xp.searchsorted(x.indptr, int(xp.argmax(bad)), side="right")) - 1
-        raise ValueError(f"{owner}: x contains NaN or Inf (first at row {row})")
+        raise NonFiniteError(f"{owner}: x contains NaN or Inf (first at row {row})")
     dt = float_dtype(data)
     if data.dtype != dt:
         x = x.astype(dt)
