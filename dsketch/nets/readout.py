@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..backend import get_namespace
 from ..sketch import SRHT
+from ..sketch.linear import srht_block_sum
 from .base import Features, FeatureShape, LayerSketch, SketchOptions
 
 __all__ = ["WIDTH_FACTOR", "FitWidth", "Readout", "plan_readout"]
@@ -57,14 +58,8 @@ class FitWidth:
     def __call__(self, x):
         if self.d_in == self.d_out:
             return x
-        if self.blocks and self.d_in > self.d_out:
-            out = None
-            for b, start in enumerate(range(0, self.d_in, self.d_out)):
-                block = x[..., start:start + self.d_out]
-                rot = SRHT(block.shape[-1], self.d_out, self.seed, self.path + ("block", b))
-                y = rot(block, check=self.check)
-                out = y if out is None else out + y
-            return out
+        if self.blocks and self.d_in > self.d_out:  # one transform of the signed block sum
+            return srht_block_sum(x, self.d_out, self.seed, self.path, check=self.check)
         proj = self.projection()
         if proj is not None:
             return proj(x, check=self.check)

@@ -34,9 +34,9 @@ from ._base import (
     prepare_input,
     random_signs,
 )
-from .hadamard import hadamard_blocks, hadamard_gather, next_pow2
+from .hadamard import fold_signed, fwht, hadamard_blocks, hadamard_gather, next_pow2
 
-__all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch", "SignedSum",
+__all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch", "SignedSum", "srht_block_sum",
            "REDUCE_ABOVE", "reduced_width", "input_reduction", "first_layer_rows", "row_sq_norms"]
 
 #: Rows wider than this enter a map through a CountSketch (dense and sparse rows alike), so no
@@ -262,6 +262,32 @@ class SignedSum(RandomSpec):
             return term
         acc += term
         return acc
+
+
+def srht_block_sum(x, d_out: int, seed: int, path: tuple, *, check: bool = True):
+    """``Σ_b SRHT_b(x[..., b·d_out : (b+1)·d_out])``, ``SRHT_b = SRHT(w_b, d_out, seed, (*path, "block", b))``.
+
+    The sum of SRHT-rotated blocks of width ``d_out`` (``w_b`` the block widths; the last
+    may be narrower).  When every block pads to exactly ``d_out`` (a power of two, last
+    block wider than ``d_out/2``) each ``SRHT_b`` is ``H D_b x̃_b / √d_out`` with no gather,
+    so the sum is ``H (Σ_b D_b x̃_b) / √d_out``: one transform instead of one per block, the
+    same values up to float rounding.  Otherwise the rotated blocks are summed one by one.
+    """
+    d_in = x.shape[-1]
+    starts = range(0, d_in, d_out)
+    specs = [SRHT(min(d_out, d_in - a), d_out, seed, tuple(path) + ("block", b))
+             for b, a in enumerate(starts)]
+    if any(next_pow2(sp.d_in) != d_out for sp in specs):
+        out = None
+        for a, sp in zip(starts, specs):
+            y = sp(x[..., a:a + d_out], check=check)
+            out = y if out is None else out + y
+        return out
+    x = prepare_input(x, d_in, "SRHT", check=check)
+    xp = get_namespace(x)
+    x2, lead = as_rows(x, d_in)
+    signs = xp.concatenate([sp._params(xp, x2.dtype)[0][0, :sp.d_in] for sp in specs])
+    return fwht(fold_signed(x2, signs, d_out)).reshape(lead + (d_out,))
 
 
 # ------------------------------------------------------------------- first-layer input

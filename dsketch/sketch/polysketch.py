@@ -257,7 +257,9 @@ class PolySketch(_TreeMixin):
 
     def _node_spec(self, k, j):
         w = self._node_width(k)
-        return TensorSRHT(w, w, self.d_out, self.seed, self.path + ("node", k, j))
+        # fold: inputs wider than the output enter as one signed fold (one transform of the
+        # output's padded width, fold_signed) rather than a transform of their own width
+        return TensorSRHT(w, w, self.d_out, self.seed, self.path + ("node", k, j), fold=True)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ._base import (
     prepare_input,
     random_signs,
 )
-from .hadamard import hadamard_blocks, hadamard_gather, next_pow2
+from .hadamard import fold_signed, fwht, hadamard_blocks, hadamard_gather, next_pow2
 from .linear import CountSketch
 
 __all__ = [
@@ -57,6 +57,8 @@ class _Design:
     rows: int
     i1: object
     i2: object
+    n1: int = 0     # folded factor widths (``fold``); 0: not folded
+    n2: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,19 +71,31 @@ class _TensorSRHTCore(RandomSpec):
     seed: int
     path: tuple = ()
 
+    fold: bool = False
+
     _component = "tensorsrht"
     _complex = False
 
     def __post_init__(self):
         check_spec(self, "d1", "d2", "d_out")
 
-    def _build(self, xp, dtype):
+    def _widths(self):
+        """Transform widths of the factors: padded, or folded to ``next_pow2(d_out)`` (``fold``)."""
         n1, n2 = next_pow2(self.d1), next_pow2(self.d2)
+        if not self.fold:
+            return n1, n2
+        cap = next_pow2(self.d_out)
+        return min(n1, cap), min(n2, cap)
+
+    def _build(self, xp, dtype):
+        full1, full2 = next_pow2(self.d1), next_pow2(self.d2)
+        n1, n2 = self._widths()
         pairs = n1 * n2
         blocks = -(-self.d_out // pairs)
         gen = rng(self.seed, *self.path, self._component)
-        s1 = random_signs(gen, (blocks, n1), self._complex) / math.sqrt(self.d_out)
-        s2 = random_signs(gen, (blocks, n2), self._complex)
+        s1 = random_signs(gen, (blocks, full1), self._complex) / math.sqrt(self.d_out)
+        s2 = random_signs(gen, (blocks, full2), self._complex)
+        folded = (n1 if n1 < full1 else 0, n2 if n2 < full2 else 0)
         i1, i2, perms = [], [], []
         for b in range(blocks):
             j = np.arange(min(pairs, self.d_out - b * pairs))
@@ -98,9 +112,15 @@ class _TensorSRHTCore(RandomSpec):
             w1 = min(n1, self.d_out)
             p1, p2 = perms[0]
             rows = -(-self.d_out // w1)
-            ext = np.arange(w1 + rows - 1) % n2
+            ext = p2[np.arange(w1 + rows - 1) % n2]
+            if rows == 1 and w1 == n1:
+                # d_out = n1: output r pairs p1[r] with ext[r]; listed in the order of p1
+                # (output c pairs c with ext[p1⁻¹ c]), the first factor needs no gather.
+                # A fixed permutation of the outputs: the same inner products.
+                return _Design(put(s1, sdt), put(s2, sdt), None, put(ext[np.argsort(p1)], np.int64),
+                               w1, rows, None, None, *folded)
             return _Design(put(s1, sdt), put(s2, sdt), put(p1[:w1], np.int64),
-                           put(p2[ext], np.int64), w1, rows, None, None)
+                           put(ext, np.int64), w1, rows, None, None, *folded)
         return _Design(put(s1, sdt), put(s2, sdt), None, None, 0, 0,
                        put(np.concatenate(i1), np.int64), put(np.concatenate(i2), np.int64))
 
@@ -116,7 +136,12 @@ class _TensorSRHTCore(RandomSpec):
         """
         g = self._design(x)
         signs = g.s1 if which == 1 else g.s2
-        if g.i1 is not None:
+        fold = g.n1 if which == 1 else g.n2
+        if fold:  # one block: (H D x̃)[:fold] of the padded width, then the design's gather
+            y = fwht(fold_signed(x, signs[0], fold))
+            idx = g.p1 if which == 1 else g.p2ext
+            return y if idx is None else get_namespace(y).take(y, idx, axis=1)
+        if g.i1 is not None or (which == 1 and g.p1 is None):
             return hadamard_blocks(x, signs)
         return hadamard_gather(x, signs, g.p1 if which == 1 else g.p2ext)
 
