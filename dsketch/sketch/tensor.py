@@ -59,6 +59,7 @@ class _Design:
     i2: object
     n1: int = 0     # folded factor widths (``fold``); 0: not folded
     n2: int = 0
+    blocks: int = 1  # > 1: full blocks of n1·n2 outputs, each read in windows (``combine``)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,13 @@ class _TensorSRHTCore(RandomSpec):
                                w1, rows, None, None, *folded)
             return _Design(put(s1, sdt), put(s2, sdt), put(p1[:w1], np.int64),
                            put(ext, np.int64), w1, rows, None, None, *folded)
+        if self.d_out % pairs == 0:
+            # full blocks: the one-block windows per block (the same pairs as i1, i2)
+            ext = np.arange(n1 + n2 - 1) % n2
+            p1 = np.concatenate([b * n1 + q1 for b, (q1, _) in enumerate(perms)])
+            p2 = np.concatenate([b * n2 + q2[ext] for b, (_, q2) in enumerate(perms)])
+            return _Design(put(s1, sdt), put(s2, sdt), put(p1, np.int64), put(p2, np.int64),
+                           n1, n2, None, None, *folded, blocks)
         return _Design(put(s1, sdt), put(s2, sdt), None, None, 0, 0,
                        put(np.concatenate(i1), np.int64), put(np.concatenate(i2), np.int64))
 
@@ -159,6 +167,8 @@ class _TensorSRHTCore(RandomSpec):
             a = None if t1 is None else xp.take(t1, g.i1, axis=1)
             b = None if t2 is None else xp.take(t2, g.i2, axis=1)
             return a if b is None else (b if a is None else a * b)
+        if g.blocks > 1:
+            return self._combine_blocks(g, t1, t2)
         rows, w1, n = ref.shape[0], g.w1, self.d_out
         full = (n // w1) * w1
         out = xp.empty((rows, n), dtype=ref.dtype if t2 is None or t1 is None
@@ -180,6 +190,22 @@ class _TensorSRHTCore(RandomSpec):
             b = None if t2 is None else win[:, -1, :k]
             out[:, full:] = a if b is None else (b if a is None else a * b)
         return out
+
+    def _combine_blocks(self, g, t1, t2):
+        """:meth:`combine` for full blocks: block ``b``, row ``t`` reads ``t2`` window ``t``."""
+        ref = t1 if t1 is not None else t2
+        xp = get_namespace(ref)
+        rows, w1, k = ref.shape[0], g.w1, g.rows
+        shape = (rows, g.blocks, k, w1)
+        if t2 is not None:
+            st = t2.strides
+            win = xp.lib.stride_tricks.as_strided(
+                t2, shape, (st[0], (w1 + k - 1) * st[1], st[1], st[1]))
+        if t1 is None:
+            return xp.ascontiguousarray(win).reshape(rows, self.d_out)
+        a = t1.reshape(rows, g.blocks, 1, w1)
+        out = xp.broadcast_to(a, shape).copy() if t2 is None else a * win
+        return out.reshape(rows, self.d_out)
 
     def left(self, x1):
         """First factor alone, spread to ``(..., d_out)`` (no validation; internal use)."""
