@@ -253,7 +253,9 @@ class ActivationSketch(LayerSketch):
         top = max(self._poly_degrees(self.active_nngp + self.active_dot), default=0)
         if top == 0:
             return None
-        return PolySketch(self.w_in, self._m, top, self.seed, self.path + ("poly",))
+        # per-pixel inputs are Conv outputs (Hadamard-mixed per offset): wide ones are folded
+        return PolySketch(self.w_in, self._m, top, self.seed, self.path + ("poly",),
+                          fold=bool(self.out.spatial))
 
     def _mix(self, which: str):
         """Signed sum of the degree blocks (and the Monte-Carlo block, term ``degree + 1``)."""

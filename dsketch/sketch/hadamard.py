@@ -8,7 +8,9 @@ factor axes, so the work is ``n·Σbᵢ`` multiply-adds per row in ``t = ⌈log�
 all of it BLAS (cuBLAS on GPU). Real and complex inputs, any leading dimensions.
 :func:`hadamard_blocks` is the signed, blocked transform the SRHT family applies;
 :func:`hadamard_gather` the same followed by a coordinate gather, without the work on
-the half of a padded width that only a narrow tail (e.g. a bias column) occupies.
+the half of a padded width that only a narrow tail (e.g. a bias column) occupies;
+:func:`fold_signed` the signed sum of a wide row's pieces whose transform is the first
+rows of the wide transform (one narrow transform for a wide input).
 
 Must not import Dask and holds no random state.
 """

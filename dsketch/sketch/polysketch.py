@@ -62,10 +62,14 @@ class _TreeMixin(RandomSpec):
       TensorSRHTs of ``x`` itself (``d_in × d_in → d_out``), whose Hadamard transforms of
       ``x`` do what the leaf SRHTs did. ``leaf="countsketch"`` keeps CountSketch leaves
       (input-sparsity time, sparse input) below nodes of width ``d_out``; degree 1 alone
-      (``p = 1``) is the single leaf.
+      (``p = 1``) is the single leaf. With ``fold=True`` (:class:`PolySketch`) inputs padded
+      wider than ``d_out`` enter those nodes folded (``TensorSRHT(fold=True)``): one
+      transform of width ``≈ d_out`` each. A fold adds coordinate pairs (i, i + n): fit for
+      incoherent inputs (Hadamard-mixed features), not for ones with heavy coordinates
+      (a bias or constant column next to features: measured worse on FC nets at m = 4096).
 
     All degrees ``1..p`` then cost ``≈ p·log₂q`` width-``d_out`` transforms (19 for
-    ``p = 8``; 7, four of them of width ``n = 2^⌈log₂ d_in⌉``, for ``p = 4``).
+    ``p = 8``; 7, four of them of width ``n = 2^⌈log₂ d_in⌉``, or ``≈ d_out`` folded, for ``p = 4``).
     """
 
     hadamard_bound = True
@@ -231,8 +235,11 @@ class PolySketch(_TreeMixin):
 
     Cost per row (dense input): ``q`` Hadamard transforms of ``x`` (size ``n``, the padded
     ``d_in``) and about ``2(q/2 − 1)`` of width ``d_out`` for :meth:`top`, ``≈ p·log₂q`` for
-    all degrees (see ``_TreeMixin``). Draws: leaves at ``(*path, "leaf", i)`` (CountSketch
-    leaves, or the single SRHT when ``p = 1``), nodes at ``(*path, "node", level, j)``.
+    all degrees (see ``_TreeMixin``). ``fold=True``: first-level transforms of inputs padded
+    wider than ``d_out`` cost one of width ``≈ d_out`` (``TensorSRHT(fold=True)``; for
+    Hadamard-mixed inputs only, see ``_TreeMixin``). Draws: leaves at ``(*path, "leaf", i)``
+    (CountSketch leaves, or the single SRHT when ``p = 1``), nodes at
+    ``(*path, "node", level, j)``.
     """
 
     d_in: int
@@ -241,6 +248,7 @@ class PolySketch(_TreeMixin):
     seed: int
     path: tuple = ()
     leaf: str = "srht"
+    fold: bool = False
 
     def __post_init__(self):
         check_spec(self, "d_in", "d_out", "degree")
@@ -257,9 +265,7 @@ class PolySketch(_TreeMixin):
 
     def _node_spec(self, k, j):
         w = self._node_width(k)
-        # fold: inputs wider than the output enter as one signed fold (one transform of the
-        # output's padded width, fold_signed) rather than a transform of their own width
-        return TensorSRHT(w, w, self.d_out, self.seed, self.path + ("node", k, j), fold=True)
+        return TensorSRHT(w, w, self.d_out, self.seed, self.path + ("node", k, j), fold=self.fold)
 
 
 @dataclass(frozen=True)
