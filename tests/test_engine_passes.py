@@ -234,3 +234,20 @@ def test_edge_of_grid_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", engine.AlphaGridWarning)
         engine.fit_path(P, Yn, 1e-6, n_folds=3)  # one alpha: nothing to warn about
+
+
+def test_fold_class_counts_match_fold_ids_whatever_the_chunks():
+    """Per-fold class counts: one pass over Y, the same for NumPy and any dask chunking."""
+    import dask.array as da
+
+    from dsketch.engine import fold_class_counts, fold_ids
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=503)
+    Y = np.where(np.arange(4) == labels[:, None], 1.0, -1.0)
+    ids = fold_ids(503, 5, 7)
+    want = np.array([[np.sum((ids == f) & (labels == c)) for c in range(4)] for f in range(5)])
+    np.testing.assert_array_equal(fold_class_counts(Y, 5, 7), want)
+    for chunks in (503, 100, 37):
+        got = fold_class_counts(da.from_array(Y, chunks=(chunks, 4)), 5, 7)
+        np.testing.assert_array_equal(got, want)

@@ -4,7 +4,7 @@ Public API: :func:`connect`,
 :func:`dashboard_link`, :class:`Dataset`, :func:`open_dataset`, :func:`ingest`,
 :func:`write_array`, :func:`validate_rows`, :func:`embed`, :class:`FitReport`,
 :class:`Gram`, :func:`gram`, :func:`solve_gram`, :func:`fit_ridge`, :func:`predict`,
-:func:`fold_ids`, :func:`leverage_scores`, :func:`take_rows`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
+:func:`fold_ids`, :func:`fold_class_counts`, :func:`leverage_scores`, :func:`take_rows`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
 ``dsketch.sketch`` and travel through the graph as small hashable specs.
 """
 
@@ -14,7 +14,7 @@ from .dataset import Dataset, open_dataset, validate_rows
 from .graph import embed, task_word, to_gpu
 from .ingest import ingest, write_array
 from .landmarks import leverage_scores, take_rows
-from .passes import Gram, fold_ids, gram
+from .passes import Gram, fold_class_counts, fold_ids, gram
 from .solve import (AlphaGridWarning, FitReport, RidgePath, choose_solver, fit_path, fit_ridge,
                     predict, predict_std, ridge_path, solve_gram)
 
@@ -22,7 +22,7 @@ __all__ = [
     "connect", "dashboard_link", "machine_size", "show_progress", "worker_memory",
     "embed", "task_word", "to_gpu",
     "Dataset", "ingest", "open_dataset", "validate_rows", "write_array",
-    "FitReport", "Gram", "gram", "solve_gram", "fit_ridge", "predict", "fold_ids",
+    "FitReport", "Gram", "gram", "solve_gram", "fit_ridge", "predict", "fold_ids", "fold_class_counts",
     "choose_solver", "choose_persist", "ridge_path", "RidgePath", "predict_std",
     "fit_path", "AlphaGridWarning",
     "leverage_scores", "take_rows",

@@ -36,7 +36,8 @@ from .graph import token
 
 __all__ = ["Gram", "gram", "gram_chunk", "fold_ids", "reduce_rows", "per_chunk", "tree_sum",
            "compute", "check_features", "as_targets", "slabs", "fmt_bytes", "SLAB_ROWS",
-           "SPLIT_EVERY", "first_nonfinite_row", "check_finite_sums", "check_folds"]
+           "SPLIT_EVERY", "first_nonfinite_row", "check_finite_sums", "check_folds",
+           "fold_class_counts"]
 
 #: Rows of a chunk converted to float64 at once (bounds the float64 copy of a chunk).
 SLAB_ROWS = 8192
@@ -106,10 +107,9 @@ def check_finite_sums(Phi, Y, phi_sums, y_sums, where: str) -> None:
     the first bad row is located (an extra pass for dask input, on this error path only);
     finite rows with non-finite sums are an overflow.  Never returns silent NaN weights.
     """
-    if all(np.all(np.isfinite(a)) for a in phi_sums) and all(np.all(np.isfinite(a))
-                                                             for a in y_sums):
-        return
     bad_phi = not all(np.all(np.isfinite(a)) for a in phi_sums)
+    if not bad_phi and all(np.all(np.isfinite(a)) for a in y_sums):
+        return
     name, what, A = (("Phi", "the features Φ", Phi) if bad_phi else ("Y", "the targets Y", Y))
     if A is None:  # only the sums are at hand
         raise InvalidInputError(f"the sums of {what} in {where} are not finite: {name} "
@@ -301,6 +301,26 @@ def _syrk_acc(G: np.ndarray, P) -> None:
     out = dsyrk(1.0, P.T, beta=1.0, c=G, trans=0, lower=0, overwrite_c=1)
     if out is not G:  # pragma: no cover - scipy copied: keep the result
         G[...] = out
+
+
+def _class_counts_chunk(y, rows, *, n_folds: int, fold_seed: int):
+    """One chunk's rows per (fold, class) of one-hot-like targets (class = row argmax)."""
+    y = asnumpy(y)
+    out = np.zeros((n_folds, y.shape[1]))
+    np.add.at(out, (fold_ids(y.shape[0], n_folds, fold_seed, int(asnumpy(rows)[0])),
+                    y.argmax(axis=1)), 1)
+    return out.reshape(1, -1)
+
+
+def fold_class_counts(Y, n_folds: int, fold_seed: int, client=None) -> np.ndarray:
+    """``(n_folds, k)`` rows of each class in each fold, for class-coded targets ``Y``
+    (``(n, k)``, class = the row's argmax): one pass over ``Y``, reduced on the cluster
+    for dask ``Y`` (nothing per row comes to the client)."""
+    k = int(Y.shape[1])
+    flat = reduce_rows(_class_counts_chunk, "dsketch-fold-counts", Y, rows=True, P=n_folds * k,
+                       client=current_client(client) if isinstance(Y, da.Array) else None,
+                       n_folds=n_folds, fold_seed=fold_seed)
+    return np.asarray(flat).reshape(n_folds, k)
 
 
 def gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m: int, k: int):

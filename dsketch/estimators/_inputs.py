@@ -107,36 +107,38 @@ def check_class_labels(classes: np.ndarray, n: int) -> None:
                       "classification problem.", UserWarning, stacklevel=3)
 
 
-def check_cv(n: int, cv: int, fold_seed: int, labels=None) -> None:
+def check_cv(n: int, cv: int, fold_seed: int, class_counts=None, classes=None) -> None:
     """Refuse ``cv`` folds that cannot be scored, naming ``cv`` and ``n``.
 
     ``n < cv`` or a fold left empty by the row hash (``engine.fold_ids``) is an error, as
-    scikit-learn's ``KFold`` refuses ``n_splits > n_samples``.  With class ``labels``
-    (one per row, a classifier): a training fold holding a single class is an error, one
-    lacking a class warns (as scikit-learn's ``StratifiedKFold`` warns about classes
-    with fewer members than folds).  Fold contents are checked up to
-    :data:`CV_CHECK_MAX_ROWS` rows.
+    scikit-learn's ``KFold`` refuses ``n_splits > n_samples``.  With a classifier's
+    ``class_counts`` (``(cv, k)`` rows per fold and class, ``engine.fold_class_counts``):
+    a training fold holding a single class is an error, one lacking a class warns (as
+    scikit-learn's ``StratifiedKFold`` warns about classes with fewer members than folds).
+    ``classes`` names the columns in messages.  Without counts, fold sizes are checked here up to :data:`CV_CHECK_MAX_ROWS` rows (the
+    Gram pass refuses an empty fold in any case).
     """
     check_folds(n, cv, name="cv")
-    if n > CV_CHECK_MAX_ROWS:
+    if class_counts is None:
+        if n <= CV_CHECK_MAX_ROWS:
+            sizes = np.bincount(fold_ids(n, cv, fold_seed), minlength=cv)
+            check_folds(n, cv, sizes.tolist(), name="cv")
         return
-    ids = fold_ids(n, cv, fold_seed)
-    check_folds(n, cv, np.bincount(ids, minlength=cv).tolist(), name="cv")
-    if labels is None:
-        return
-    labels = np.asarray(labels)
-    present = np.unique(labels)
+    counts = np.asarray(class_counts)
+    names = np.asarray(classes) if classes is not None else np.arange(counts.shape[1])
+    check_folds(n, cv, counts.sum(axis=1).astype(int).tolist(), name="cv")
+    present = counts.sum(axis=0) > 0
     for f in range(cv):
-        train = np.unique(labels[ids != f])
-        if train.size < 2 <= present.size:
+        train = (counts.sum(axis=0) - counts[f]) > 0
+        if train.sum() < 2 <= present.sum():
             raise InvalidInputError(
                 f"cv={cv}: the training rows of fold {f} (n={n} rows in all) hold only "
-                f"class {train[:1].tolist()[0]!r}; a classifier needs at least two classes in "
-                f"every training fold: use fewer folds or more rows")
-        missing = np.setdiff1d(present, train)
+                f"class {names[np.argmax(train)].tolist()!r}; a classifier needs at least two classes "
+                f"in every training fold: use fewer folds or more rows")
+        missing = np.flatnonzero(present & ~train)
         if missing.size:
             warnings.warn(f"cv={cv}: the training rows of fold {f} lack class(es) "
-                          f"{missing.tolist()} (n={n} rows): those classes are never "
+                          f"{names[missing].tolist()} (n={n} rows): those classes are never "
                           f"predicted in that fold's score", UserWarning, stacklevel=3)
             return
 

@@ -27,7 +27,7 @@ from .. import engine
 from ..engine.path import AlphaGridWarning
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
-from ._inputs import (CV_CHECK_MAX_ROWS, check_class_labels, check_cv, is_dask, is_store,
+from ._inputs import (check_class_labels, check_cv, is_dask, is_store,
                       open_store, rechunk_like_rows, validate_input)
 from .transformers import NTKSketch
 
@@ -126,16 +126,16 @@ class _SketchRidgeBase(BaseEstimator):
             n = int(Phi.shape[0])
         m = int(self.sketch_.n_components)
         if grid and self.cv:
-            check_cv(n, self.cv, self._fold_seed(), self._cv_labels(Y, n))
+            check_cv(n, self.cv, self._fold_seed(), *self._cv_class_counts(Y))
         self._solve(Phi, Y, alphas, grid, n, m, start)
         return self
 
     def _fold_seed(self) -> int:
         return int(getattr(self.sketch_, "seed_", 0) or 0)
 
-    def _cv_labels(self, Y, n):
-        """Class of each row for the CV checks (classifiers), else None."""
-        return None
+    def _cv_class_counts(self, Y) -> tuple:
+        """``(class_counts, classes)`` for the CV checks (classifiers), else ``()``."""
+        return ()
 
     def _encode_y_dask(self, y):
         if y is None:
@@ -424,11 +424,9 @@ class SketchRidgeClassifier(ClassifierMixin, _SketchRidgeBase):
         return y.map_blocks(lambda b: np.where(b[:, None] == classes[None, :], hi, lo),
                             dtype=np.float64, new_axis=1, chunks=(y.chunks[0], (len(classes),)))
 
-    def _cv_labels(self, Y, n):
-        if n > CV_CHECK_MAX_ROWS:
-            return None
-        idx = Y.argmax(axis=1)
-        return self.classes_[np.asarray(idx.compute() if is_dask(idx) else idx)]
+    def _cv_class_counts(self, Y) -> tuple:
+        counts = engine.fold_class_counts(Y, self.cv, self._fold_seed())
+        return counts, self.classes_
 
     def decision_function(self, X):
         """Class scores Φ(X) ``coef_`` (n, n_classes); for two classes the (n,) score of
