@@ -2,8 +2,8 @@
 
 Owns the two immutable records every layer transforms, the ``Layer`` protocol, the shapes
 used to plan a sketch, and the validation of layer parameters (:func:`check_param`,
-:func:`check_int`).  Concrete layers live in their own modules; ``serial`` (in
-``serial.py``) chains them.  Must not import Dask nor any concrete layer.
+:func:`check_input_shape`; integers: ``backend.check_int``).  Concrete layers live in their
+own modules; ``serial`` (in ``serial.py``) chains them.  Must not import Dask nor any concrete layer.
 
 Array layout
 ------------
@@ -28,11 +28,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..backend import InvalidInputError
-from ..backend import check_int as backend_check_int
+from ..backend import InvalidInputError, check_int
 
 __all__ = ["Kernel", "Features", "FeatureShape", "SketchOptions", "Layer", "LayerSketch",
-           "check_param", "check_int", "check_input_shape"]
+           "check_param", "check_input_shape"]
 
 
 @dataclass(frozen=True)
@@ -205,14 +204,6 @@ def check_param(name: str, value, *, nonneg: bool = False, positive: bool = Fals
     return v
 
 
-def check_int(name: str, value, lo: int = 0, hi: Optional[int] = None) -> int:
-    """Validate an integer layer parameter in ``[lo, hi]`` and return it.
-
-    :func:`dsketch.backend.check_int`: booleans and floats (even ``2.0``) are refused.
-    """
-    return backend_check_int(value, name, minimum=lo, maximum=hi)
-
-
 def check_input_shape(shape, name: str = "input_shape") -> tuple:
     """A row shape as a tuple of positive ints: ``(d,)`` or ``(H, W, C)``.
 
@@ -229,4 +220,4 @@ def check_input_shape(shape, name: str = "input_shape") -> tuple:
                                 f"got {shape!r}") from None
     if len(dims) not in (1, 3):
         raise InvalidInputError(f"{name} must be (d,) or (H, W, C), got {shape!r}")
-    return tuple(backend_check_int(s, f"{name}[{i}]", minimum=1) for i, s in enumerate(dims))
+    return tuple(check_int(s, f"{name}[{i}]", minimum=1) for i, s in enumerate(dims))

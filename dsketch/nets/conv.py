@@ -28,10 +28,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..backend import get_namespace, rng, to_namespace
+from ..backend import check_int, get_namespace, rng, to_namespace
 from ..sketch._base import RandomSpec, random_signs
 from ..sketch.hadamard import hadamard_blocks, next_pow2
-from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions, check_int
+from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
 from .dense import check_parameterization
 from .readout import WIDTH_FACTOR
 from .spatial import (
@@ -107,7 +107,7 @@ class Conv(Layer):
     def __post_init__(self):
         object.__setattr__(self, "parameterization", check_parameterization(self.parameterization, "Conv"))
         if self.out_chan is not None:
-            object.__setattr__(self, "out_chan", check_int("out_chan", self.out_chan, 1))
+            object.__setattr__(self, "out_chan", check_int(self.out_chan, "out_chan", minimum=1))
         object.__setattr__(self, "filter_shape", as_pair(self.filter_shape, "filter_shape"))
         object.__setattr__(self, "strides", as_pair(self.strides, "strides"))
         object.__setattr__(self, "padding", check_padding(self.padding))

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ..backend import get_namespace
-from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions, check_int, check_param
+from ..backend import check_int, get_namespace
+from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions, check_param
 
 __all__ = ["Dense", "DenseSketch", "check_parameterization"]
 
@@ -74,7 +74,7 @@ class Dense(Layer):
             object.__setattr__(self, "b_std", check_param("b_std", self.b_std, nonneg=True))
         object.__setattr__(self, "parameterization", check_parameterization(self.parameterization, "Dense"))
         if self.out_dim is not None:
-            object.__setattr__(self, "out_dim", check_int("out_dim", self.out_dim, 1))
+            object.__setattr__(self, "out_dim", check_int(self.out_dim, "out_dim", minimum=1))
 
     @property
     def _b2(self) -> float:

@@ -24,6 +24,8 @@ from .base import Features, Kernel, SketchOptions
 
 __all__ = ["input_reduction_of", "flat_input_features", "sparse_input_kernel",
            "check_sparse_rows"]
+
+
 def input_reduction_of(input_shape: tuple, options: SketchOptions, seed: int) -> Optional[CountSketch]:
     """The CountSketch wide flat rows enter a sketch through (None for images, narrow rows)."""
     if len(input_shape) != 1:
@@ -75,9 +77,4 @@ def check_sparse_rows(x, layers: tuple, input_shape: tuple, name: str = "X"):
             f"{name} is a sparse matrix, but {culprit} takes images (H, W, C): "
             "sparse input needs a net on flat rows (d,) such as Dense first; densify "
             f"{name} for this net")
-    try:
-        return check_sparse(x, int(input_shape[0]), name, "input width")
-    except InvalidInputError:
-        raise
-    except ValueError as exc:
-        raise InvalidInputError(str(exc)) from None
+    return check_sparse(x, int(input_shape[0]), name, "input width")

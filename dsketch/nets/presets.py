@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .activations import Relu
-from .base import check_int
+from ..backend import check_int
 from .conv import Conv
 from .dense import Dense
 from .pooling import AvgPool, GlobalAvgPool
@@ -32,7 +32,7 @@ def fully_connected(depth: int, activation=None, W_std: float = 1.0, b_std: floa
     W_std, b_std : float
         Of every ``Dense`` (neural-tangents NTK parameterization).
     """
-    depth = check_int("depth", depth, 0)
+    depth = check_int(depth, "depth", minimum=0)
     act = Relu() if activation is None else activation
     layers = []
     for _ in range(depth):
@@ -62,7 +62,7 @@ def myrtle(depth: int = 5, W_std: float = math.sqrt(2.0), b_std: float = 0.0, ac
     activation : Layer, optional
         Defaults to ``Relu()``.
     """
-    depth = check_int("depth", depth, 0)
+    depth = check_int(depth, "depth", minimum=0)
     if depth not in MYRTLE_LAYER_FACTOR:
         raise ValueError(f"myrtle depth must be one of {sorted(MYRTLE_LAYER_FACTOR)}, got {depth!r}")
     f0, f1, f2 = MYRTLE_LAYER_FACTOR[depth]

@@ -14,9 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
-from ...backend import get_namespace
+from ...backend import check_int, get_namespace
 from .. import dual as D
-from ..base import check_int
 from .base import Activation
 from .gelu import gelu, gelu_deriv, gelu_tanh, gelu_tanh_deriv
 from .registry import register_activation
@@ -173,7 +172,8 @@ class Elementwise(Activation):
             raise ValueError(f"deriv must be callable, got {deriv!r}")
         object.__setattr__(self, "function", fn)
         object.__setattr__(self, "derivative", deriv)
-        object.__setattr__(self, "quad_degree", check_int("quad_degree", quad_degree, 2, D.MAX_QUAD_DEGREE))
+        object.__setattr__(self, "quad_degree",
+                           check_int(quad_degree, "quad_degree", minimum=2, maximum=D.MAX_QUAD_DEGREE))
 
     def __repr__(self) -> str:
         return f"Elementwise({self.name!r}, quad_degree={self.quad_degree})"

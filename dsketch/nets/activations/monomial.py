@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...backend import get_namespace, resolve_dtype
+from ...backend import check_int, get_namespace, resolve_dtype
 from .. import dual as D
-from ..base import Features, FeatureShape, LayerSketch, SketchOptions, check_int
+from ..base import Features, FeatureShape, LayerSketch, SketchOptions
 from .base import Activation
 from .registry import register_activation
 
@@ -27,7 +27,8 @@ class Monomial(Activation):
     degree: int = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "degree", check_int("degree", self.degree, 0, 32))
+        object.__setattr__(self, "degree",
+                           check_int(self.degree, "degree", minimum=0, maximum=32))
 
     def fn(self, x):
         return x ** self.degree if self.degree else get_namespace(x).ones_like(x)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.polynomial import hermite_e
 
-from ...backend import get_namespace
+from ...backend import check_int, get_namespace
 from .. import dual as D
-from ..base import check_int, check_param
+from ..base import check_param
 from .base import Activation, AliasActivation
 from .registry import register_activation
 
@@ -113,7 +113,8 @@ class Hermite(AliasActivation):
     degree: int = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "degree", check_int("degree", self.degree, 1, _MAX_DEGREE))
+        object.__setattr__(self, "degree",
+                           check_int(self.degree, "degree", minimum=1, maximum=_MAX_DEGREE))
 
     @property
     def target(self) -> Activation:

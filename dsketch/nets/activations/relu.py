@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...backend import get_namespace
+from ...backend import check_int, get_namespace
 from ...sketch.arccos import arccos_J
 from .. import dual as D
-from ..base import check_int, check_param
+from ..base import check_param
 from .base import HomogeneousActivation
 from .registry import register_activation
 
@@ -183,7 +183,8 @@ class RectifiedMonomial(HomogeneousActivation):
     degree: int = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "degree", check_int("degree", self.degree, 0, 16))
+        object.__setattr__(self, "degree",
+                           check_int(self.degree, "degree", minimum=0, maximum=16))
 
     @property
     def homogeneity(self) -> int:  # type: ignore[override]
