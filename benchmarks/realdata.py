@@ -47,7 +47,7 @@ from dsketch import (NeuralNystroem, NTKRandomFeatures, NTKSketch,  # noqa: E402
 from dsketch.nets import Relu, fully_connected  # noqa: E402
 
 NET = fully_connected(2, Relu(), W_std=math.sqrt(2.0), b_std=0.1)
-ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+ALPHAS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
 KRR_LAMBDAS = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 #: Largest exact-kernel training set tried: K (n²) + K_test (n·10⁴) float64 within ~16 GB.
 EXACT_MAX_BYTES = 16e9

@@ -9,6 +9,7 @@ Fashion-MNIST (protocol in ``_fashion.py``), images pooled 2×2 to 14×14×1, ne
 - sketch: ``CNTKSketch(myrtle(5), n_components=m)`` inside ``SketchRidgeClassifier`` with an
   alpha grid chosen by k-fold CV on the training rows (timed: features + selection + fit +
   predict); its kernel fidelity ‖FFᵀ − K‖_F / ‖K‖_F against the exact training kernel;
+  on the small split the mean over 5 sketch seeds (with their spread);
 - the sketch's embedding rate (images/s over ``rate_images`` images) and the time it
   implies for all 60,000 + 10,000 images (extrapolated, as the row says); in the full run
   also the sketch trained on more rows (exact is out of reach there).
@@ -40,9 +41,9 @@ NET = myrtle(5)
 LAMBDAS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
 CONFIG = {
     "full": {"n_train": 300, "n_test": 200, "m": [1024, 2048], "cv": 5, "rate_images": 2000,
-             "more_train": [2000]},
+             "more_train": [2000], "seeds": 5},
     "quick": {"n_train": 60, "n_test": 40, "m": [1024], "cv": 3, "rate_images": 50,
-              "more_train": []},
+              "more_train": [], "seeds": 1},
 }
 TOTAL_IMAGES = 70000  # all 60,000 training + 10,000 test images
 
@@ -69,9 +70,9 @@ def exact_cntk(Xtr, ytr, Xte, yte, classes):
             "ms_per_entry": 1e3 * ((t1 - t0) + (t3 - t2)) / entries}, K
 
 
-def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None):
+def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0):
     """``CNTKSketch`` + ``SketchRidgeClassifier`` (alpha grid by k-fold CV on the train rows)."""
-    sketch = CNTKSketch(net=NET, n_components=m, random_state=0)
+    sketch = CNTKSketch(net=NET, n_components=m, random_state=seed)
     t0 = time.perf_counter()
     clf = SketchRidgeClassifier(sketch=sketch, alpha=LAMBDAS, cv=cv).fit(Xtr, ytr)
     t1 = time.perf_counter()
@@ -80,9 +81,21 @@ def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None):
     out = {"accuracy": acc, "seconds": t2 - t0, "fit_seconds": t1 - t0,
            "predict_seconds": t2 - t1, "alpha": float(clf.alpha_)}
     if K is not None:  # fidelity against the exact training kernel (not timed)
-        F = CNTKSketch(net=NET, n_components=m, random_state=0).fit(Xtr).transform(Xtr)
+        F = CNTKSketch(net=NET, n_components=m, random_state=seed).fit(Xtr).transform(Xtr)
         F = F.astype(np.float64)
         out["rel_fro_error"] = rel_fro(F @ F.T, K)
+    return out
+
+
+def sketch_seeds(m, Xtr, ytr, Xte, yte, cv, K, seeds: int):
+    """:func:`sketch_cntk` over ``seeds`` sketch seeds on the same split: mean accuracy,
+    error and seconds, with the spread (the split's own ±3 pt sampling noise at 200 test
+    images is shared with the exact kernel, so the seeds' mean is the fair comparison)."""
+    runs = [sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K, seed=s) for s in range(seeds)]
+    acc = [r["accuracy"] for r in runs]
+    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k != "alpha"}
+    out.update(seeds=seeds, accuracies=acc, accuracy_sd=float(np.std(acc)),
+               alphas=[r["alpha"] for r in runs])
     return out
 
 
@@ -121,12 +134,13 @@ def run(quick: bool) -> dict:
     rows = []
     exact, K = exact_cntk(Xtr, ytr, Xte, yte, classes)
     rows.append(_row("exact CNTK (Myrtle-5) ridge", n, None, exact))
+    label = "CNTKSketch + SketchRidgeClassifier"
     for m in cfg["m"]:
-        rows.append(_row("CNTKSketch + SketchRidgeClassifier", n, m,
-                         sketch_cntk(m, Xtr, ytr, Xte, yte, cfg["cv"], K)))
+        rows.append(_row(label + (f" (mean of {cfg['seeds']} seeds)" if cfg["seeds"] > 1 else ""), n, m,
+                         sketch_seeds(m, Xtr, ytr, Xte, yte, cfg["cv"], K, cfg["seeds"])))
     m = cfg["m"][0]  # more rows and the embedding rate: the first (issue) width only
     for big in cfg["more_train"]:
-        rows.append(_row("CNTKSketch + SketchRidgeClassifier", big, m,
+        rows.append(_row(label, big, m,
                          sketch_cntk(m, Xpool[:big], ypool[:big], Xte, yte, cfg["cv"])))
     per = embed_rate(m, Xpool[:cfg["rate_images"]] if cfg["rate_images"] <= most else
                      _fashion.pool2(Xall[_fashion.subset(cfg["rate_images"], seed=2)]))
@@ -138,7 +152,8 @@ def run(quick: bool) -> dict:
     targets = [f"sketch m={m}: {1e3 * per:.1f} ms/image (target ≤ 22); all 70,000 images "
                f"≈ {per * TOTAL_IMAGES / 60:.1f} min extrapolated (target ≤ 30)",
                f"n={n}: exact {exact['accuracy']:.4f} in {exact['seconds']:.0f} s, sketch "
-               f"{small['accuracy']:.4f} in {small['seconds']:.0f} s (target: within 1 pt)"]
+               f"{small['accuracy']:.4f} ± {small['accuracy_sd']:.4f} (mean ± sd of {small['seeds']} "
+               f"seeds) in {small['seconds']:.0f} s per seed (target: within 1 pt)"]
     return {"protocol": {"net": "myrtle(5), NTK", "images": "Fashion-MNIST pooled 2x2 to 14x14x1",
                          "n_train": n, "n_test": nt, "cv": cfg["cv"], "lambdas": LAMBDAS,
                          "quick": quick},

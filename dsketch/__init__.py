@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "NTKSketch": "estimators", "NNGPSketch": "estimators", "CNTKSketch": "estimators",

@@ -33,8 +33,9 @@ __all__ = ["to_spec", "from_spec", "spec_classes", "FEATURES_VERSION"]
 #: spec computes (a new tree layout, a new estimator under ``method="auto"``, ...); saved
 #: models record it and :func:`dsketch.load_model` refuses a model fitted on other features.
 #: 1: dsketch 0.1.  2: dsketch 0.2 (block-summed readouts and NTK factors, ``method="auto"``
-#: for bounded activations, sparse-ready first layers).
-FEATURES_VERSION = 2
+#: for bounded activations, sparse-ready first layers).  3: dsketch 0.3 (image activations
+#: of ReLU-like nets sketch their high Hermite degrees at m/4 width).
+FEATURES_VERSION = 3
 
 #: Spec type prefix -> the module whose exported dataclasses may be saved and loaded.
 _FAMILIES = {"nets": nets, "kernels": kernels}

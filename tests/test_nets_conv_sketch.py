@@ -171,13 +171,15 @@ def test_offset_srht_cuts_disjoint_coordinates_from_shared_transforms():
 
 
 def test_feature_map_chunks_rows_on_threads_with_batch_invariant_rows():
+    from dsketch.nets import chunks
     from dsketch.nets.chunks import chunk_rows, map_row_chunks
 
-    assert chunk_rows((8, 8, 3)) == 4 and chunk_rows((784,)) == 512
+    assert chunk_rows((8, 8, 3)) == chunks.IMAGE_CHUNK_PIXELS // 64 and chunk_rows((784,)) == 512
     assert chunk_rows((14, 14, 1), gpu=True) > chunk_rows((14, 14, 1))
     x = _images(19, 8, 8, 1, seed=13)
     fmap = myrtle(5).sketch(x.shape[1:], n_features=64, seed=4)
-    whole = fmap(x)  # 5 chunks of 4 rows, on threads
+    whole = fmap(x)  # 8×8 layers on pieces of 4 rows, merged to 16 after the first pool, ...
+    assert chunks.IMAGE_PIXEL_ROWS // 64 == 4
     one = [fmap(x[i:i + 1]) for i in (0, 9, 18)]
     for j, i in enumerate((0, 9, 18)):
         np.testing.assert_allclose(whole.ntk[i], one[j].ntk[0], rtol=1e-5, atol=1e-6)

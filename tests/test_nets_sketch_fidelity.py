@@ -28,7 +28,7 @@ from test_nets_fc_sketch import apply_layers, spread_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from fidelity import (  # noqa: E402
-    SWEEP_ACTIVATIONS, SWEEP_SCALES, jl_floor, off_sphere_rows, sketch_errors,
+    SWEEP_ACTIVATIONS, SWEEP_SCALES, iid_bound, jl_floor, off_sphere_rows, sketch_errors,
 )
 
 
@@ -165,6 +165,27 @@ def _limits(exact, m: int) -> list:
 #: Measured worst error / JL floor (NNGP, NTK) over the sweep (m = 1024 and 4096, depth 2
 #: and 3, ×0.1…×100): 1.33 (sin, depth 3) and 1.21 (ReLU, depth 3); room for seed noise.
 FLOOR_RATIO = (1.5, 1.4)
+
+
+@pytest.mark.parametrize("gamma", [0.05, 5.0])
+def test_iid_bound_is_not_beaten_by_iid_random_features(gamma):
+    """The benchmark's i.i.d. bound holds for random Fourier features (i.i.d., unbiased) of a
+    Gaussian kernel, wide (n_eff ≈ 1) and narrow (nearly diagonal, n_eff ≈ n), and is close
+    to their error where the kernel is nearly diagonal."""
+    rng = np.random.default_rng(0)
+    n, d, m = 60, 8, 256
+    x = rng.standard_normal((n, d))
+    k = np.exp(-gamma * ((x[:, None] - x[None]) ** 2).sum(-1))
+    errs = []
+    for s in range(40):
+        r = np.random.default_rng(100 + s)
+        w = r.standard_normal((d, m)) * np.sqrt(2 * gamma)
+        f = np.sqrt(2.0 / m) * np.cos(x @ w + r.uniform(0, 2 * np.pi, m))
+        errs.append(np.linalg.norm(f @ f.T - k) / np.linalg.norm(k))
+    rms, bound = float(np.sqrt(np.mean(np.square(errs)))), iid_bound(k, m)
+    assert rms >= 0.95 * bound, (rms, bound)
+    if gamma > 1:
+        assert bound > 0.4 and rms <= 1.5 * bound, (rms, bound)
 
 
 def test_fidelity_against_scale_fast():

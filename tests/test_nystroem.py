@@ -14,6 +14,7 @@ import pytest
 import dask.array as da
 
 from dsketch import NeuralNystroem, SketchRidge, load_model, save_model
+from dsketch.backend import InvalidInputError
 from dsketch.nets import Erf, Relu, fully_connected
 from dsketch.nets.nystroem import (NystroemMap, inverse_sqrt, ridge_leverage_scores,
                                    sample_landmarks)
@@ -164,3 +165,16 @@ def test_bad_input():
         NystroemMap(NET, X[:10], np.eye(9))
     with pytest.raises(ValueError, match="finite"):
         NystroemMap(NET, np.full((2, 12), np.nan), np.eye(2))
+
+
+def test_bad_input_is_invalid_input_and_overflow_is_named():
+    X = _data(30)
+    with pytest.raises(InvalidInputError, match="normalization"):
+        NystroemMap(NET, X[:10], np.eye(9))
+    nys = NeuralNystroem(net=NET, n_components=10, random_state=0).fit(X)
+    with pytest.raises(InvalidInputError, match="landmarks have shape"):
+        nys.feature_map_(X[:, :5])
+    # finite float64 normalization whose product exceeds float32: an overflow, named as such
+    huge = NystroemMap(NET, X[:10], np.eye(10) * 1e300, dtype="float32")
+    with pytest.raises(InvalidInputError, match="overflow: the Nyström features"):
+        huge(X)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from dsketch.backend import InvalidInputError
-from dsketch.nets import fully_connected, myrtle
+from dsketch.nets import Relu, fully_connected, myrtle
 from dsketch.nets.activation_sketch import ActivationSketch
+from dsketch.nets.serial import input_features
 from dsketch.sketch import SRHT, PolySketch, TensorSRHT
 from dsketch.sketch.hadamard import fold_signed, fwht, hadamard_blocks
 from dsketch.sketch.linear import srht_block_sum
@@ -105,3 +106,68 @@ def test_only_per_pixel_activations_fold_their_input():
     acts = lambda plan: [s for s in plan if isinstance(s, ActivationSketch)]  # noqa: E731
     assert all(a._poly().fold for a in acts(image))
     assert not any(a._poly().fold for a in acts(fc))
+
+
+def test_polysketch_high_width_narrows_only_the_high_degrees_and_stays_unbiased():
+    """``high_width``: degrees ≤ q/2 unchanged (same nodes, same values), the others narrower
+    and still unbiased (the root and its right subtree run at that width)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 2043))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rho = x[0] @ x[1]
+    full = PolySketch(2043, 512, 8, 3, ("p",), fold=True)
+    narrow = PolySketch(2043, 512, 8, 3, ("p",), fold=True, high_width=128)
+    a = dict(full.iter_degrees(x, range(1, 9)))
+    b = dict(narrow.iter_degrees(x, range(1, 9)))
+    for l in range(1, 9):
+        assert b[l].shape == (2, 512 if l <= 4 else 128) and narrow.degree_width(l) == b[l].shape[1]
+        if l <= 4:
+            np.testing.assert_array_equal(a[l], b[l])
+    assert narrow.evaluate(x, [6])[6].shape == (2, 128)
+    est = {5: [], 6: [], 8: []}
+    for s in range(300):
+        out = dict(PolySketch(2043, 512, 8, s, ("p",), fold=True, high_width=128).iter_degrees(x, [5, 6, 8]))
+        for l in est:
+            est[l].append(out[l][0] @ out[l][1])
+    for l, e in est.items():
+        assert abs(np.mean(e) - rho ** l) < 4 * np.std(e) / np.sqrt(len(e)) + 1e-3, l
+    with pytest.raises(ValueError, match="high_width"):
+        PolySketch(20, 64, 4, 0, high_width=-1)
+
+
+def test_signed_sum_adds_a_narrow_block_into_its_first_columns():
+    from dsketch.sketch.linear import SignedSum
+
+    a = np.random.default_rng(5).normal(size=(3, 16))
+    b = np.random.default_rng(6).normal(size=(3, 4))
+    mix = SignedSum(16, 2, 9)
+    signs = mix._params(np, np.float64)
+    got = mix.add(mix.add(None, 0, a), 1, b, 2.0)
+    want = a * signs[0]
+    want[:, :4] += 2.0 * b * signs[1, :4]
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    first = mix.add(None, 1, b)  # a narrow first block: zeros elsewhere
+    assert first.shape == (3, 16) and not first[:, 4:].any()
+
+
+def test_relu_image_activations_narrow_their_high_degrees_and_others_keep_them():
+    """The width rule of ``high_degree_width``: ReLU (high-degree mass ≤ HIGH_MASS) narrows, per
+    pixel only; a narrowed net keeps each row's features independent of its chunk pieces."""
+    from dsketch.nets import Erf
+    from dsketch.nets.activation_sketch import HIGH_MASS, HIGH_SHARE, high_degree_width
+    from dsketch.nets import chunks
+
+    assert high_degree_width(Relu(), 8, 1024) == 1024 // HIGH_SHARE
+    assert high_degree_width(Erf(), 8, 1024) == 0 and HIGH_MASS < 0.5
+    image = myrtle(5).sketch((14, 14, 1), 1024, seed=0).plan
+    fc = fully_connected(2).sketch((30,), 1024, seed=0).plan
+    acts = lambda plan: [s for s in plan if isinstance(s, ActivationSketch)]  # noqa: E731
+    assert all(a._poly().high_width == 256 for a in acts(image))
+    assert not any(a._poly().high_width for a in acts(fc))
+    # pieces of IMAGE_PIXEL_ROWS pixel rows, merged after each pool: the same rows
+    x = np.random.default_rng(7).normal(size=(7, 8, 8, 1))
+    fmap = myrtle(5).sketch((8, 8, 1), 64, seed=2)
+    whole = chunks.run_steps(fmap.plan, input_features(x, np.float32))
+    for i in (0, 6):
+        one = fmap(x[i:i + 1])
+        np.testing.assert_allclose(whole.ntk[i], one.ntk[0], rtol=1e-5, atol=1e-6)

@@ -13,6 +13,7 @@ from .activations import *  # noqa: F401,F403 - every registered activation and 
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions
 from .conv import Conv
 from .dense import Dense
+from .dual import NumericalDualWarning
 from .pooling import AvgPool, Flatten, GlobalAvgPool
 from .presets import fully_connected, myrtle
 from .serial import FeatureMap, KernelResult, SelectedFeatures, Serial, SketchOutput, serial
@@ -20,6 +21,6 @@ from .serial import FeatureMap, KernelResult, SelectedFeatures, Serial, SketchOu
 __all__ = [
     "serial", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
     "Kernel", "Features", "FeatureShape", "Layer", "SketchOptions",
-    "Dense", "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "fully_connected", "myrtle",
+    "Dense", "Conv", "AvgPool", "NumericalDualWarning", "GlobalAvgPool", "Flatten", "fully_connected", "myrtle",
     *activations.__all__,
 ]

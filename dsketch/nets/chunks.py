@@ -1,7 +1,8 @@
 """Running a feature map over row chunks: a bounded working set, every core, any batch size.
 
 Owns how ``FeatureMap.__call__`` spends memory and cores.  Rows are cut into chunks of about
-:data:`PIXEL_ROWS` vector rows or :data:`IMAGE_PIXEL_ROWS` image pixels, so every
+:data:`PIXEL_ROWS` vector rows or :data:`IMAGE_CHUNK_PIXELS` image pixels whose layers run on
+pieces of about :data:`IMAGE_PIXEL_ROWS` pixel rows (:func:`run_steps`), so every
 intermediate of a chunk stays a few megabytes — cache-sized on a CPU — and the cost per row
 does not grow with the batch (a 14×14 Myrtle-5 sketch measured 107 ms of CPU per image in
 chunks of 2 images and 203 ms in one batch of 64).  The layers' FWHTs are many small GEMMs
@@ -19,17 +20,24 @@ import math
 import threading
 from typing import Callable, Optional
 
-from ..backend import is_cupy, usable_cores
+from ..backend import get_namespace, is_cupy, usable_cores
 from ..sketch._base import is_sparse, map_rows, one_blas_thread
+from .base import Features
 
-__all__ = ["PIXEL_ROWS", "IMAGE_PIXEL_ROWS", "GPU_PIXEL_ROWS", "chunk_rows", "map_row_chunks"]
+__all__ = ["PIXEL_ROWS", "IMAGE_PIXEL_ROWS", "IMAGE_CHUNK_PIXELS", "GPU_PIXEL_ROWS", "chunk_rows",
+           "map_row_chunks", "run_steps"]
 
 #: Rows per chunk on the host for vector rows: a 1024-wide float32 intermediate is then 2 MiB.
 PIXEL_ROWS = 512
-#: Pixel rows per chunk on the host for images: a 14×14 image is one chunk (196 pixel rows;
-#: measured on Myrtle-5, m = 1024: 42 ms of CPU per image against 50 in chunks of 2 images,
-#: the tree's live intermediates then stay near the L2/L3 caches).
+#: Pixel rows per layer call on the host for images: a 14×14 layer runs one image at a time
+#: (196 pixel rows; measured on Myrtle-5, m = 1024: 42 ms of CPU per image against 50 in
+#: pieces of 2 images, the tree's live intermediates then stay near the L2/L3 caches).
 IMAGE_PIXEL_ROWS = 256
+#: Input pixel rows per host chunk of images: the chunk's layers run on pieces of about
+#: IMAGE_PIXEL_ROWS pixel rows (:func:`run_steps`), so after each pooling the pieces merge
+#: and a 3×3 layer runs on many images at once (its fixed cost per call, ~2 ms for an
+#: activation, was paid per image: Myrtle-5 at 14×14 spent a quarter of its time there).
+IMAGE_CHUNK_PIXELS = 2048
 #: Pixel rows per chunk on a GPU (large launches; bounded memory all the same).
 GPU_PIXEL_ROWS = 65536
 
@@ -37,8 +45,59 @@ GPU_PIXEL_ROWS = 65536
 def chunk_rows(input_shape: tuple, gpu: bool = False) -> int:
     """Rows per chunk for rows of ``input_shape`` (``(d,)`` or ``(H, W, C)``)."""
     pixels = math.prod(input_shape[:-1]) if len(input_shape) > 1 else 1
-    host = IMAGE_PIXEL_ROWS if len(input_shape) > 1 else PIXEL_ROWS
+    host = IMAGE_CHUNK_PIXELS if len(input_shape) > 1 else PIXEL_ROWS
     return max(1, (GPU_PIXEL_ROWS if gpu else host) // max(1, pixels))
+
+
+def run_steps(steps, f: Features) -> Features:
+    """Apply the layer ``steps`` in order to the features ``f`` of one chunk; for images each
+    step runs on pieces of whole rows of about :data:`IMAGE_PIXEL_ROWS` pixel rows (host) or
+    :data:`GPU_PIXEL_ROWS` (GPU).
+
+    Steps run depth first on each piece while the piece size fits (a piece's intermediates
+    stay in cache); pieces are merged (concatenated by row) or cut only where the spatial
+    size calls for another piece size.  Every step acts row by row, so the result is that
+    of the steps on the whole chunk.
+    """
+    if f.nngp.ndim < 3:  # vector rows: the chunk is the piece
+        for step in steps:
+            f = step(f)
+        return f
+    budget = GPU_PIXEL_ROWS if is_cupy(f.nngp) else IMAGE_PIXEL_ROWS
+
+    def size(g):
+        return max(1, budget // max(1, math.prod(g.nngp.shape[1:-1])))
+
+    pieces, i = [f], 0
+    while i < len(steps):
+        pieces = _regroup(pieces, size(pieces[0]))
+        done = []
+        for p in pieces:
+            j, k = i, size(p)
+            while j < len(steps) and size(p) == k:
+                p = steps[j](p)
+                j += 1
+            done.append(p)
+        pieces, i = done, j
+    return pieces[0] if len(pieces) == 1 else _concat(pieces)
+
+
+def _concat(pieces) -> Features:
+    xp = get_namespace(pieces[0].nngp)
+    return Features(*(xp.concatenate([getattr(p, k) for p in pieces], axis=0)
+                      for k in ("nngp", "ntk", "var")))
+
+
+def _regroup(pieces, size: int) -> list:
+    """The rows of ``pieces`` in pieces of ``size`` rows (the last may be smaller)."""
+    if all(p.nngp.shape[0] == size for p in pieces[:-1]) and pieces[-1].nngp.shape[0] <= size:
+        return pieces
+    whole = pieces[0] if len(pieces) == 1 else _concat(pieces)
+    n = whole.nngp.shape[0]
+    if n <= size:
+        return [whole]
+    return [Features(whole.nngp[i:i + size], whole.ntk[i:i + size], whole.var[i:i + size])
+            for i in range(0, n, size)]
 
 
 def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,

@@ -12,10 +12,12 @@ Owns the pieces every activation's exact face and sketch face share:
   :func:`norm_pdf`, :func:`erf`);
 - :func:`gaussian_rule`, :func:`pair_expectations`, :func:`pair_quadrature_error` and
   :func:`gaussian_expectations`: the numerical duals of any function at any variance
-  (split Gauss–Legendre rules in t = asinh(x/scale), vectorized) and their error estimate;
+  (split Gauss–Legendre rules in t = asinh(x/scale), vectorized), refined adaptively per
+  entry by composite panels, with an error estimate and :class:`NumericalDualWarning`
+  where the work cap leaves an entry above the tolerance;
 - :func:`hermite_radial`: the radial Hermite factors R_l(v) = E[f(√v z) He_l(z)]/√(l!)
   of a function, so that E[f(u) f(v)] = Σ_l R_l(v1) R_l(v2) ρ^l;
-- closed-form Hermite moments used by activations with known expansions
+- re-exported from :mod:`.hermite_moments`: closed-form Hermite moments
   (:func:`phi_cdf_moments`, :func:`phi_pdf_moments`, :func:`relu_power_moments`,
   :func:`monomial_moments`) and the exact dual of a rectified monomial
   (:func:`rectified_monomial_dual`).
@@ -29,20 +31,25 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
 from numpy.polynomial import hermite_e, legendre
-from numpy.polynomial import polynomial as P
 
 from scipy import special
 
 from ..backend import get_namespace, is_cupy, to_namespace
+from .hermite_moments import (double_factorial_ratio, half_normal_moment, monomial_moments,
+                              phi_cdf_moments, phi_pdf_moments, rectified_monomial_dual,
+                              relu_power_moments, safe_power)
 
 __all__ = [
     "Moments", "moments", "gauss_hermite", "bivariate_expectation", "hermite_radial",
     "normalized_hermite", "bivariate_expectations", "gaussian_rule", "pair_expectations",
-    "pair_quadrature_error", "gaussian_expectations", "QUAD_NODES", "QUAD_ZMAX", "phi_cdf_moments", "phi_pdf_moments", "relu_power_moments",
+    "pair_quadrature_error", "gaussian_expectations", "QUAD_NODES", "QUAD_ZMAX", "QUAD_RTOL",
+    "QUAD_PANEL_NODES", "QUAD_MAX_PANELS", "NumericalDualWarning", "phi_cdf_moments",
+    "phi_pdf_moments", "relu_power_moments",
     "monomial_moments", "rectified_monomial_dual", "half_normal_moment", "double_factorial_ratio",
     "erf", "norm_cdf", "norm_pdf", "safe_power", "MAX_QUAD_DEGREE",
 ]
@@ -208,13 +215,38 @@ def bivariate_expectations(pairs, m: Moments, degree: int) -> list:
 # ------------------------------------------------- Gaussian quadrature at any variance
 #: Half-width of the Gaussian range integrated, in standard deviations (mass outside ≈ 1e-15).
 QUAD_ZMAX = 8.0
-#: Gauss–Legendre nodes per piece of the default numerical duals (two pieces per axis).
-QUAD_NODES = 40
+#: Gauss–Legendre nodes per piece of the first numerical-dual rule (two pieces per axis).
+QUAD_NODES = 28
+#: Default tolerance of the numerical duals, relative to √(E f(u)² E g(v)²).
+QUAD_RTOL = 1e-6
+#: Gauss–Legendre nodes per panel of the refined (composite) rules.
+QUAD_PANEL_NODES = 16
+#: Work cap of the refinement: at most QUAD_MAX_PANELS panels per piece, i.e.
+#: (2·64·QUAD_PANEL_NODES)² ≈ 4.2e6 evaluations per entry and pair at the last step.
+QUAD_MAX_PANELS = 64
+#: Panels per piece of the refinement steps (ratio ≈ √2: each step's gap to the previous
+#: one measures the previous step's error, so a small ratio wastes little).
+_PANEL_LADDER = (2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256)
+
+
+# The estimate: 3× the gap between two rules (their errors may share a sign) plus 1e-9
+# relative (its resolution: gaps below it are round-off or correlated rule errors).
+_EST_SAFETY = 3.0
+_EST_FLOOR = 1e-9
+
+
+class NumericalDualWarning(RuntimeWarning):
+    """A numerical dual stopped at the work cap with an error estimate above its tolerance."""
 
 
 @functools.lru_cache(maxsize=64)
-def _legendre_host(n: int):
+def _legendre_host(n: int, panels: int = 1):
+    """Composite Gauss–Legendre table on [-1, 1]: ``panels`` equal panels of ``n`` nodes."""
     x, w = legendre.leggauss(int(n))
+    if panels > 1:
+        left = np.arange(panels)[:, None] * (2.0 / panels) - 1
+        x = (left + (x + 1) / panels).reshape(-1)
+        w = np.tile(w / panels, panels)
     x.setflags(write=False)
     w.setflags(write=False)
     return x, w
@@ -228,16 +260,17 @@ def _asinh_diff(p, q, diff, xp):
     return xp.where(same, stable, xp.arcsinh(p) - xp.arcsinh(q))
 
 
-def gaussian_rule(mean, std, nodes: int = QUAD_NODES, scale=1.0, zmax: float = QUAD_ZMAX):
-    """Nodes ``y`` and weights ``w``, each ``mean.shape + (2·nodes,)``, with
+def gaussian_rule(mean, std, nodes: int = QUAD_NODES, scale=1.0, zmax: float = QUAD_ZMAX,
+                  panels: int = 1):
+    """Nodes ``y`` and weights ``w``, each ``mean.shape + (2·panels·nodes,)``, with
     Σ_j w_j h(y_j) ≈ E h(mean + std·z), z ~ N(0, 1), accurate at any ``std`` and ``mean``.
 
     The range mean ± zmax·std is split at y = 0 (where kinks of ReLU-like functions sit)
-    and each piece gets ``nodes`` Gauss–Legendre nodes in t = asinh(y/scale): nodes are
-    dense (spacing ∝ scale) where the function varies near 0 and thin out geometrically
-    towards the Gaussian tails, so one rule serves std from 1e-4 to 1e4 and beyond.
-    ``scale`` is the width of the region where h varies (1 for tanh, erf, GELU, ...).
-    Float64; ``std = 0`` gives h(mean).
+    and each piece gets ``panels`` equal panels of ``nodes`` Gauss–Legendre nodes in
+    t = asinh(y/scale): nodes are dense (spacing ∝ scale) where the function varies near 0
+    and thin out geometrically towards the Gaussian tails, so one rule serves std from
+    1e-4 to 1e4 and beyond.  ``scale`` (a scalar or one per row) is the width of the region
+    where h varies (1 for tanh, erf, GELU, ...).  Float64; ``std = 0`` gives h(mean).
     """
     xp = get_namespace(mean, std)
     f64 = xp.float64
@@ -246,7 +279,7 @@ def gaussian_rule(mean, std, nodes: int = QUAD_NODES, scale=1.0, zmax: float = Q
     scale = scale[..., None] if scale.ndim else scale
     std = xp.asarray(std, dtype=f64)[..., None]
     std = xp.maximum(std, 1e-30 * (scale + xp.abs(mean)))
-    xi, gw = (to_namespace(a, xp) for a in _legendre_host(nodes))
+    xi, gw = (to_namespace(a, xp) for a in _legendre_host(nodes, panels))
     p, ps = mean / scale, std / scale
     tc = xp.arcsinh(p)
     etc = xp.exp(tc)
@@ -285,52 +318,141 @@ def _rho_quantities(m: Moments, xp):
 
 
 def pair_expectations(pairs, m: Moments, nodes: int = QUAD_NODES, scale: float = 1.0,
-                      with_error: bool = False):
+                      with_error: bool = False, rtol: float = QUAD_RTOL,
+                      max_panels: int = QUAD_MAX_PANELS):
     """[E[f(u) g(v)] for (f, g) in pairs] for the Gaussian pair ``m``, at any variances.
 
-    Nested :func:`gaussian_rule`: u over its own rule (node scale shrunk by the slope k of
-    E[v | u] = k u, so that the inner expectation's transition is resolved too), then for
-    every u-node v | u ~ N(k u, v2 (1 − ρ²)) over a rule centred on k u: (2·nodes)²
-    evaluations per entry, in cache-sized chunks of entries on NumPy (one large chunk on
-    CuPy).  Accurate to ~1e-7 relative to √(E f(u)² E g(v)²) at the default 40 nodes for
-    variances 1e-4…1e4 and every ρ, for functions that vary near 0 on ``scale`` and grow at
-    most polynomially, kinks at 0 included; oscillating functions (sin) converge slowly
-    beyond variance ~1, which the error estimate flags (it may understate such errors up
-    to ~100×); a jump (step) is resolved only to
-    ~1e-3 at |ρ| > 1 − 1e-4, which it does not show (use the closed forms ``Step``/``Sign``).
+    Nested :func:`gaussian_rule`: u over its own rule, then for every u-node
+    v | u ~ N(k u, v2 (1 − ρ²)) over a rule centred on k u (k the slope of E[v | u]), in
+    cache-sized blocks on NumPy (large blocks on CuPy).  Adaptive per entry:
 
-    With ``with_error`` returns ``(values, errors)``: |Q(nodes) − Q(⌈0.7·nodes⌉)|, an
-    overestimate wherever the rule converges (its cost: about half again).
+    1. ``nodes`` per piece and axis (one panel), checked against a cheaper rule of another
+       structure — 2 panels of ⌈0.4·nodes⌉ per piece whose u-rule also resolves the inner
+       expectation's width √(v2 (1 − ρ²))/|k| (jumps of f, g at 0 when |ρ| → 1); being
+       the less accurate, the check's gap overestimates the first rule's error;
+    2. entries whose estimate exceeds ``rtol``·√(E f(u)² E g(v)²) get 2, 3, 4, 6, 8, …,
+       ``max_panels`` panels of :data:`QUAD_PANEL_NODES` per piece (estimate: the gap to
+       the previous step) until it meets the tolerance.  Composite panels of different
+       counts share no node family, so oscillating f (sin at large variance) cannot fool
+       the estimate by aliasing.
+
+    The estimate is three times the gap plus min(1e-9, rtol/10)·√(E f(u)² E g(v)²) (its
+    resolution);
+    entries still above the tolerance at the cap keep the last value and raise a
+    :class:`NumericalDualWarning` naming the function, the entries' variance/correlation
+    range and the estimated error.  With ``with_error`` returns ``(values, errors)``.
     """
     xp = get_namespace(m.rho)
     dt = m.rho.dtype
     shape = m.rho.shape
     s1, s2, sin, k = (a.reshape(-1) for a in _rho_quantities(m, xp))
-    args = (s1, s2 * sin, k)
-    vals = _split_rule(pairs, *args, nodes, scale)
+    tau = s2 * sin
+    vals, _ = _nested_rule(pairs, s1, tau, k, nodes, 1, scale, False)
+    check, _ = _nested_rule(pairs, s1, tau, k, max(4, -(-2 * int(nodes) // 5)), 2, scale, True)
+    norms = _pair_norms(pairs, s1, s2, nodes, scale, xp)
+    floor_rel = min(_EST_FLOOR, rtol / 10)
+    floor = [floor_rel * nrm for nrm in norms]
+    errs = [_EST_SAFETY * xp.abs(a - b) + fl for a, b, fl in zip(vals, check, floor)]
+    todo = _over_tolerance(errs, norms, rtol, xp)
+    prev = check
+    for panels in (p for p in _PANEL_LADDER if p <= max_panels):
+        if not todo.size:
+            break
+        sub = (s1[todo], tau[todo], k[todo])
+        new, new_norms = _nested_rule(pairs, *sub, QUAD_PANEL_NODES, panels, scale, True, True)
+        for j, v in enumerate(new):
+            norms[j][todo] = new_norms[j]              # the 1-D first rule aliases sin² too
+            floor[j][todo] = floor_rel * new_norms[j]
+            errs[j][todo] = _EST_SAFETY * xp.abs(v - prev[j][todo]) + floor[j][todo]
+            vals[j][todo] = v
+            prev[j][todo] = v
+        todo = todo[_over_tolerance([e[todo] for e in errs], [n[todo] for n in norms],
+                                    rtol, xp)]
+    if todo.size:
+        _warn_unresolved(pairs, todo, s1, s2, sin, k, errs, norms, rtol, max_panels, xp)
     out = [v.reshape(shape).astype(dt, copy=False) for v in vals]
     if not with_error:
         return out
-    low = _split_rule(pairs, *args, max(2, -(-7 * int(nodes) // 10)), scale)
-    return out, [xp.abs(a - b).reshape(shape) for a, b in zip(vals, low)]
+    return out, [e.reshape(shape) for e in errs]
 
 
-def _split_rule(pairs, s1, tau, k, nodes: int, scale: float) -> list:
-    """The nested split rule of :func:`pair_expectations` on flat arrays (std of u, of v | u,
-    slope of E[v | u])."""
+def _over_tolerance(errs, norms, rtol, xp):
+    """Indices of the entries where some pair's estimate exceeds ``rtol`` relative."""
+    bad = xp.zeros(errs[0].shape, dtype=bool)
+    for e, nrm in zip(errs, norms):
+        bad |= e > rtol * nrm
+    return xp.nonzero(bad)[0]
+
+
+def _warn_unresolved(pairs, todo, s1, s2, sin, k, errs, norms, rtol, max_panels, xp):
+    f = pairs[0][0]
+    owner = getattr(f, "__self__", None)
+    what = repr(owner) if owner is not None else getattr(f, "__name__", repr(f))
+    v1, v2 = s1[todo] ** 2, s2[todo] ** 2
+    rho = xp.where((s1[todo] > 0) & (s2[todo] > 0), xp.sign(k[todo]) * xp.sqrt(1 - sin[todo] ** 2), 0)
+    rel = max(float(xp.max(e[todo] / xp.maximum(n[todo], 1e-300))) for e, n in zip(errs, norms))
+    absolute = max(float(xp.max(e[todo])) for e in errs)
+    cells = (2 * QUAD_PANEL_NODES * int(max_panels)) ** 2
+    warnings.warn(NumericalDualWarning(
+        f"numerical dual of {what}: {todo.size} of {s1.size} entries stopped at the work cap "
+        f"({int(max_panels)} panels per piece, {cells:.2g} evaluations per entry) with an "
+        f"estimated error above rtol={rtol:g}: variances [{float(v1.min()):.3g}, "
+        f"{float(v1.max()):.3g}] x [{float(v2.min()):.3g}, {float(v2.max()):.3g}], correlation "
+        f"[{float(rho.min()):.6g}, {float(rho.max()):.6g}]; estimated error up to "
+        f"{absolute:.3g} ({rel:.3g} relative to sqrt(E f(u)^2 E g(v)^2))"), stacklevel=3)
+
+
+def _pair_norms(pairs, s1, s2, nodes: int, scale: float, xp) -> list:
+    """√(E f(u)² E g(v)²) per entry and pair (1-D rules): the scale of the tolerance."""
+    x, wx = gaussian_rule(0 * s1, s1, nodes, scale)
+    y, wy = gaussian_rule(0 * s2, s2, nodes, scale)
+    return [xp.sqrt(xp.sum(f(x) ** 2 * wx, axis=-1) * xp.sum(g(y) ** 2 * wy, axis=-1))
+            for f, g in pairs]
+
+
+def _nested_rule(pairs, s1, tau, k, nodes: int, panels: int, scale: float, fine: bool,
+                 with_norms: bool = False):
+    """The nested rule of :func:`pair_expectations` on flat arrays (std of u, of v | u, slope
+    of E[v | u]): ``([E f(u) g(v)], [√(E f(u)² E g(v)²)] or None)`` per pair.  ``fine``
+    narrows the u-rule's node scale to the inner expectation's width τ/|k| (unless below
+    1e-7·√v1)."""
     xp = get_namespace(s1)
-    q = 2 * int(nodes)
-    step = max(1, (1 << 22 if xp is not np else 1 << 16) // (q * q))
-    outs = [xp.zeros(s1.shape, dtype=xp.float64) for _ in pairs]
-    for lo in range(0, s1.shape[0], step):
+    q = 2 * int(nodes) * int(panels)
+    budget = (1 << 22) if xp is not np else (1 << 16)
+    step = max(1, budget // (q * q))                   # entries per block
+    block = q if q * q <= budget else max(1, budget // q)   # u-nodes per block
+    n = s1.shape[0]
+    outs = [xp.zeros(n, dtype=xp.float64) for _ in pairs]
+    norms = [xp.zeros(n, dtype=xp.float64) for _ in pairs] if with_norms else None
+    for lo in range(0, n, step):
         sl = slice(lo, lo + step)
-        kk = k[sl]
-        x, wx = gaussian_rule(0 * kk, s1[sl], nodes, scale / xp.maximum(1, xp.abs(kk)))
-        y, wy = gaussian_rule(kk[:, None] * x, tau[sl, None] + 0 * x, nodes, scale)
-        for j, (f, g) in enumerate(pairs):
-            inner = xp.sum(g(y) * wy, axis=-1)                  # (chunk, q): E[g(v) | u = x_i]
-            outs[j][sl] = xp.sum(f(x) * wx * inner, axis=-1)
-    return outs
+        kk, ak = k[sl], xp.abs(k[sl])
+        oscale = scale / xp.maximum(1, ak)
+        if fine:  # a transition narrower than 1e-7·√v1 moves the mean by < 1e-7: ignore it
+            width = tau[sl] / xp.where(ak > 0, ak, 1)
+            narrow = (ak > 0) & (width >= 1e-7 * s1[sl])
+            oscale = xp.where(narrow, xp.minimum(oscale, width), oscale)
+        x, wx = gaussian_rule(0 * kk, s1[sl], nodes, oscale, panels=panels)
+        inner = [xp.empty_like(x) for _ in pairs]
+        inner2 = [xp.empty_like(x) for _ in pairs] if with_norms else None
+        for b in range(0, q, block):
+            xb = x[:, b:b + block]
+            y, wy = gaussian_rule(kk[:, None] * xb, tau[sl, None] + 0 * xb, nodes, scale,
+                                  panels=panels)
+            for j, (_, g) in enumerate(pairs):
+                gy = g(y)
+                gw = gy * wy
+                inner[j][:, b:b + block] = xp.sum(gw, axis=-1)   # E[g(v) | u = x_i]
+                if with_norms:
+                    inner2[j][:, b:b + block] = xp.sum(gw * gy, axis=-1)
+        for j, (f, _) in enumerate(pairs):
+            fw = f(x) * wx
+            outs[j][sl] = xp.sum(fw * inner[j], axis=-1)
+            if with_norms:
+                nf = xp.sum(fw * f(x), axis=-1)
+                ng = xp.sum(wx * inner2[j], axis=-1)
+                norms[j][sl] = xp.sqrt(xp.maximum(nf, 0) * xp.maximum(ng, 0))
+    return outs, norms
 
 
 def pair_quadrature_error(pairs, m: Moments, nodes: int = QUAD_NODES, scale: float = 1.0) -> list:
@@ -404,180 +526,3 @@ def hermite_radial(f: Callable, var, degree: int, quad_degree: int = 128, scale:
         return f(y)[..., None] * normalized_hermite(z, degree)
 
     return gaussian_expectations((h,), var, quad_degree, scale)[0].astype(dt, copy=False)
-
-
-def double_factorial_ratio(k: int) -> float:
-    """(k−1)!!/√(k!) for even k ≥ 0 (= √((k−1)!!/k!!))."""
-    r = 1.0
-    for j in range(2, k + 1, 2):
-        r *= (j - 1) / j
-    return math.sqrt(r)
-
-
-def phi_pdf_moments(s, degree: int):
-    """E[φ_N(s z) He_k(z)]/√(k!) for k = 0..degree, φ_N the standard normal density.
-
-    Closed form: nonzero only for even k, (−1)^{k/2} (k−1)!! s^k (1+s²)^{−(k+1)/2}/√(2π),
-    stable for s → 0 and s → ∞. ``s`` is any array; output ``s.shape + (degree+1,)``.
-    """
-    xp = get_namespace(s)
-    s = xp.asarray(s, dtype=xp.float64)
-    q = 1.0 / (1.0 + s * s)
-    ratio = s * s * q                                   # s²/(1+s²) ∈ [0, 1)
-    base = xp.sqrt(q) / math.sqrt(2 * math.pi)
-    out = []
-    for k in range(degree + 1):
-        if k % 2:
-            out.append(xp.zeros_like(s))
-        else:
-            c = (-1) ** (k // 2) * double_factorial_ratio(k)
-            out.append(c * base * ratio ** (k // 2))
-    return xp.stack(out, axis=-1)
-
-
-def phi_cdf_moments(s, degree: int):
-    """E[Φ(s z) He_k(z)]/√(k!) for k = 0..degree, Φ the standard normal CDF.
-
-    k = 0 gives 1/2; odd k = 2i+1 give (−1)^i (2i−1)!! s^k (1+s²)^{−k/2}/(√(2π) √(k!));
-    even k ≥ 2 give 0 (Stein's identity applied k times).
-    """
-    xp = get_namespace(s)
-    s = xp.asarray(s, dtype=xp.float64)
-    q = 1.0 / (1.0 + s * s)
-    unit = s * xp.sqrt(q)                               # s/√(1+s²) ∈ [0, 1)
-    out = [xp.full_like(s, 0.5)]
-    for k in range(1, degree + 1):
-        if k % 2 == 0:
-            out.append(xp.zeros_like(s))
-            continue
-        i = (k - 1) // 2
-        # (2i−1)!!/√(k!) = (2i−1)!!/√((2i)! (2i+1)) = ratio(2i)/√(2i+1)
-        c = (-1) ** i * double_factorial_ratio(2 * i) / math.sqrt(k) / math.sqrt(2 * math.pi)
-        out.append(c * unit ** k)
-    return xp.stack(out, axis=-1)
-
-
-def half_normal_moment(k: int) -> float:
-    """E[z^k 1(z > 0)] for z ~ N(0, 1) (= 1/2 for k = 0)."""
-    return 2.0 ** (k / 2 - 1) * math.gamma((k + 1) / 2) / math.sqrt(math.pi)
-
-
-@functools.lru_cache(maxsize=128)
-def relu_power_moments(q: int, degree: int) -> tuple:
-    """E[max(z,0)^q He_l(z)]/√(l!) for l = 0..degree (max(z,0)^0 = Heaviside step).
-
-    Stein's identity E[f He_l] = E[f' He_{l−1}] gives q!/(q−l)! E[max(z,0)^{q−l}] for
-    l ≤ q and q! φ_N(0) He_{l−q−1}(0) for l > q.
-    """
-    out = []
-    for l in range(degree + 1):
-        if l <= q:
-            a = math.exp(math.lgamma(q + 1) - math.lgamma(q - l + 1) - 0.5 * math.lgamma(l + 1))
-            out.append(a * half_normal_moment(q - l))
-        else:
-            j = l - q - 1                                   # He_j(0)
-            if j % 2:
-                out.append(0.0)
-                continue
-            # q! (j−1)!! (−1)^{j/2} / (√(2π) √(l!))
-            logv = (math.lgamma(q + 1) + _log_double_factorial(j - 1)
-                    - 0.5 * math.lgamma(l + 1) - 0.5 * math.log(2 * math.pi))
-            out.append((-1) ** (j // 2) * math.exp(logv))
-    return tuple(out)
-
-
-def _log_double_factorial(k: int) -> float:
-    """log(k!!) for k ≥ −1 (with (−1)!! = 0!! = 1)."""
-    return sum(math.log(j) for j in range(k, 0, -2)) if k > 0 else 0.0
-
-
-@functools.lru_cache(maxsize=128)
-def monomial_moments(q: int, degree: int) -> tuple:
-    """E[z^q He_l(z)]/√(l!) for l = 0..degree: q!/(q−l)! (q−l−1)!!/√(l!) if q−l even ≥ 0."""
-    out = []
-    for l in range(degree + 1):
-        if l > q or (q - l) % 2:
-            out.append(0.0)
-        else:
-            logv = (math.lgamma(q + 1) - math.lgamma(q - l + 1) + _log_double_factorial(q - l - 1)
-                    - 0.5 * math.lgamma(l + 1))
-            out.append(math.exp(logv))
-    return tuple(out)
-
-
-# ------------------------------------------------------------ rectified monomial duals
-def _arcsin_sqrt_integral(n: int):
-    """Antiderivative of t^n/√(1−t²) as (Q, R): Q·arcsin(t) + R(t)·√(1−t²), Q a constant."""
-    if n == 0:
-        return 1.0, np.zeros(1)
-    if n == 1:
-        return 0.0, np.array([-1.0])
-    q_prev, r_prev = _arcsin_sqrt_integral(n - 2)
-    r = np.zeros(n)
-    r[n - 1] = -1.0 / n
-    r = P.polyadd(r, (n - 1) / n * r_prev)
-    return (n - 1) / n * q_prev, r
-
-
-def _integrate_triple(p, q, r):
-    """∫_0^t [p(s) + q(s) arcsin s + r(s) √(1−s²)] ds as a triple (p', q', r') of polynomials."""
-    # polynomial part
-    pi = P.polyint(p)
-    # ∫ s^n arcsin s = s^{n+1}/(n+1) arcsin s − 1/(n+1) ∫ s^{n+1}/√(1−s²)
-    qi = P.polyint(q)
-    extra_q, extra_r = 0.0, np.zeros(1)
-    for n, coef in enumerate(q):
-        if coef == 0:
-            continue
-        aq, ar = _arcsin_sqrt_integral(n + 1)
-        extra_q -= coef / (n + 1) * aq
-        extra_r = P.polyadd(extra_r, -coef / (n + 1) * ar)
-    # ∫ s^n √(1−s²) = ∫ (s^n − s^{n+2})/√(1−s²)
-    for n, coef in enumerate(r):
-        if coef == 0:
-            continue
-        for m, sgn in ((n, 1.0), (n + 2, -1.0)):
-            aq, ar = _arcsin_sqrt_integral(m)
-            extra_q += sgn * coef * aq
-            extra_r = P.polyadd(extra_r, sgn * coef * ar)
-    qi = P.polyadd(qi, [extra_q])
-    ri = extra_r
-    # value at 0: p(0) + q(0)·0 + r(0)·1 -> subtract to start the integral at 0
-    pi = P.polysub(pi, [pi[0] + ri[0]])
-    return pi, qi, ri
-
-
-@functools.lru_cache(maxsize=32)
-def _rectified_monomial_triple(q: int):
-    """k_q(ρ) = E[max(z1,0)^q max(z2,0)^q] for unit-variance z with correlation ρ, as
-    P(ρ) + Q(ρ) arcsin ρ + R(ρ) √(1−ρ²) (coefficients ascending).
-
-    Built from k_0(ρ) = 1/4 + arcsin(ρ)/(2π) by Price's theorem, dk_q/dρ = q² k_{q−1},
-    k_q(0) = E[max(z,0)^q]².
-    """
-    if q == 0:
-        return np.array([0.25]), np.array([1 / (2 * math.pi)]), np.zeros(1)
-    p0, q0, r0 = _rectified_monomial_triple(q - 1)
-    pi, qi, ri = _integrate_triple(p0, q0, r0)
-    pi = P.polyadd(q * q * pi, [half_normal_moment(q) ** 2])
-    return pi, q * q * qi, q * q * ri
-
-
-def rectified_monomial_dual(q: int, rho):
-    """Normalized dual E[max(z1,0)^q max(z2,0)^q], unit variances, correlation ``rho``."""
-    xp = get_namespace(rho)
-    p, qq, r = _rectified_monomial_triple(int(q))
-    sin = xp.sqrt(xp.maximum((1 - rho) * (1 + rho), 0))
-    return _polyval(p, rho) + _polyval(qq, rho) * xp.arcsin(rho) + _polyval(r, rho) * sin
-
-
-def safe_power(v, p: float):
-    """``v ** p`` for ``v ≥ 0``; ``p = 0`` gives 1 also at ``v = 0`` (an array like ``v``)."""
-    return v ** p if p else v * 0 + 1
-
-
-def _polyval(coefs, x):
-    out = 0 * x + float(coefs[-1])
-    for c in coefs[-2::-1]:
-        out = out * x + float(c)
-    return out

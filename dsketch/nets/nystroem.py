@@ -19,7 +19,8 @@ from typing import Any, Optional
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from ..backend import device_key, get_namespace, resolve_dtype, rng, to_namespace
+from ..backend import (InvalidInputError, check_overflow, device_key, get_namespace, resolve_dtype, rng,
+                       to_namespace)
 from ..sketch._base import is_sparse, map_rows
 from .exact import KINDS
 from .serial import Serial
@@ -44,7 +45,7 @@ def inverse_sqrt(K, rcond: float = 1e-8):
     s, U = np.linalg.eigh((K + K.T) / 2)
     top = float(s.max()) if s.size else 0.0
     if not np.isfinite(top) or top <= 0:
-        raise ValueError("the landmark kernel K(L, L) is not positive (all landmarks zero?)")
+        raise InvalidInputError("the landmark kernel K(L, L) is not positive (all landmarks zero?)")
     keep = s > rcond * top
     g = np.zeros_like(s)
     g[keep] = 1.0 / np.sqrt(s[keep])
@@ -83,7 +84,7 @@ def sample_landmarks(n_rows: int, n_landmarks: int, seed: int, scores=None) -> n
     score estimate costs at most a factor two against uniform sampling.
     """
     if n_landmarks > n_rows:
-        raise ValueError(f"n_components={n_landmarks} landmarks need at least as many rows; "
+        raise InvalidInputError(f"n_components={n_landmarks} landmarks need at least as many rows; "
                          f"X has {n_rows}")
     gen = rng(seed, "nystroem", "landmarks")
     if scores is None:
@@ -91,7 +92,7 @@ def sample_landmarks(n_rows: int, n_landmarks: int, seed: int, scores=None) -> n
     else:
         s = np.clip(np.asarray(scores, dtype=np.float64), 0, None)
         if s.shape != (n_rows,) or not np.all(np.isfinite(s)) or s.sum() <= 0:
-            raise ValueError("leverage scores must be n_rows finite non-negative numbers")
+            raise InvalidInputError("leverage scores must be n_rows finite non-negative numbers")
         p = 0.5 * s / s.sum() + 0.5 / n_rows
         idx = gen.choice(n_rows, size=n_landmarks, replace=False, p=p / p.sum())
     return np.sort(idx)
@@ -143,9 +144,9 @@ class NystroemMap:
 
     def __post_init__(self):
         if not isinstance(self.net, Serial):
-            raise ValueError(f"net must be a network built with serial(...), got {type(self.net).__name__}")
+            raise InvalidInputError(f"net must be a network built with serial(...), got {type(self.net).__name__}")
         if self.kernel not in KINDS:
-            raise ValueError(f"kernel must be one of {KINDS}, got {self.kernel!r}")
+            raise InvalidInputError(f"kernel must be one of {KINDS}, got {self.kernel!r}")
         resolve_dtype(self.dtype)
         sparse = is_sparse(self.landmarks)
         if sparse:
@@ -158,11 +159,11 @@ class NystroemMap:
             parts = (L,)
         T = np.array(self.normalization, dtype=np.float64, copy=True)
         if L.ndim not in (2, 4) or L.shape[0] < 1:
-            raise ValueError(f"landmarks must be (m, d) or (m, H, W, C) rows, got shape {L.shape}")
+            raise InvalidInputError(f"landmarks must be (m, d) or (m, H, W, C) rows, got shape {L.shape}")
         if T.shape != (L.shape[0], L.shape[0]):
-            raise ValueError(f"normalization must be {(L.shape[0],) * 2}, got {T.shape}")
+            raise InvalidInputError(f"normalization must be {(L.shape[0],) * 2}, got {T.shape}")
         if not (np.all(np.isfinite(parts[0])) and np.all(np.isfinite(T))):
-            raise ValueError("landmarks and normalization must be finite")
+            raise InvalidInputError("landmarks and normalization must be finite")
         self.net.output_shape(tuple(L.shape[1:]))
         for a in parts[:1] + (T,):
             a.setflags(write=False)
@@ -219,12 +220,15 @@ class NystroemMap:
         """Features of the rows of ``X`` (NumPy or CuPy, dense or sparse), ``(n, m)``."""
         xp = get_namespace(X.data if is_sparse(X) else X)
         if tuple(X.shape[1:]) != self.input_shape:
-            raise ValueError(f"X rows have shape {tuple(X.shape[1:])}, but the landmarks have "
+            raise InvalidInputError(f"X rows have shape {tuple(X.shape[1:])}, but the landmarks have "
                              f"shape {self.input_shape}")
         L, T = self._on_device(xp)
         dtype = np.dtype(self.dtype)
 
         def rows(block):
-            return (self.net.kernel(block, L, get=self.kernel, n_jobs=n_jobs) @ T).astype(dtype)
+            out = self.net.kernel(block, L, get=self.kernel, n_jobs=n_jobs) @ T
+            with np.errstate(over="ignore"):  # reported below, naming the input
+                out = out.astype(dtype)
+            return check_overflow(out, "the Nyström features", {"X": block})
 
         return map_rows(rows, X, _SLAB_ROWS)

@@ -19,7 +19,7 @@ from ..backend import (InvalidInputError, NonFiniteError, check_array, check_int
                        check_seed, get_namespace, overflow_error, resolve_dtype)
 from .activation_sketch import METHODS
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions, check_input_shape
-from .chunks import map_row_chunks
+from .chunks import map_row_chunks, run_steps
 from .exact import blocked_kernel, default_block_size, resolve_get
 from .inputs import (check_sparse_rows, flat_input_features, input_reduction_of, is_sparse,
                      sparse_input_kernel)
@@ -336,8 +336,7 @@ class FeatureMap:
             f = flat_input_features(x, np.dtype(self.dtype), reduction)
         else:
             f = input_features(x, np.dtype(self.dtype))
-        for step in plan:
-            f = step(f)
+        f = run_steps(plan, f)
         return f.nngp, f.ntk
 
 

@@ -251,16 +251,20 @@ class SignedSum(RandomSpec):
     def add(self, acc, t: int, a, scale=None):
         """``acc + D_t (scale · a)`` (a new array when ``acc`` is None; else updated in place).
 
-        ``a`` is ``(R, width)`` real; ``scale`` a scalar or an ``(R, 1)`` array (or None).
-        ``a`` itself is never modified.
+        ``a`` is ``(R, w)`` real with ``w ≤ width`` (a narrower block adds into the first
+        ``w`` columns); ``scale`` a scalar or an ``(R, 1)`` array (or None). ``a`` itself is
+        never modified.
         """
         xp = get_namespace(a)
-        term = a * self._params(xp, a.dtype)[t]
+        w = a.shape[-1]
+        term = a * self._params(xp, a.dtype)[t, :w]
         if scale is not None:
             term *= scale
-        if acc is None:
+        if acc is None and w == self.width:
             return term
-        acc += term
+        if acc is None:
+            acc = xp.zeros(a.shape[:-1] + (self.width,), dtype=term.dtype)
+        acc[..., :w] += term
         return acc
 
 

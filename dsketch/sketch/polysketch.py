@@ -94,8 +94,34 @@ class _TreeMixin(RandomSpec):
         return self.leaf != "countsketch"
 
     def _node_width(self, k) -> int:
-        """Input width of the nodes of level ``k``."""
+        """Input width of the full-width nodes of level ``k``."""
         return self.d_in if (k == 1 and self._direct) else self._width
+
+    @property
+    def _high(self) -> int:
+        """Width of the degrees above ``q/2`` (``_width`` unless ``high_width`` narrows them)."""
+        return min(getattr(self, "high_width", 0) or self._width, self._width)
+
+    def _narrow(self, k, j) -> bool:
+        """Whether node ``(k, j)`` works at :attr:`_high`: the root, and its right subtree
+        (slots ``≥ q/2``), which only degrees above ``q/2`` use."""
+        return self._high < self._width and (k == self._levels or (j << k) >= self._q // 2)
+
+    def _out_width(self, k, j) -> int:
+        """Output width of node ``(k, j)`` (``k = 0``: leaf ``j``)."""
+        return self._high if (k > 0 and self._narrow(k, j)) else self._width
+
+    def _node_inputs(self, k, j) -> tuple:
+        """Input widths ``(d1, d2)`` of node ``(k, j)``."""
+        if k == 1 and self._direct:
+            return self.d_in, self.d_in
+        return self._out_width(k - 1, 2 * j), self._out_width(k - 1, 2 * j + 1)
+
+    def degree_width(self, l: int) -> int:
+        """Width of ``S_l x`` (``d_out``; ``high_width`` for ``l > q/2`` when it narrows them)."""
+        if self._high < self._width and self._levels and l > self._q // 2:
+            return self._high
+        return self.d_out
 
     def _build(self, xp, dtype):
         q = self._q
@@ -121,8 +147,8 @@ class _TreeMixin(RandomSpec):
         Yields
         ------
         (int, array)
-            ``l`` and ``S_l x`` ``(R, d_out)`` (real; the complex-to-real output for
-            :class:`CtRPolySketch`), in increasing ``l``; ``E⟨S_l x, S_l y⟩ = ⟨x, y⟩ˡ``.
+            ``l`` and ``S_l x`` ``(R, degree_width(l))`` (real; the complex-to-real output
+            for :class:`CtRPolySketch`), in increasing ``l``; ``E⟨S_l x, S_l y⟩ = ⟨x, y⟩ˡ``.
             Yielded arrays may be reused by the tree afterwards: do not modify them in place.
 
         Notes
@@ -204,7 +230,7 @@ class _TreeMixin(RandomSpec):
             if not 1 <= l <= self.degree:
                 raise ValueError(f"{type(self).__name__}: degree {l} outside 1..{self.degree}")
         x2, lead, _, _ = self._input(x, check)
-        return {l: v.reshape(lead + (self.d_out,)) for l, v in self.iter_degrees(x2, degrees)}
+        return {l: v.reshape(lead + (self.degree_width(l),)) for l, v in self.iter_degrees(x2, degrees)}
 
     def top(self, x, *, check: bool = True):
         """``S_p x`` only, shape ``(..., d_out)``."""
@@ -216,7 +242,7 @@ class _TreeMixin(RandomSpec):
         degrees = list(range(1, self.degree + 1))
         out = dict(self.iter_degrees(x2, degrees))
         return [xp.ones(lead + (1,), dtype=dt)] + [
-            out[l].reshape(lead + (self.d_out,)) for l in degrees]
+            out[l].reshape(lead + (self.degree_width(l),)) for l in degrees]
 
 
 @dataclass(frozen=True)
@@ -237,7 +263,13 @@ class PolySketch(_TreeMixin):
     ``d_in``) and about ``2(q/2 − 1)`` of width ``d_out`` for :meth:`top`, ``≈ p·log₂q`` for
     all degrees (see ``_TreeMixin``). ``fold=True``: first-level transforms of inputs padded
     wider than ``d_out`` cost one of width ``≈ d_out`` (``TensorSRHT(fold=True)``; for
-    Hadamard-mixed inputs only, see ``_TreeMixin``). Draws: leaves at ``(*path, "leaf", i)``
+    Hadamard-mixed inputs only, see ``_TreeMixin``). ``high_width`` (0: ``d_out``) narrows
+    the degrees above ``q/2``: the root and its right subtree (slots ``≥ q/2``, used by those
+    degrees only) work at that width, so for ``p = 8`` about half the transforms shrink
+    (with ``fold``: to ``high_width``) while degrees ``≤ q/2`` are unchanged; each degree
+    stays unbiased, those above ``q/2`` with the variance of width ``high_width`` (for
+    dot-product kernels whose high degrees carry little mass, see
+    :mod:`dsketch.nets.activation_sketch`). Draws: leaves at ``(*path, "leaf", i)``
     (CountSketch leaves, or the single SRHT when ``p = 1``), nodes at
     ``(*path, "node", level, j)``.
     """
@@ -249,9 +281,12 @@ class PolySketch(_TreeMixin):
     path: tuple = ()
     leaf: str = "srht"
     fold: bool = False
+    high_width: int = 0
 
     def __post_init__(self):
         check_spec(self, "d_in", "d_out", "degree")
+        if self.high_width < 0:
+            raise ValueError(f"PolySketch: high_width must be ≥ 0, got {self.high_width}")
         if self.leaf not in ("srht", "countsketch"):
             raise ValueError(f"PolySketch: leaf must be 'srht' or 'countsketch', got {self.leaf!r}")
 
@@ -264,8 +299,9 @@ class PolySketch(_TreeMixin):
         return self.d_out
 
     def _node_spec(self, k, j):
-        w = self._node_width(k)
-        return TensorSRHT(w, w, self.d_out, self.seed, self.path + ("node", k, j), fold=self.fold)
+        d1, d2 = self._node_inputs(k, j)
+        return TensorSRHT(d1, d2, self._out_width(k, j), self.seed, self.path + ("node", k, j),
+                          fold=self.fold)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ face) is shared code driven by them.
     :class:`~dsketch.nets.dual.Moments` ``m``; robust to zero variances, |ρ| = 1 and huge
     norms, also in float32.  Default: the split Gauss–Legendre rule of
     :func:`~dsketch.nets.dual.pair_expectations` on ``dual_fn`` / ``dual_deriv`` with
-    :attr:`Activation.quad_degree` nodes per piece (two pieces per axis), accurate to
-    ~1e-7 relative at variances 1e-4…1e4 for functions varying near 0 on the scale
+    :attr:`Activation.quad_degree` nodes per piece (two pieces per axis), refined per
+    entry to 1e-6 relative (``dual.QUAD_RTOL``) for functions varying near 0 on the scale
     :attr:`Activation.quad_scale`; :meth:`Activation.dual_error` estimates its error.
 ``hermite(var, degree)`` — the sketch data
     Radial Hermite factors ``(R, Rdot)``, each ``var.shape + (degree + 1,)`` in float64,
@@ -142,9 +142,9 @@ class Activation(Layer):
     def dual_error(self, var1, var2, cov):
         """Estimated absolute error of :meth:`dual` ``(nngp, dot)``, broadcast like ``dual``.
 
-        Zero for closed forms; for the numerical face, |Q(quad_degree) − Q(0.7·quad_degree)|
-        (:func:`~dsketch.nets.dual.pair_quadrature_error`), an overestimate where the rule
-        converges.  Costs about 1.5 evaluations of :meth:`dual`.
+        Zero for closed forms; for the numerical face, the adaptive rule's gap to a rule of
+        another panel structure (:func:`~dsketch.nets.dual.pair_quadrature_error`), an
+        overestimate where the rule converges.  Costs one evaluation of :meth:`dual`.
         """
         m = D.moments(var1, var2, cov)
         if not self.numerical:

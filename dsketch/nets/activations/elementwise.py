@@ -148,12 +148,14 @@ class Elementwise(Activation):
         Derivative of ``fn``; defaults to the table's analytic one for names and to a
         central finite difference for callables.
     quad_degree : int
-        Gauss–Legendre nodes per piece of the 2-D rule (two pieces per axis: cost
-        4·quad_degree² evaluations per kernel entry).  At the default 40 the duals are
-        accurate to ~1e-7 relative to √(E φ(u)² E φ(v)²) for variances 1e-4…1e4 and every
-        correlation, for functions that vary near 0 on a unit scale and grow at most
-        polynomially (kinks at 0 included); :meth:`dual_error` estimates the error of any
-        entry (oscillating functions at large variance, jumps at |ρ| → 1 converge slowly).
+        Gauss–Legendre nodes per piece of the first 2-D rule (two pieces per axis: cost
+        4·quad_degree² evaluations per kernel entry, plus ~0.7× that for its check).  Entries
+        whose error estimate exceeds 1e-6 relative to √(E φ(u)² E φ(v)²) are refined by
+        composite panels (``dual.pair_expectations``): functions growing at most
+        polynomially, kinks and jumps at 0 (step, sign, ReLU′ at |ρ| → 1) and oscillations
+        (sin at variance ≤ ~100) meet it for variances 1e-4…1e4; where the work cap
+        stops short a :class:`~dsketch.nets.dual.NumericalDualWarning` says so, and
+        :meth:`dual_error` estimates the error of any entry.
     """
 
     function: Union[str, Callable] = None  # type: ignore[assignment]
