@@ -82,6 +82,8 @@ def get_namespace(*arrays: Any):
     Mixing CuPy and NumPy arrays raises ``ValueError``; non-array arguments (``None``,
     scalars) are ignored; with no array at all NumPy is returned.
     """
+    if len(arrays) == 1 and type(arrays[0]) is np.ndarray:  # the common call, made per block
+        return np
     mods = {("cupy" if is_cupy(a) else "numpy") for a in arrays if hasattr(a, "shape")}
     if len(mods) > 1:
         raise ValueError("arrays live on different devices: mix of NumPy and CuPy arrays")

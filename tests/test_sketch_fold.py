@@ -32,6 +32,21 @@ def test_fold_signed_is_the_first_rows_of_the_wide_transform(d, n, big):
                                rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("d,n", [(2043, 256), (4086, 1024), (1024, 256), (200, 256)])
+def test_fold_signed_adds_its_pieces_in_order(d, n):
+    """The same float32 sums, bit for bit, as adding the signed pieces one after another."""
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(7, d)).astype(np.float32)
+    signs = (1.0 - 2 * rng.integers(0, 2, d + n)).astype(np.float32)
+    want = np.zeros((7, n), np.float32)
+    want[:, :min(n, d)] = x[:, :n] * signs[:min(n, d)]
+    for a in range(n, d, n):
+        w = min(n, d - a)
+        want[:, :w] += x[:, a:a + w] * signs[a:a + w]
+    got = fold_signed(x, signs, n)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
 def test_tensorsrht_fold_only_changes_wide_factors_and_stays_unbiased():
     rng = np.random.default_rng(0)
     # no factor wider than next_pow2(d_out): fold=True is the same map

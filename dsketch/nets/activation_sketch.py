@@ -353,7 +353,10 @@ class ActivationSketch(LayerSketch):
         dt = x.dtype
         m, width = self._m, self._width
         lead = x.shape[:-1]
-        norm = xp.sqrt(xp.sum(x.astype(xp.float64) ** 2, axis=-1, keepdims=True))
+        sq = x.astype(xp.float64)
+        sq *= sq
+        norm = xp.sqrt(xp.sum(sq, axis=-1, keepdims=True))
+        del sq
         xhat = (x / xp.where(norm > 0, norm, 1).astype(dt)).astype(dt, copy=False)
         x2 = xhat.reshape(-1, self.w_in)
         var = xp.maximum(xp.asarray(var, dtype=xp.float64), 0).reshape(-1)

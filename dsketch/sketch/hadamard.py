@@ -265,14 +265,13 @@ def fold_signed(x2, signs, n: int):
     """
     xp = get_namespace(x2)
     r, d = x2.shape
-    z = xp.empty((r, n), dtype=xp.result_type(x2.dtype, signs.dtype))
-    w = min(n, d)
-    xp.multiply(x2[:, :w], signs[:w], out=z[:, :w])
-    z[:, w:] = 0
-    for a in range(n, d, n):
-        w = min(n, d - a)
-        z[:, :w] += x2[:, a:a + w] * signs[a:a + w]
-    return z
+    pieces = -(-d // n)
+    # signed row written once into a buffer padded to whole pieces, then summed over the
+    # piece axis (a strided reduction: pieces added in order, as a loop of adds would)
+    z = xp.empty((r, pieces * n), dtype=xp.result_type(x2.dtype, signs.dtype))
+    xp.multiply(x2, signs[:d], out=z[:, :d])
+    z[:, d:] = 0
+    return z if pieces == 1 else z.reshape(r, pieces, n).sum(axis=1)
 
 
 @functools.lru_cache(maxsize=256)
