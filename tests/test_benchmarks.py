@@ -19,15 +19,20 @@ sys.path.insert(0, str(BENCH))
 import _fashion  # noqa: E402
 
 
+def run_quick(script: str, out, timeout: int) -> dict:
+    """Run ``benchmarks/<script>.py --quick`` writing into ``out``; its JSON results."""
+    env = dict(os.environ, DSKETCH_BENCH_RESULTS=str(out), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick"], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / f"{script}-quick.json").read_text())
+
+
 @pytest.mark.skipif(not _fashion.available(), reason="Fashion-MNIST not installed "
                     "(apt-get install dataset-fashion-mnist)")
 @pytest.mark.timeout(900)
 def test_realdata_quick(tmp_path):
-    env = dict(os.environ, DSKETCH_BENCH_RESULTS=str(tmp_path), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(BENCH / "realdata.py"), "--quick"], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "realdata-quick.json").read_text())
+    result = run_quick("realdata", tmp_path, 900)
     methods = {r["method"] for r in result["rows"]}
     assert {"exact NTK kernel ridge", "NeuralNystroem (uniform)", "NTKSketch",
             "sklearn RBFSampler + RidgeCV", "linear RidgeCV on pixels"} <= methods
@@ -50,11 +55,7 @@ def test_fashion_protocol_scaling():
 @pytest.mark.timeout(600)
 def test_sparse_quick(tmp_path):
     """``benchmarks/sparse.py --quick``: every sweep point written, sparse runs never ∝ n·d."""
-    env = dict(os.environ, DSKETCH_BENCH_RESULTS=str(tmp_path), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(BENCH / "sparse.py"), "--quick"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "sparse-quick.json").read_text())
+    result = run_quick("sparse", tmp_path, 600)
     methods = {r["method"] for r in result["rows"]}
     assert {"dsketch NTKSketch", "dsketch RandomFourierFeatures", "sklearn PolynomialCountSketch",
             "sklearn RBFSampler", "densify + dsketch NTKSketch"} <= methods

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..backend import check_int, get_namespace, rng, to_namespace
+from ..backend import InvalidInputError, check_int, get_namespace, rng, to_namespace
 from ..sketch._base import RandomSpec, random_signs
 from ..sketch.hadamard import hadamard_blocks, next_pow2
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
@@ -133,7 +133,7 @@ class Conv(Layer):
 
     def _in_chan(self) -> int:
         if self.in_chan is None:
-            raise ValueError('Conv(parameterization="standard") needs its input channels: '
+            raise InvalidInputError('Conv(parameterization="standard") needs its input channels: '
                              "use it inside serial(...), which binds them")
         return self.in_chan
 

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ..backend import check_int, get_namespace
+from ..backend import InvalidInputError, check_int, get_namespace
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions, check_param
 
 __all__ = ["Dense", "DenseSketch", "check_parameterization"]
@@ -87,7 +87,7 @@ class Dense(Layer):
 
     def _fan_in(self) -> int:
         if self.fan_in is None:
-            raise ValueError('Dense(parameterization="standard") needs its input width: '
+            raise InvalidInputError('Dense(parameterization="standard") needs its input width: '
                              "use it inside serial(...), which binds it")
         return self.fan_in
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_namespace
+from ..backend import check_int, get_namespace
 from ._base import (
     RandomSpec,
     as_rows,
@@ -285,8 +285,7 @@ class PolySketch(_TreeMixin):
 
     def __post_init__(self):
         check_spec(self, "d_in", "d_out", "degree")
-        if self.high_width < 0:
-            raise ValueError(f"PolySketch: high_width must be ≥ 0, got {self.high_width}")
+        check_int(self.high_width, "PolySketch: high_width", minimum=0)
         if self.leaf not in ("srht", "countsketch"):
             raise ValueError(f"PolySketch: leaf must be 'srht' or 'countsketch', got {self.leaf!r}")
 
