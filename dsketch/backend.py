@@ -32,6 +32,9 @@ __all__ = [
     "check_array",
     "resolve_dtype",
     "usable_cores",
+    "MATMUL_BLOCK",
+    "rows_matmul",
+    "pairs_matmul",
     "check_int",
     "check_seed",
     "row_norms",
@@ -331,6 +334,87 @@ def check_overflow(out: Any, what: str, inputs: dict) -> Any:
         return out
     row = int(xp.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
     raise overflow_error(what, inputs, row, out.dtype)
+
+
+# ------------------------------------------------------------------ batch-free products
+#: Rows (and, in :func:`pairs_matmul`, columns) of every BLAS call the two products below
+#: make: each call has the same shape whatever the batch, the last block zero-padded.
+MATMUL_BLOCK = 256
+
+
+def _gemm_dtype(*arrays) -> tuple[np.dtype, np.dtype]:
+    """``(output dtype, float64 or complex128 GEMM dtype)`` of a product of ``arrays``."""
+    out = np.result_type(*(a.dtype for a in arrays))
+    if out.kind not in "fc":
+        out = np.dtype(np.float64)
+    return out, np.dtype(np.complex128 if out.kind == "c" else np.float64)
+
+
+def rows_matmul(x: Any, w: Any) -> Any:
+    """``x @ w`` whose every output row is bitwise independent of the other rows of ``x``.
+
+    BLAS rounds a row's dot products differently depending on the call's shape, on the
+    row's position inside the call and on the CPU's kernels (OpenBLAS's float32 Haswell
+    GEMM adds the two halves of its 12-row tiles in different orders).  So on NumPy the
+    product runs in float64 (complex128) GEMMs of exactly ``MATMUL_BLOCK`` rows (the last
+    block zero-padded) — the one case in which OpenBLAS computes every row alike on every
+    core type (tested under Haswell, SkylakeX and Sandybridge kernels) — and is rounded once
+    to the output dtype.  ``x`` is 2-D ``(n, k)``, ``w`` is ``(k, m)`` and fixed (a map's
+    parameters).  CuPy input goes to cuBLAS unchanged; a SciPy sparse ``x`` to SciPy's
+    sparse product, which accumulates each row over its stored entries in order.
+    """
+    if hasattr(x, "tocsr"):
+        return x @ w
+    xp = get_namespace(x, w)
+    if xp is not np:
+        return x @ w
+    out_dtype, dt = _gemm_dtype(x, w)
+    n, k = x.shape
+    w = np.asarray(w, dtype=dt)
+    out = np.empty((n, w.shape[1]), dtype=out_dtype)
+    if n == 0:
+        return out
+    block = np.empty((MATMUL_BLOCK, k), dt)
+    for start in range(0, n, MATMUL_BLOCK):
+        stop = min(start + MATMUL_BLOCK, n)
+        rows = stop - start
+        block[:rows] = x[start:stop]
+        if rows < MATMUL_BLOCK:
+            block[rows:] = 0
+        out[start:stop] = (block @ w)[:rows]
+    return out
+
+
+def pairs_matmul(x1: Any, x2: Any) -> Any:
+    """``x1 @ x2.T`` whose every entry is bitwise independent of both batches.
+
+    The pairwise form of :func:`rows_matmul`: float64 (complex128) GEMMs of exactly
+    ``MATMUL_BLOCK × k × MATMUL_BLOCK`` on zero-padded row blocks of both sides, rounded
+    once to the output dtype; so ``K(x, y)`` computed inside any two batches is the same
+    number.  CuPy input goes to cuBLAS unchanged.
+    """
+    xp = get_namespace(x1, x2)
+    if xp is not np:
+        return x1 @ x2.T
+    out_dtype, dt = _gemm_dtype(x1, x2)
+    (n1, k), n2 = x1.shape, x2.shape[0]
+    out = np.empty((n1, n2), dtype=out_dtype)
+    if n1 == 0 or n2 == 0:
+        return out
+    b = MATMUL_BLOCK
+    right = np.zeros((-(-n2 // b) * b, k), dt)  # x2 padded once, transposed per block
+    right[:n2] = x2
+    block = np.empty((b, k), dt)
+    for start in range(0, n1, b):
+        stop = min(start + b, n1)
+        rows = stop - start
+        block[:rows] = x1[start:stop]
+        if rows < b:
+            block[rows:] = 0
+        for col in range(0, n2, b):
+            end = min(col + b, n2)
+            out[start:stop, col:end] = (block @ right[col:col + b].T)[:rows, :end - col]
+    return out
 
 
 # ------------------------------------------------------------------------------- machine

@@ -4,7 +4,8 @@
 exp(-gamma‖x − y‖²): φ(x) = √(2/m) cos(xW + b), W ~ N(0, 2γ), b ~ U[0, 2π), drawn from
 ``dsketch.backend.rng(seed, ...)`` and cached per process and device.  It follows the
 engine's feature-map protocol (hashable frozen spec, ``n_features``, ``dtype``,
-``input_shape``, ``__call__``).  Row i's features depend only on row i.
+``input_shape``, ``__call__``).  Row i's features depend only on row i, bitwise
+(its product goes through ``backend.rows_matmul``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsketch.backend import device_cache, get_namespace, rng
+from dsketch.backend import device_cache, get_namespace, rng, rows_matmul
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class RFF:
             return (math.sqrt(2.0 / self.n_features) * np.cos(z)).astype(self.dtype)
         W, b = self.params(xp)
         x2 = x.reshape(x.shape[0], -1).astype(self.dtype, copy=False)
-        return (math.sqrt(2.0 / self.n_features) * xp.cos(x2 @ W + b)).astype(self.dtype)
+        return (math.sqrt(2.0 / self.n_features) * xp.cos(rows_matmul(x2, W) + b)).astype(self.dtype)
 
 
 def dense_ridge(Phi: np.ndarray, Y: np.ndarray, alpha: float) -> np.ndarray:

@@ -60,22 +60,13 @@ _MIN_TWO = "check forces n_components=1; nonlinear sketches need >= 2 features"
 _N_COMPONENTS_1 = ("check_dont_overwrite_parameters", "check_methods_sample_order_invariance",
                    "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
                    "check_fit2d_predict1d")
-# Why: with float32 features a row's values agree across batch compositions only to float32
-# rounding (BLAS kernels differ with the batch shape); the check demands rtol=1e-7.  The
-# float64 instances in CHECKED pass the same checks.
-_FLOAT32 = "float32 features: batch-dependent BLAS rounding above the check's rtol=1e-7"
-#: Checks that fail by design, per estimator, with the reason.  Not strict: the float32
-#: rounding cases depend on the machine's BLAS kernels (they may pass elsewhere).
+#: Checks that fail by design, per estimator, with the reason.
 EXPECTED_FAILED: dict[str, dict[str, str]] = {
     "NTKSketch": {"check_methods_sample_order_invariance": _MIN_TWO,
                   "check_methods_subset_invariance": _MIN_TWO},
     "NNGPSketch": {"check_methods_sample_order_invariance": _MIN_TWO,
                    "check_methods_subset_invariance": _MIN_TWO},
     "NTKRandomFeatures": {name: _MIN_TWO for name in _N_COMPONENTS_1},
-    "RandomFourierFeatures": {"check_methods_sample_order_invariance": _FLOAT32},
-    "ArcCosineFeatures": {"check_methods_sample_order_invariance": _FLOAT32},
-    "SketchRidge": {"check_methods_subset_invariance": _FLOAT32},
-    "SketchRidgeClassifier": {"check_methods_subset_invariance": _FLOAT32},
 }
 
 

@@ -25,7 +25,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..backend import InvalidInputError, check_int, check_seed, get_namespace, to_namespace
+from ..backend import InvalidInputError, check_int, check_seed, get_namespace, rows_matmul, to_namespace
 from .cg import block_cg
 from .cluster import current_client, worker_memory_limits
 from .graph import token
@@ -266,10 +266,9 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
 
 # ========================================================================= predict
 def _predict_chunk(phi, w):
+    """``φ W`` of one block, each row's prediction independent of the block (rows_matmul)."""
     W = to_namespace(w, get_namespace(phi))
-    if hasattr(phi, "tocsr"):  # scipy.sparse block
-        return np.asarray(phi @ W)
-    return phi.astype(W.dtype, copy=False) @ W
+    return np.asarray(rows_matmul(phi, W)) if hasattr(phi, "tocsr") else rows_matmul(phi, W)
 
 
 def predict(Phi, W):

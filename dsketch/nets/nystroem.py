@@ -20,7 +20,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..backend import (InvalidInputError, check_overflow, device_key, get_namespace, resolve_dtype, rng,
-                       to_namespace)
+                       rows_matmul, to_namespace)
 from ..sketch._base import is_sparse, map_rows
 from .exact import KINDS
 from .serial import Serial
@@ -226,7 +226,7 @@ class NystroemMap:
         dtype = np.dtype(self.dtype)
 
         def rows(block):
-            out = self.net.kernel(block, L, get=self.kernel, n_jobs=n_jobs) @ T
+            out = rows_matmul(self.net.kernel(block, L, get=self.kernel, n_jobs=n_jobs), T)
             with np.errstate(over="ignore"):  # reported below, naming the input
                 out = out.astype(dtype)
             return check_overflow(out, "the Nyström features", {"X": block})

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..backend import (InvalidInputError, NonFiniteError, check_array, check_int, check_overflow,
-                       check_seed, get_namespace, overflow_error, resolve_dtype)
+                       check_seed, get_namespace, overflow_error, pairs_matmul, resolve_dtype)
 from .activation_sketch import METHODS
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions, check_input_shape
 from .chunks import map_row_chunks, run_steps
@@ -60,11 +60,13 @@ def _input_kernel(x1, x2, diagonal: bool) -> Kernel:
                       spatial=spatial, diagonal=True)
     cov2 = self_cov(x2)
     if not s:
-        nngp = x1 @ x2.T / c
+        nngp = pairs_matmul(x1, x2) / c
     else:
         n1, n2 = x1.shape[0], x2.shape[0]
-        nngp = xp.einsum("ipc,jqc->ijpq", x1.reshape(n1, -1, c), x2.reshape(n2, -1, c)) / c
-        nngp = nngp.reshape((n1, n2) + spatial + spatial)
+        pix = int(np.prod(spatial))
+        nngp = pairs_matmul(x1.reshape(n1 * pix, c), x2.reshape(n2 * pix, c)) / c
+        nngp = nngp.reshape(n1, pix, n2, pix).transpose(0, 2, 1, 3).reshape(
+            (n1, n2) + spatial + spatial)
     return Kernel(nngp=nngp, ntk=xp.zeros_like(nngp), cov1=cov1, cov2=cov2, spatial=spatial)
 
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..backend import get_namespace
+from ..backend import get_namespace, pairs_matmul
 
 __all__ = ["arccos_J", "arccos_kernel"]
 
@@ -80,7 +80,7 @@ def arccos_kernel(x1, x2, order: int):
     n1 = xp.sqrt((x1 * x1).sum(1))[:, None]
     n2 = xp.sqrt((x2 * x2).sum(1))[None, :]
     prod = n1 * n2
-    cos = xp.clip((x1 @ x2.T) / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
+    cos = xp.clip(pairs_matmul(x1, x2) / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
     theta = xp.arccos(cos)
     k = arccos_J(order, theta, xp, cos=cos) / math.pi
     if order:

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..backend import device_key, get_namespace
+from ..backend import device_key, get_namespace, rows_matmul
 
 __all__ = ["fwht", "fwht_padded", "hadamard_blocks", "hadamard_gather", "fold_signed", "hadamard_matrix",
            "next_pow2", "is_pow2"]
@@ -147,7 +147,7 @@ def fwht(x, *, normalize: bool = False):
         after = (n // (before * b)) * trail
         h = _factor(xp, b, real_dtype)
         if after == 1:
-            y = y.reshape(-1, b) @ h
+            y = rows_matmul(y.reshape(-1, b), h)
         else:
             y = xp.matmul(h, y.reshape(rows * before, b, after))
     y = y.reshape(rows, n * trail)
@@ -220,7 +220,7 @@ def fwht_padded(x, n: int):
         z[..., d:] = 0
         return fwht(z)
     if d <= _TAIL_DENSE and n <= 4096:
-        out = x.reshape(-1, d) @ _rows_of_h(xp, d, n, x.dtype)
+        out = rows_matmul(x.reshape(-1, d), _rows_of_h(xp, d, n, x.dtype))
         return out.reshape(lead + (n,))
     h = n // 2
     out = xp.empty(lead + (n,), dtype=x.dtype)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_namespace, rng, to_namespace
+from ..backend import get_namespace, pairs_matmul, rng, rows_matmul, to_namespace
 from ._base import KernelMap, is_sparse, pos_float, pos_int, sparse_namespace
 from .linear import first_layer_rows, input_reduction, row_sq_norms
 from .arccos import arccos_kernel
@@ -181,7 +181,7 @@ class PolynomialSketch(KernelMap):
     def kernel(self, X1, X2=None):
         """Exact ``(γ⟨x, y⟩ + c)ᵖ`` (float64); dense inputs."""
         x1, x2 = self._kernel_inputs(X1, X2)
-        return (self.gamma * (x1 @ x2.T) + self.coef0) ** self.degree
+        return (self.gamma * pairs_matmul(x1, x2) + self.coef0) ** self.degree
 
 
 # ------------------------------------------------------------------------------ Gaussian
@@ -200,15 +200,15 @@ def _project(fmap, x2, item):
         return w if item is None else w[item]
 
     if red is None:
-        return x2 @ weights(fmap.dtype)
+        return rows_matmul(x2, weights(fmap.dtype))
     rows = red(x2.astype(np.float64), check=False)
-    return (rows @ weights(np.float64)).astype(fmap.dtype)
+    return rows_matmul(rows, weights(np.float64)).astype(fmap.dtype)
 
 
 def _gaussian_kernel(x1, x2, gamma: float):
     """``exp(−γ‖x − y‖²)`` of 2-D float64 rows (squared distances clipped at 0)."""
     xp = get_namespace(x1, x2)
-    d = (x1 * x1).sum(1)[:, None] + (x2 * x2).sum(1)[None, :] - 2.0 * (x1 @ x2.T)
+    d = (x1 * x1).sum(1)[:, None] + (x2 * x2).sum(1)[None, :] - 2.0 * pairs_matmul(x1, x2)
     return xp.exp(-gamma * xp.maximum(d, 0.0))
 
 
@@ -343,7 +343,7 @@ class GaussianMaclaurin(KernelMap):
         """The degree-``degree`` Maclaurin truncation the features are unbiased for."""
         x1, x2 = self._kernel_inputs(X1, X2)
         xp = get_namespace(x1)
-        g = x1 @ x2.T
+        g = pairs_matmul(x1, x2)
         s = 0.0
         for c in reversed(self._coeffs()):
             s = s * g + c

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse
 
-from ..backend import get_namespace, rng, to_namespace
+from ..backend import get_namespace, rng, rows_matmul, to_namespace
 from ._base import (
     RandomSpec,
     as_rows,
@@ -171,7 +171,7 @@ class GaussianProjection(RandomSpec):
         x = prepare_input(x, self.d_in, type(self).__name__, check=check)
         xp = get_namespace(x)
         x2, lead = as_rows(x, self.d_in)
-        return (x2 @ self._params(xp, x.dtype)).reshape(lead + (self.d_out,))
+        return rows_matmul(x2, self._params(xp, x.dtype)).reshape(lead + (self.d_out,))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_namespace, rng, to_namespace
+from ..backend import get_namespace, pairs_matmul, rng, rows_matmul, to_namespace
 from ._base import KernelMap, pos_float, pos_int
 from .arccos import arccos_J
 from .linear import first_layer_rows, input_reduction
@@ -44,7 +44,7 @@ def relu_ntk(x1, x2=None, depth: int = 1, W_std: float = 1.0, b_std: float = 0.0
     x2 = x1 if x2 is None else x2.astype(np.float64)
     d = x1.shape[-1]
     w2, b2 = float(W_std) ** 2, float(b_std) ** 2
-    s = x1 @ x2.T / d
+    s = pairs_matmul(x1, x2) / d
     s1 = (x1 * x1).sum(1) / d
     s2 = (x2 * x2).sum(1) / d
     s, s1, s2 = w2 * s + b2, w2 * s1 + b2, w2 * s2 + b2
@@ -198,8 +198,8 @@ class NTKRandomFeatures(KernelMap):
         x2 = first_layer_rows(x2, self._reduction)  # sparse rows: densified or reduced
         zn, zt = self._dense(x2 * (1.0 / math.sqrt(self.input_dim)), None)
         for g1, g0, ts in self._params(xp, self.dtype):
-            phi0 = (zn @ g0 > 0).astype(zn.dtype) * step_scale
-            zn_new = xp.maximum(zn @ g1, 0)
+            phi0 = (rows_matmul(zn, g0) > 0).astype(zn.dtype) * step_scale
+            zn_new = xp.maximum(rows_matmul(zn, g1), 0)
             zt = ts(zt, phi0, check=False)
             zn, zt = self._dense(zn_new, zt)
         return zt

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import check_int, get_namespace
+from ..backend import check_int, get_namespace, pairs_matmul
 from ._base import (
     RandomSpec,
     as_rows,
@@ -499,7 +499,7 @@ class DotProductSketch(RandomSpec):
         x1 = prepare_input(x1, self.d_in, type(self).__name__, "x1").astype(np.float64)
         x2 = x1 if x2 is None else prepare_input(x2, self.d_in, type(self).__name__, "x2").astype(
             np.float64)
-        g = x1 @ x2.T
+        g = pairs_matmul(x1, x2)
         k = 0.0
         for c in reversed(self.coeffs):  # Horner
             k = k * g + c
