@@ -12,7 +12,13 @@ W_std=√2, b_std=0.1)``, NTK.  Side by side in one run, on the same rows:
 - scikit-learn ``RBFSampler`` / ``Nystroem`` + ``RidgeClassifierCV``, linear
   ``RidgeClassifierCV`` on pixels;
 - all 60,000 training rows with ``NeuralNystroem`` (exact does not fit in 24 GiB);
-- the CNTK comparison of ``realdata_cntk.py`` (exact Myrtle-5 vs ``CNTKSketch``).
+- the CNTK comparison of ``realdata_cntk.py`` (exact Myrtle-5 vs ``CNTKSketch``);
+- ``KernelRidgeClassifier`` (issue 19): the exact NTK on all rows by preconditioned CG
+  (group ``kernel``: on all 60,000 rows with λ chosen from ``KRR_LAMBDAS`` inside the timed
+  fit; group ``kernelfixed``: at ``kernel_fixed_n`` rows with the exact baseline's λ — the
+  iterative answer against the direct one), and Falkon-style Nyström with large m (group
+  ``falkon``, λ chosen inside the timed fit); each row records CG iterations, the final
+  residual, seconds per iteration, whether the kernel was cached and peak RSS.
 
 λ is never chosen on test data.  Writes ``results/realdata[-quick].json``, ``.png`` (test
 accuracy against total seconds) and ``.md`` (the README table); ``--update-readme``
@@ -27,6 +33,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -42,8 +49,9 @@ import _fashion  # noqa: E402
 import _krr  # noqa: E402
 from _common import RESULTS, write_results  # noqa: E402
 
-from dsketch import (NeuralNystroem, NTKRandomFeatures, NTKSketch,  # noqa: E402
-                     SketchRidgeClassifier)
+from _peak import ProcessPeak  # noqa: E402
+from dsketch import (KernelRidgeClassifier, NeuralNystroem, NTKRandomFeatures,  # noqa: E402
+                     NTKSketch, SketchRidgeClassifier)
 from dsketch.nets import Relu, fully_connected  # noqa: E402
 
 NET = fully_connected(2, Relu(), W_std=math.sqrt(2.0), b_std=0.1)
@@ -55,11 +63,17 @@ EXACT_MAX_BYTES = 16e9
 CONFIG = {
     "full": {"n": 20000, "exact_n": [5000, 10000, 20000, 30000], "n_test": 10000, "cv": 3,
              "nystroem_m": [1024, 2048, 4096], "sketch_m": [1024, 4096], "rff_m": 4096,
-             "all_rows_m": [4096, 8192], "lambda_rows": 5000},
+             "all_rows_m": [4096, 8192], "lambda_rows": 5000,
+             "kernel_fixed_n": [20000], "kernel_all_n": 60000, "falkon_m": [16384],
+             "falkon_n": 60000, "falkon_landmark_m": [4096]},
     "quick": {"n": 2000, "exact_n": [1000, 2000], "n_test": 1000, "cv": 3,
               "nystroem_m": [256, 512], "sketch_m": [512], "rff_m": 512,
-              "all_rows_m": [], "lambda_rows": 1000},
+              "all_rows_m": [], "lambda_rows": 1000,
+              "kernel_fixed_n": [2000], "kernel_all_n": 2000, "falkon_m": [512],
+              "falkon_n": 2000, "falkon_landmark_m": [256]},
 }
+#: The exact-kernel estimators' settings in this benchmark (README: the defaults).
+KERNEL_KW = {"tol": 1e-3, "max_iter": 100, "rank": 4096, "preconditioner": "rpcholesky"}
 
 
 def exact_lambda(Xtr, ytr, classes, rows: int) -> float:
@@ -101,7 +115,63 @@ def sklearn_model(est, Xtr, ytr, Xte, yte):
             "alpha": float(est[-1].alpha_ if hasattr(est, "steps") else est.alpha_)}
 
 
-GROUPS = ("exact", "nystroem", "sketch", "rf", "sklearn", "allrows", "cntk")
+def kernel_model(Xtr, ytr, Xte, yte, alpha, **kw):
+    """``KernelRidgeClassifier`` timed end to end (fit incl. λ choice + predict), peak RSS."""
+    with ProcessPeak() as peak:
+        t0 = time.perf_counter()
+        clf = KernelRidgeClassifier(net=NET, alpha=alpha, random_state=0, **kw).fit(Xtr, ytr)
+        t1 = time.perf_counter()
+        acc = float(np.mean(clf.predict(Xte) == yte))
+        t2 = time.perf_counter()
+    rep = clf.fit_report_
+    return {"accuracy": acc, "seconds": t2 - t0, "fit_seconds": t1 - t0, "predict_seconds": t2 - t1,
+            "alpha": clf.alpha_, "iterations": rep["iterations"], "converged": rep["converged"],
+            "final_residual": max(rep["column_residuals"]),
+            "seconds_per_iteration": rep["seconds_per_iteration"], "timings": rep["timings"],
+            "cache": rep["cache"], "preconditioner": rep["preconditioner"],
+            "peak_rss_gib": peak.peak / 2**30, "start_rss_gib": peak.start / 2**30,
+            "cv_results": clf.cv_results_}
+
+
+def kernel_rows(cfg, Xall, yall, Xtr, ytr, Xte, yte, lam, groups) -> list:
+    """Groups ``kernel`` and ``falkon`` (issue 19)."""
+    rows = []
+    if "kernel" in groups:
+        n = cfg["kernel_all_n"]
+        sub = _fashion.subset(n, seed=0) if n < len(Xall) else np.arange(len(Xall))
+        rows.append(_row("KernelRidge PCG, λ chosen in fit", n, 0,
+                         kernel_model(Xall[sub], yall[sub], Xte, yte, KRR_LAMBDAS, **KERNEL_KW),
+                         "kernel"))
+        gc.collect()
+    if "falkon" in groups:
+        n = cfg["falkon_n"]
+        sub = _fashion.subset(n, seed=0) if n < len(Xall) else np.arange(len(Xall))
+        for m in cfg["falkon_m"]:
+            rows.append(_row("KernelRidge Falkon, λ chosen in fit", n, m, kernel_model(
+                Xall[sub], yall[sub], Xte, yte, KRR_LAMBDAS, solver="falkon", n_components=m,
+                tol=1e-3, max_iter=100), "falkon"))
+            gc.collect()
+    if "falkonlandmarks" in groups:  # uniform vs ridge-leverage centres, same m
+        n = cfg["falkon_n"]
+        sub = _fashion.subset(n, seed=0) if n < len(Xall) else np.arange(len(Xall))
+        for m in cfg["falkon_landmark_m"]:
+            for how in ("uniform", "leverage"):
+                rows.append(_row(f"KernelRidge Falkon ({how} centres)", n, m, kernel_model(
+                    Xall[sub], yall[sub], Xte, yte, KRR_LAMBDAS, solver="falkon", n_components=m,
+                    landmarks=how, tol=1e-3, max_iter=100), "falkonlandmarks"))
+                gc.collect()
+    if "kernelfixed" in groups:
+        for n in cfg["kernel_fixed_n"]:  # the same rows as the exact baseline at n
+            sub = np.arange(n) if n == len(Xtr) else _fashion.subset(n, seed=0)
+            Xs, ys = (Xtr, ytr) if n == len(Xtr) else (Xall[sub], yall[sub])
+            rows.append(_row("KernelRidge PCG (exact λ)", n, 0,
+                             kernel_model(Xs, ys, Xte, yte, lam, **KERNEL_KW), "kernelfixed"))
+            gc.collect()
+    return rows
+
+
+GROUPS = ("exact", "nystroem", "sketch", "rf", "sklearn", "allrows", "kernel", "falkon",
+          "kernelfixed", "falkonlandmarks", "cntk")
 
 
 #: Rows measured so far, dumped after each one (``<name>.partial.json``) so that a run
@@ -131,6 +201,7 @@ def run(quick: bool, groups=GROUPS) -> dict:
     gamma = 1.0 / Xtr.shape[1]  # RBF on rows with mean ‖x‖²/d = 1
 
     lam = exact_lambda(Xtr, ytr, classes, cfg["lambda_rows"])
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     print(f"exact kernel ridge: lambda {lam:g} chosen on held-out training rows", flush=True)
     for ne in (cfg["exact_n"] if "exact" in groups else []):
         if ne * (ne + len(Xte)) * 8 > EXACT_MAX_BYTES:
@@ -179,6 +250,8 @@ def run(quick: bool, groups=GROUPS) -> dict:
                          dsketch_model(sk, Xall, yall, Xte, yte, cv), "allrows"))
         gc.collect()
 
+    rows += kernel_rows(cfg, Xall, yall, Xtr, ytr, Xte, yte, lam, groups)
+
     out = {"protocol": {"net": "fully_connected(2, Relu(), W_std=sqrt(2), b_std=0.1), NTK",
                         "n_train": n, "n_test": len(Xte), "cv": cv, "alphas": ALPHAS,
                         "exact_lambda": lam, "quick": quick}, "rows": rows}
@@ -200,17 +273,51 @@ def targets(result: dict) -> list[str]:
         ours = [r for r in rows if not r["method"].startswith(("exact", "sklearn", "linear"))
                 and r["n_train"] == n]
         good = [r for r in ours if r["accuracy"] >= e["accuracy"] - 0.005]
-        best = min(good, key=lambda r: r["seconds"]) if good else max(ours, key=lambda r: r["accuracy"])
+        best = (min(good, key=lambda r: r["seconds"]) if good
+                else max(ours, key=lambda r: r["accuracy"]) if ours else None)
         lines.append(f"n={n}: exact {e['accuracy']:.4f} in {e['seconds']:.1f} s; best dsketch within "
                      f"0.5 pt: " + (f"{best['method']} m={best['m']} {best['accuracy']:.4f} in "
                                     f"{best['seconds']:.1f} s ({best['seconds'] / e['seconds']:.2f}× "
                                     f"exact time; target ≤ 0.20)" if good else
-                                    f"none (closest {best['method']} m={best['m']} {best['accuracy']:.4f})"))
+                                    f"none (closest {best['method']} m={best['m']} {best['accuracy']:.4f})"
+                                    if best else "no dsketch rows in this run"))
         for r in (r for r in rows if "all 60k" in r["method"]):
             ok = r["accuracy"] >= e["accuracy"] and r["seconds"] < e["seconds"]
             lines.append(f"all rows: {r['method']} m={r['m']} {r['accuracy']:.4f} in {r['seconds']:.1f} s "
                          f"vs exact-at-{n} {e['accuracy']:.4f} in {e['seconds']:.1f} s: "
                          f"{'met' if ok else 'not met'}")
+    lines += kernel_targets(rows)
+    return lines
+
+
+def kernel_targets(rows) -> list[str]:
+    """Issue 19's targets from the ``kernel`` / ``falkon`` rows (met or not)."""
+    lines = []
+    exact = {r["n_train"]: r for r in rows if r["method"] == "exact NTK kernel ridge"}
+    slowest = max(exact.values(), key=lambda r: r["n_train"]) if exact else None
+    for r in rows:
+        if r.get("group") == "kernelfixed" and r["n_train"] in exact:
+            e = exact[r["n_train"]]
+            gap = (e["accuracy"] - r["accuracy"]) * 100
+            lines.append(f"PCG vs direct at n={r['n_train']}: {r['accuracy']:.4f} vs {e['accuracy']:.4f} "
+                         f"({gap:+.2f} pt; target ≤ 0.1 pt: {'met' if gap <= 0.1 else 'not met'})")
+        if r.get("group") == "kernel" and "chosen in fit" in r["method"]:
+            ok_acc = r["accuracy"] >= 0.905
+            ok_t = slowest is not None and r["seconds"] <= slowest["seconds"]
+            ref = (f"direct at {slowest['n_train']} took {slowest['seconds']:.1f} s" if slowest
+                   else "no direct row in this run")
+            lines.append(f"PCG on {r['n_train']} rows: {r['accuracy']:.4f} (≥ 0.905: "
+                         f"{'met' if ok_acc else 'not met'}) in {r['seconds']:.1f} s ({ref}: "
+                         f"{'met' if ok_t else 'not met'}); λ={r['alpha']:g}, {r['iterations']} "
+                         f"iterations to {r['final_residual']:.1e} (≤ 50: "
+                         f"{'met' if r['iterations'] <= 50 else 'not met'}); peak RSS "
+                         f"{r['peak_rss_gib']:.1f} GiB")
+        if r.get("group") == "falkon":
+            ok = r["accuracy"] >= 0.888 and r["seconds"] < 411 and r["peak_rss_gib"] <= 8
+            lines.append(f"Falkon m={r['m']} on {r['n_train']} rows: {r['accuracy']:.4f} in "
+                         f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_gib']:.1f} GiB, "
+                         f"{r['iterations']} iterations (target ≥ 0.888, < 411 s, ≤ 8 GiB: "
+                         f"{'met' if ok else 'not met'})")
     return lines
 
 

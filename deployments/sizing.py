@@ -67,7 +67,7 @@ def client_memory(*, m: int, folds: int = 1, targets: int = 1) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Size dask workers for a dsketch fit.")
     p.add_argument("--d", type=int, required=True, help="input width (features per row)")
-    p.add_argument("--m", type=int, required=True, help="sketch width (--n-features)")
+    p.add_argument("--m", type=int, required=True, help="sketch width (--n-components)")
     p.add_argument("--chunk-rows", type=int, required=True, help="rows per chunk (dsketch ingest --chunk-rows)")
     p.add_argument("--folds", type=int, default=1, help="CV folds (--cv) when --alpha is a grid, else 1")
     p.add_argument("--targets", type=int, default=1, help="target columns (classes for a classifier)")

@@ -17,6 +17,7 @@ _EXPORTS = {
     "RandomFourierFeatures": "estimators", "ArcCosineFeatures": "estimators",
     "NeuralNystroem": "estimators",
     "SketchRidge": "estimators", "SketchRidgeClassifier": "estimators", "AlphaGridWarning": "estimators",
+    "KernelRidge": "estimators", "KernelRidgeClassifier": "estimators",
     "save_model": "model_io", "load_model": "model_io",
     "nets": None, "sketch": None, "engine": None,
 }

@@ -10,14 +10,17 @@ Must not import Dask and must not hold any global random state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Hashable
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "get_namespace",
@@ -35,6 +38,7 @@ __all__ = [
     "MATMUL_BLOCK",
     "rows_matmul",
     "pairs_matmul",
+    "one_blas_thread",
     "check_int",
     "check_seed",
     "row_norms",
@@ -42,6 +46,7 @@ __all__ = [
     "overflow_error",
     "InvalidInputError",
     "NonFiniteError",
+    "check_floats",
 ]
 
 SeedPath = tuple  # (root_seed: int, *names: str | int)
@@ -223,6 +228,21 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     return check_int(seed, name, minimum=0)
 
 
+def check_floats(value: Any, name: str) -> np.ndarray:
+    """``value`` (a number or a list of numbers) as a float64 array, or
+    :class:`InvalidInputError` naming ``name`` (never a bare "could not convert").
+
+    Range checks (finite, positive, ...) stay with the caller, which knows them.
+    """
+    if isinstance(value, (str, bytes)):
+        raise InvalidInputError(f"{name} must be a number or a list of numbers, got {value!r}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be a number or a list of numbers, got {value!r} "
+                                f"({exc})") from None
+
+
 def resolve_dtype(dtype: Any) -> np.dtype:
     """Validate a floating output dtype: float32 (default) or float64."""
     try:
@@ -358,30 +378,22 @@ def rows_matmul(x: Any, w: Any) -> Any:
     GEMM adds the two halves of its 12-row tiles in different orders).  So on NumPy the
     product runs in float64 (complex128) GEMMs of exactly ``MATMUL_BLOCK`` rows (the last
     block zero-padded) — the one case in which OpenBLAS computes every row alike on every
-    core type (tested under Haswell, SkylakeX and Sandybridge kernels) — and is rounded once
-    to the output dtype.  ``x`` is 2-D ``(n, k)``, ``w`` is ``(k, m)`` and fixed (a map's
-    parameters).  CuPy input goes to cuBLAS unchanged; a SciPy sparse ``x`` to SciPy's
-    sparse product, which accumulates each row over its stored entries in order.
+    core type (tested under Haswell, SkylakeX and Sandybridge kernels, one or two threads) —
+    and is rounded once to the output dtype.  ``x`` is 2-D ``(n, k)``, ``w`` is ``(k, m)``
+    and fixed (a map's parameters).  CuPy input goes to cuBLAS unchanged; a SciPy sparse
+    ``x`` to SciPy's sparse product, which accumulates each row over its stored entries in
+    order.  Blocks run on the cores as in :func:`_each_block`.
     """
-    if hasattr(x, "tocsr"):
-        return x @ w
-    xp = get_namespace(x, w)
-    if xp is not np:
+    if hasattr(x, "tocsr") or get_namespace(x, w) is not np:
         return x @ w
     out_dtype, dt = _gemm_dtype(x, w)
-    n, k = x.shape
-    w = np.asarray(w, dtype=dt)
+    (n, k), w = x.shape, np.asarray(w, dtype=dt)
     out = np.empty((n, w.shape[1]), dtype=out_dtype)
-    if n == 0:
-        return out
-    block = np.empty((MATMUL_BLOCK, k), dt)
-    for start in range(0, n, MATMUL_BLOCK):
-        stop = min(start + MATMUL_BLOCK, n)
-        rows = stop - start
-        block[:rows] = x[start:stop]
-        if rows < MATMUL_BLOCK:
-            block[rows:] = 0
-        out[start:stop] = (block @ w)[:rows]
+
+    def block(start, stop, rows):
+        out[start:stop] = (rows @ w)[:stop - start]
+
+    _each_block(x, dt, block, work=k * w.shape[1])
     return out
 
 
@@ -391,30 +403,73 @@ def pairs_matmul(x1: Any, x2: Any) -> Any:
     The pairwise form of :func:`rows_matmul`: float64 (complex128) GEMMs of exactly
     ``MATMUL_BLOCK × k × MATMUL_BLOCK`` on zero-padded row blocks of both sides, rounded
     once to the output dtype; so ``K(x, y)`` computed inside any two batches is the same
-    number.  CuPy input goes to cuBLAS unchanged.
+    number (and ``pairs_matmul(x, x)`` is symmetric bit for bit).  CuPy input goes to cuBLAS
+    unchanged.
     """
-    xp = get_namespace(x1, x2)
-    if xp is not np:
+    if get_namespace(x1, x2) is not np:
         return x1 @ x2.T
     out_dtype, dt = _gemm_dtype(x1, x2)
-    (n1, k), n2 = x1.shape, x2.shape[0]
+    (n1, k), n2, b = x1.shape, x2.shape[0], MATMUL_BLOCK
     out = np.empty((n1, n2), dtype=out_dtype)
-    if n1 == 0 or n2 == 0:
-        return out
-    b = MATMUL_BLOCK
     right = np.zeros((-(-n2 // b) * b, k), dt)  # x2 padded once, transposed per block
     right[:n2] = x2
-    block = np.empty((b, k), dt)
-    for start in range(0, n1, b):
-        stop = min(start + b, n1)
-        rows = stop - start
-        block[:rows] = x1[start:stop]
-        if rows < b:
-            block[rows:] = 0
+
+    def block(start, stop, rows):
         for col in range(0, n2, b):
             end = min(col + b, n2)
-            out[start:stop, col:end] = (block @ right[col:col + b].T)[:rows, :end - col]
+            out[start:stop, col:end] = (rows @ right[col:col + b].T)[:stop - start, :end - col]
+
+    _each_block(x1, dt, block, work=k * n2)
     return out
+
+
+#: Multiply-adds per row block below which a product's blocks run in the calling thread.
+_POOL_WORK = 1 << 22
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    return ThreadpoolController()
+
+
+def one_blas_thread(gpu: bool = False):
+    """Context limiting BLAS to one thread (host, main thread only; else a no-op).
+
+    The Hadamard transforms are many GEMMs with a small inner dimension, which a
+    multithreaded BLAS runs slower than one thread does (measured 2–4× on a busy 2-core
+    machine); :func:`rows_matmul` runs its blocks one thread each.  Dask worker threads
+    already run one-thread BLAS and are left alone.
+    """
+    if gpu or threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def _each_block(x, dt, fn, *, work: int) -> None:
+    """``fn(start, stop, rows)`` for each ``MATMUL_BLOCK``-row block of ``x``.
+
+    ``rows`` is the block cast to ``dt`` and zero-padded to ``MATMUL_BLOCK`` rows.  On the
+    host's main thread, blocks of enough work (``work`` multiply-adds per row) run on a pool
+    of the usable cores with one BLAS thread each (a block's bits do not depend on the
+    thread count); elsewhere (Dask worker threads, pools of the callers) they run in order.
+    """
+    n, b = x.shape[0], MATMUL_BLOCK
+
+    def run(start):
+        stop = min(start + b, n)
+        rows = np.zeros((b,) + x.shape[1:], dt)
+        rows[:stop - start] = x[start:stop]
+        fn(start, stop, rows)
+
+    starts = range(0, n, b)
+    jobs = min(usable_cores(), len(starts))
+    if jobs < 2 or b * work < _POOL_WORK or threading.current_thread() is not threading.main_thread():
+        for start in starts:
+            run(start)
+        return
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=jobs) as pool:
+        for f in [pool.submit(run, start) for start in starts]:
+            f.result()
 
 
 # ------------------------------------------------------------------------------- machine

@@ -14,7 +14,7 @@ Exit codes
    files, also when a worker finds them; a continuous target for a classifier; a missing or
    malformed scheduler file; an output that exists without ``--overwrite`` or is the wrong
    kind of thing); one ``Error:`` line on stderr names what is wrong (``--debug`` adds the
-   traceback).  Inputs and outputs are checked (:mod:`dsketch.cli_inputs`) before any work.
+   traceback).  Inputs and outputs are checked (:mod:`dsketch.cli_checks`) before any work.
 
 Outputs (models, prediction stores) are written atomically and never replace existing
 ones without ``--overwrite``, nor anything but their own kind; a failed run leaves earlier
@@ -22,8 +22,10 @@ output intact, and ``dsketch info --clean PATH`` removes what a killed one left 
 
 Waiting is bounded: joining a scheduler waits ``--timeout`` seconds (default the Dask
 config's ``distributed.comm.timeouts.connect``, 30 s) and says what it waits for.  Progress
-goes to stderr: one redrawn line on a terminal, else a line per phase, per tenth of the
-rows and per minute.
+goes to stderr, with ``--json`` too (the JSON object goes to stdout): one redrawn line on a
+terminal, else a line per phase, per tenth of the rows and per minute.  Store introspection
+(:mod:`dsketch.engine.dataset`) and metrics (:mod:`dsketch.engine.metrics`) are the
+library's: this module parses and prints.
 
 TLS: ``--tls-ca-file``/``--tls-cert``/``--tls-key`` (all three) connect to a ``tls://``
 scheduler with mutual TLS (they set ``distributed.comm.tls.*`` and
@@ -47,19 +49,19 @@ import warnings
 import click
 import dask
 import dask.config
-import zarr
-
 from . import __version__, dashboard, engine, nets
 from . import estimators as E
-from .cli_inputs import (InputError, RunFailure, check_classify_target, check_output, check_target,
-                         evaluate_model, is_label_dtype, load_model_dir, open_data)
+from .cli_checks import InputError, RunFailure, check_output, check_target, load_model_dir, open_data
 from .dashboard import TerminalProgress, track_fit
 from .demo import format_report, run_demo
 from .backend import InvalidInputError
-from .engine.store import clean_stale, target_kind
+from .engine.dataset import dataset_info, has_array, open_with_targets, store_arrays
+from .engine.metrics import check_label_target, is_label_dtype
+from .engine.metrics import evaluate as evaluate_metrics
+from .engine.store import clean_stale, is_model_dir, target_kind
 from .model_io import model_summary, read_model_info, save_model
 
-__all__ = ["main", "InputError", "RunFailure", "evaluate_model"]
+__all__ = ["main", "InputError", "RunFailure"]
 
 KERNELS = ("ntk", "nngp", "cntk", "rff", "poly", "arccos")
 
@@ -260,6 +262,15 @@ def build_sketch(kernel: str, *, n_features: int, seed: int, depth: int | None, 
     raise InputError(f"--kernel: unknown kernel {kernel!r}")  # pragma: no cover - click.Choice
 
 
+def build_exact_model(method, kernel, classify, *, depth, activation, W_std, b_std, **kw):
+    """The estimator of ``dsketch fit --method nystroem|falkon|kernel`` (FC ntk/nngp only)."""
+    if kernel not in ("ntk", "nngp"):
+        raise InputError(f"--method {method} needs --kernel ntk or nngp, got --kernel {kernel}")
+    net = nets.fully_connected(2 if depth is None else depth, _activation(activation),
+                               W_std=math.sqrt(2.0) if W_std is None else W_std, b_std=b_std)
+    return E.make_model(method, net=net, kernel=kernel, classify=classify, **kw)
+
+
 # ============================================================================= commands
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dsketch")
@@ -275,8 +286,9 @@ def main():
               help="Where to write data and models (default: a fresh temporary directory).")
 @click.option("--n-rows", type=click.IntRange(1000), default=200_000, show_default=True,
               help="Rows of the generated regression set.")
-@click.option("--n-features", type=click.IntRange(16), default=1024, show_default=True,
-              help="Sketch width m of the digits classifier (NTKSketch).")
+@click.option("--n-components", "--n-features", "n_features", type=click.IntRange(16), default=1024,
+              show_default=True, help="Sketch width m of the digits classifier (NTKSketch); "
+              "--n-features is its old name.")
 @click.option("--n-landmarks", type=click.IntRange(16), default=512, show_default=True,
               help="Landmark rows of the regressor's Nyström features (NeuralNystroem).")
 @common_options
@@ -294,10 +306,8 @@ def demo(obj, workdir, n_rows, n_features, n_landmarks):
 
 @contextlib.contextmanager
 def _progress(client, obj):
-
-    if obj["json"]:
-        yield
-        return
+    """Progress lines on stderr, with ``--json`` too (the JSON goes to stdout): a batch log
+    of a long job shows both."""
     with TerminalProgress(client):
         yield
 
@@ -318,9 +328,9 @@ def _tracked(client, est, rows, phase: str):
 @click.option("--y", "y_path", default=None, help="Targets (.npy/.csv) when SOURCE holds only X.")
 @click.option("--chunk-rows", type=click.IntRange(1), default=None, help="Rows per chunk.")
 @click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
-@click.option("--n-features", "width", type=click.IntRange(1), default=None,
+@click.option("--n-columns", "--n-features", "width", type=click.IntRange(1), default=None,
               help="Row width of an svmlight SOURCE (default: its largest feature index + 1); "
-                   "give a test file the training width.")
+                   "give a test file the training width. --n-features is its old name.")
 @click.option("--index-base", type=click.Choice(["auto", "0", "1"]), default="auto", show_default=True,
               help="First feature index of an svmlight SOURCE (auto: 1 unless index 0 occurs); "
                    "give it for train and test files alike.")
@@ -337,8 +347,8 @@ def ingest(obj, source, dest, y_path, chunk_rows, overwrite, width, index_base):
         url = engine.ingest(source, dest, y=y_path, chunk_rows=chunk_rows, overwrite=overwrite,
                             n_features=width,
                             zero_based={"auto": "auto", "0": True, "1": False}[index_base])
-        ds = _open_any(url)
-    info = _dataset_info(ds)
+        ds = open_with_targets(url)
+    info = dataset_info(ds)
     info.update(store=url, seconds=round(time.perf_counter() - start, 3))
     _emit(obj, info, [f"wrote {url}: {info['n_rows']:,} rows × {info['row_shape']} "
                       f"({info['dtype']}), y: {info['y_shape'] or 'none'}  [{info['seconds']:.1f} s]"])
@@ -356,7 +366,8 @@ def ingest(obj, source, dest, y_path, chunk_rows, overwrite, width, index_base):
               help="relu, erf, gelu, tanh, sigmoid, ... (ntk/nngp/cntk).")
 @click.option("--W-std", "W_std", type=float, default=None, help="Weight std (default √2).")
 @click.option("--b-std", "b_std", type=float, default=0.0, show_default=True, help="Bias std.")
-@click.option("--n-features", type=click.IntRange(1), default=1024, show_default=True, help="Sketch width m.")
+@click.option("--n-components", "--n-features", "n_features", type=click.IntRange(1), default=1024,
+              show_default=True, help="Sketch width m (--n-features is its old name).")
 @click.option("--degree", type=click.IntRange(1), default=None,
               help="Polynomial degree (poly, default 2) or expansion degree (ntk/nngp/cntk, default 8).")
 @click.option("--gamma", type=float, default=1.0, show_default=True, help="rff/poly gamma.")
@@ -367,11 +378,16 @@ def ingest(obj, source, dest, y_path, chunk_rows, overwrite, width, index_base):
               help="Ridge penalty; repeat or comma-separate for a grid chosen by --cv.")
 @click.option("--cv", type=click.IntRange(2), default=5, show_default=True, help="Folds for an alpha grid.")
 @click.option("--solver", type=click.Choice(["auto", "direct", "cg"]), default="auto", show_default=True)
+@click.option("--method", type=click.Choice(["sketch", "nystroem", "falkon", "kernel"]),
+              default="sketch", show_default=True,
+              help="sketch: ridge on the sketch; nystroem: on NeuralNystroem features; falkon: "
+                   "Falkon CG with m = --n-components centres; kernel: the exact kernel on all rows "
+                   "by preconditioned CG (ntk/nngp only for the last three).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the model directory if it exists.")
 @common_options
 def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_features, degree,
-        gamma, coef0, order, image_shape, alpha, cv, solver, seed, overwrite):
+        gamma, coef0, order, image_shape, alpha, cv, solver, method, seed, overwrite):
     """Fit sketched kernel ridge regression / classification on a store and save the model."""
 
     alphas = _float_list(alpha, "--alpha")
@@ -387,26 +403,37 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
         raise InputError("--depth for cntk must be 5, 7 or 10")
     check_output(model_path, overwrite, "model")
     check_target(model_path, "model", "--model")
-    sketch = build_sketch(kernel, n_features=n_features, seed=seed, depth=depth, activation=activation,
-                          W_std=W_std, b_std=b_std, degree=degree, gamma=gamma, coef0=coef0,
-                          order=order, image_shape=shape)
+    sketch = None if method != "sketch" else build_sketch(
+        kernel, n_features=n_features, seed=seed, depth=depth, activation=activation,
+        W_std=W_std, b_std=b_std, degree=degree, gamma=gamma, coef0=coef0, order=order,
+        image_shape=shape)
+    exact = dict(depth=depth, activation=activation, W_std=W_std, b_std=b_std, cv=cv, solver=solver,
+                 alpha=alphas[0] if len(alphas) == 1 else alphas, n_components=n_features,
+                 random_state=seed)
+    if method != "sketch":  # refuse a non-FC kernel before opening the data
+        build_exact_model(method, kernel, False, **exact)
     ds = open_data(data, y=True)
     if kernel == "cntk" and ds.X.ndim == 2 and shape is None:
         raise InputError(f"--kernel cntk needs images: {data!r} holds flat rows of width {ds.X.shape[1]}; "
                          "pass --image-shape H,W,C")
     classify = task == "classify" or (task == "auto" and is_label_dtype(ds.y.dtype))
-    cls = E.SketchRidgeClassifier if classify else E.SketchRidge
-    est = cls(sketch=sketch, alpha=alphas[0] if len(alphas) == 1 else alphas, solver=solver, cv=cv)
+    if method == "sketch":
+        cls = E.SketchRidgeClassifier if classify else E.SketchRidge
+        est = cls(sketch=sketch, alpha=alphas[0] if len(alphas) == 1 else alphas, solver=solver, cv=cv)
+    else:
+        est = build_exact_model(method, kernel, classify, **exact)
+        cls = type(est)
     start = time.perf_counter()
     with _cluster(obj) as client:
         if task == "classify" and not is_label_dtype(ds.y.dtype):
-            check_classify_target(ds.y, repr(data))
+            check_label_target(ds.y, f"of {data!r}", hint="use --task regress for a continuous target")
         with _progress(client, obj):
             est.fit(ds.X, ds.y)
     seconds = time.perf_counter() - start
     path = save_model(est, model_path, overwrite=overwrite)
     rep = est.fit_report_
-    result = {"model": path, "estimator": cls.__name__, "kernel": kernel, "n_samples": rep.get("n_samples"),
+    result = {"model": path, "estimator": cls.__name__, "kernel": kernel, "method": method,
+              "n_samples": rep.get("n_samples"),
               "n_features": n_features, "alpha": est.alpha_, "solver": rep.get("solver"),
               "iterations": rep.get("iterations"), "residual": (rep.get("residuals") or [None])[-1],
               "cv": est.cv_results_, "seconds": round(seconds, 3), "dashboard": obj.get("dashboard")}
@@ -422,7 +449,7 @@ def fit(obj, data, model_path, kernel, task, depth, activation, W_std, b_std, n_
             what, curve = "CV MSE per alpha", cvr.get("mean_test_mse") or cvr.get("gcv_mse")
         human.append(f"{what}: " + ", ".join(
             f"{a:.3g}: {v:.4g}" for a, v in zip(cvr["alphas"], curve)))
-    if rep.get("solver") == "cg" and result["residual"] is not None:
+    if rep.get("solver") in ("cg", "kernel-pcg", "falkon") and result["residual"] is not None:
         human.append(f"CG: {rep.get('iterations')} iterations, final residual {result['residual']:.2e}")
     human.append(f"model saved to {path}")
     _emit(obj, result, human)
@@ -440,7 +467,7 @@ def predict(obj, model_path, data, out, name, overwrite):
 
     est = load_model_dir(model_path)
     check_target(out, "store", "--out")
-    if not overwrite and _has_array(out, name):
+    if not overwrite and has_array(out, name):
         raise InputError(f"output {out!r} already holds an array {name!r}; pass --overwrite to replace it")
     ds = open_data(data, y=False)
     start = time.perf_counter()
@@ -454,28 +481,6 @@ def predict(obj, model_path, data, out, name, overwrite):
     _emit(obj, result, [f"wrote {name} {tuple(pred.shape)} ({pred.dtype}) to {url} in {seconds:.1f} s"])
 
 
-def _store_arrays(url: str) -> list[dict] | None:
-    """Name, shape and dtype of every array at the top of a Zarr group (None: not a group)."""
-
-    try:
-        group = zarr.open_group(url, mode="r")
-    except Exception:
-        return None
-    return [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
-            for k, v in sorted(group.arrays())]
-
-
-def _has_array(url: str, name: str) -> bool:
-    if not (os.path.exists(url) or "://" in url):
-        return False
-    try:
-
-        group = zarr.open_group(url, mode="r")
-        return name in group
-    except Exception:
-        return os.path.exists(os.path.join(url, name))
-
-
 @main.command()
 @click.option("--model", "model_path", required=True, help="Model directory from `dsketch fit`.")
 @click.option("--data", required=True, help="Store with X and y.")
@@ -487,7 +492,7 @@ def evaluate(obj, model_path, data):
     start = time.perf_counter()
     with _cluster(obj) as client:
         with _progress(client, obj), _tracked(client, est, ds.X, "evaluate"):
-            metrics = evaluate_model(est, ds.X, ds.y, where=repr(data))
+            metrics = evaluate_metrics(est, ds.X, ds.y, where=repr(data))
     metrics.update(seconds=round(time.perf_counter() - start, 3), model=model_path, data=data,
                    dashboard=obj.get("dashboard"))
     if "accuracy" in metrics:
@@ -495,25 +500,6 @@ def evaluate(obj, model_path, data):
     else:
         human = [f"RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {metrics['n_rows']:,} rows"]
     _emit(obj, metrics, human)
-
-
-def _open_any(url: str):
-    """Open a store with its targets when it has them (metadata only, nothing computed)."""
-
-    try:
-        return engine.open_dataset(url, y="y", validate=False)
-    except KeyError:
-        return engine.open_dataset(url, y=None, validate=False)
-
-
-def _dataset_info(ds) -> dict:
-    X, y = ds.X, ds.y
-    return {"kind": "dataset", "url": ds.url, "n_rows": int(X.shape[0]),
-            "row_shape": list(X.shape[1:]), "dtype": str(X.dtype),
-            "row_chunks": len(X.chunks[0]) if hasattr(X, "chunks") else None,
-            "sparse": bool(getattr(ds, "sparse", False)),
-            "y_shape": list(y.shape) if y is not None else None,
-            "y_dtype": str(y.dtype) if y is not None else None}
 
 
 @main.command()
@@ -535,7 +521,7 @@ def info(obj, path, clean):
     for line in lines if not obj["json"] else ():
         click.echo(line, err=True)
     extra = {"removed": removed} if clean else {}
-    if os.path.isfile(os.path.join(path, "model.json")):
+    if is_model_dir(path):
         result = {"kind": "model", "path": path, **model_summary(read_model_info(path)), **extra}
         summ = result["summary"]
         human = [f"{path}: {result['estimator']} on {result['sketch']} features "
@@ -553,16 +539,16 @@ def info(obj, path, clean):
         raise InvalidInputError(f"{path!r} is {what}, neither a dsketch model nor a data store "
                                 "(`dsketch ingest` makes stores)")
     try:
-        ds = _open_any(path)
+        ds = open_with_targets(path)
     except KeyError:
-        arrays = _store_arrays(path)
+        arrays = store_arrays(path)
         if arrays is None:
             raise
         _emit(obj, {"kind": "store", "url": path, "arrays": arrays, **extra},
               [f"{path}: no input array X; arrays: " + ", ".join(
                   f"{a['name']} {tuple(a['shape'])} {a['dtype']}" for a in arrays)])
         return
-    result = {**_dataset_info(ds), **extra}
+    result = {**dataset_info(ds), **extra}
     _emit(obj, result, [f"{path}: {result['n_rows']:,} rows × {result['row_shape']} ({result['dtype']}, "
                         f"{result['row_chunks']} row chunks{', sparse' if result['sparse'] else ''}); "
                         f"y: {result['y_shape'] or 'none'} {result['y_dtype'] or ''}".rstrip()])

@@ -229,12 +229,20 @@ def _live_rows(scheduler, fit: dict) -> int:
 
 
 def snapshot(dask_scheduler=None) -> dict[str, dict]:
-    """Every published fit with live ``rows_done`` (run on the scheduler)."""
+    """Every published fit with live ``rows_done`` and ``elapsed`` (run on the scheduler).
+
+    ``elapsed`` (seconds) is the time since the fit started, now, while it runs (a pass
+    publishes nothing for minutes: the last publish time would freeze the clock), and its
+    duration once it has ended.
+    """
     fits = dask_scheduler.task_metadata.get(METADATA_KEY, {}) if dask_scheduler else {}
     out = {}
+    now = time.time()
     for key, fit in list(fits.items()):
         fit = dict(fit)
         fit["rows_done"] = _live_rows(dask_scheduler, fit)
+        end = now if fit.get("status") == "running" else fit.get("updated", now)
+        fit["elapsed"] = max(0.0, float(end) - float(fit.get("started", end)))
         out[key] = fit
     return out
 
@@ -250,8 +258,8 @@ def _svg_curve(values: list[float], *, log: bool, width=360, height=120, label="
     n = len(ys)
     pts = " ".join(f"{6 + (width - 12) * (i / max(n - 1, 1)):.1f},"
                    f"{6 + (height - 12) * (1 - (y - lo) / span):.1f}" for i, y in enumerate(ys))
-    top = f"1e{hi:.1f}" if log else f"{hi:.3g}"
-    bottom = f"1e{lo:.1f}" if log else f"{lo:.3g}"
+    top = f"{10 ** hi:.1e}" if log else f"{hi:.3g}"
+    bottom = f"{10 ** lo:.1e}" if log else f"{lo:.3g}"
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(label)}">'
             f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ccc"/>'
             f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{pts}"/>'
@@ -274,18 +282,18 @@ def render_page(fits: dict[str, dict]) -> str:
         res = f.get("residuals") or []
         cv = f.get("cv") or {}
         cv_vals = cv.get("mean_test_mse") or cv.get("gcv_mse") or []
-        elapsed = (f.get("updated", 0) - f.get("started", 0))
+        elapsed = f.get("elapsed", f.get("updated", 0) - f.get("started", 0))
         rows.append(
-            "<tr>"
+            f"<tr data-fit='{html.escape(str(f.get('id')))}'>"
             f"<td><code>{html.escape(str(f.get('id')))}</code></td>"
             f"<td class='status-{html.escape(str(f.get('status')))}'>{html.escape(str(f.get('status')))}</td>"
             f"<td class='phase'>{html.escape(str(f.get('phase')))}</td>"
-            f"<td><div class='bar'><div style='width:{pct:.1f}%'></div></div>"
+            f"<td class='progress'><div class='bar'><div style='width:{pct:.1f}%'></div></div>"
             f"rows done: {done:,} / {int(f.get('n_rows', 0)):,}</td>"
             f"<td>{int(f.get('n_features', 0)):,}</td>"
             f"<td>{_fmt_alpha(f.get('alpha'))}</td>"
-            f"<td>{elapsed:.1f} s</td>"
-            f"<td>CG residuals ({len(res)}): {', '.join(f'{r:.2e}' for r in res[-3:])}<br>"
+            f"<td class='time'>{elapsed:.1f} s</td>"
+            f"<td class='cg'>CG residuals ({len(res)}): {', '.join(f'{r:.2e}' for r in res[-3:])}<br>"
             f"{_svg_curve(res, log=True, label='CG residual curve')}</td>"
             f"<td>{_svg_curve(cv_vals, log=False, label='CV curve') if cv_vals else ''}</td>"
             + (f"<td class='error'>{html.escape(str(f.get('error')))}</td>" if f.get("error") else "<td></td>")
@@ -293,6 +301,7 @@ def render_page(fits: dict[str, dict]) -> str:
     body = "".join(rows) or "<tr><td colspan='10'>No dsketch fit has run on this scheduler yet.</td></tr>"
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<link rel="icon" href="data:,">
 <title>dsketch fits</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; }}

@@ -44,14 +44,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import __version__, estimators
 from .backend import InvalidInputError
-from .engine.store import check_absent, staged
+from .engine.store import MODEL_FILE, check_absent, staged
 from .spec import FEATURES_VERSION, from_spec, to_spec
 
 __all__ = ["save_model", "load_model", "read_model_info", "model_summary", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "dsketch-model"
 FORMAT_VERSION = 1
-_JSON_NAME = "model.json"
+_JSON_NAME = MODEL_FILE  # the file that makes a directory a model (engine.store)
 _ARRAYS = "arrays"
 _MAX_JSON_BYTES = 64 * 2**20
 _ARRAY_KINDS = "biufU"
@@ -62,7 +62,8 @@ _NONE = type(None)
 # the type each known fitted attribute must have once loaded (others: any allowed entry)
 _ATTR_TYPES = {
     **{k: (np.ndarray, "an array") for k in ("coef_", "classes_",
-                                             "component_indices_", "normalization_")},
+                                             "component_indices_", "normalization_",
+                                             "X_fit_", "dual_coef_")},
     "components_": ((np.ndarray, scipy.sparse.csr_matrix), "an array or a CSR matrix"),
     "posterior_factor_": ((np.ndarray, _NONE), "an array or null"),
     "sketch_": (BaseEstimator, "an estimator"),
@@ -435,69 +436,12 @@ class _Reader:
             if key in _ATTR_TYPES:
                 _expect(value, *_ATTR_TYPES[key][:1], f"{self.json_path}: {where}.{key}", _ATTR_TYPES[key][1])
             setattr(est, key, value)
-        if fitted:
+        if fitted:  # the model knows its own invariants; the file format only asks
             try:
-                _check_consistency(est, where)
+                est.check_fitted_state()
             except ValueError as exc:
-                raise InvalidInputError(f"{self.json_path}: {exc}") from None
+                raise InvalidInputError(f"{self.json_path}: {where}: {exc}") from None
         return est
-
-
-def _same(a, b) -> bool:
-    """Equal parameters (estimators by class and parameters, arrays by value)."""
-    if _is_estimator(a) or _is_estimator(b):
-        return type(a) is type(b) and _same(a.get_params(deep=False), b.get_params(deep=False))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - incomparable values differ
-        return False
-
-
-def _check_consistency(est, where: str) -> None:
-    """Cross-check the loaded attributes against each other and against the parameters."""
-    def fail(msg):
-        raise ValueError(f"{where}: {msg}")
-
-    fmap = getattr(est, "feature_map_", None)
-    if hasattr(est, "_make_map"):  # a transformer
-        if fmap is None or not hasattr(est, "seed_"):
-            fail("a fitted transformer needs feature_map_ and seed_")
-        if not _is_spec(fmap) or not hasattr(fmap, "input_shape"):
-            fail(f"feature_map_ is a {type(fmap).__name__}, not a feature map spec")
-        try:
-            expected = est._make_map(tuple(fmap.input_shape), est.seed_)
-        except Exception as exc:
-            fail(f"cannot rebuild the feature map from the parameters: {exc}")
-        if expected != fmap:
-            fail("feature_map_ does not match the parameters and seed_")
-        if getattr(est, "_n_features_out", fmap.n_features) != fmap.n_features:
-            fail("_n_features_out does not match the feature map")
-        return
-    sketch = getattr(est, "sketch_", None)
-    coef = getattr(est, "coef_", None)
-    if sketch is None or coef is None:
-        fail("a fitted model needs sketch_ and coef_")
-    template = est._sketch_template() if hasattr(est, "_sketch_template") else est.sketch
-    if not _same(template, sketch):
-        fail(f"sketch_ (the fitted {type(sketch).__name__}) does not have the parameters of "
-             f"params.sketch ({type(template).__name__}); the file was edited or corrupted")
-    m = sketch.feature_map_.n_features
-    if coef.dtype.kind != "f" or coef.ndim not in (1, 2) or coef.shape[0] != m:
-        fail(f"coef_ has shape {coef.shape} and dtype {coef.dtype}; expected float with {m} rows")
-    if not np.all(np.isfinite(coef)):
-        fail("coef_ holds NaN or Inf")
-    if hasattr(est, "classes_"):
-        if coef.ndim != 2 or coef.shape[1] != len(est.classes_):
-            fail(f"coef_ has shape {coef.shape} but there are {len(est.classes_)} classes")
-    post = getattr(est, "posterior_factor_", None)
-    if post is not None and post.shape != (m, m):
-        fail(f"posterior_factor_ has shape {post.shape}, expected {(m, m)}")
-    if getattr(est, "n_features_in_", None) != getattr(sketch, "n_features_in_", None):
-        fail("n_features_in_ differs between the model and its sketch")
 
 
 def load_model(path):

@@ -171,6 +171,27 @@ def test_zero_width_rows_are_refused_not_nan(call, name):
         call(np.zeros((4, 0)))
 
 
+# ================================================================= float arguments
+#: (label, callable taking the bad value, argument name the message must carry)
+FLOAT_ARGS = [
+    ("Dense W_std", lambda v: Dense(W_std=v), "W_std"),
+    ("Dense b_std", lambda v: Dense(b_std=v), "b_std"),
+    ("Conv W_std", lambda v: nets.Conv((3, 3), W_std=v), "W_std"),
+    ("Erf a", lambda v: Erf(a=v), "a"),
+    ("Rbf gamma", lambda v: nets.Rbf(v), "gamma"),
+    ("fully_connected W_std", lambda v: fully_connected(2, Relu(), W_std=v), "W_std"),
+    ("RFF gamma", lambda v: sketch.RandomFourierFeatures(5, 32, gamma=v), "gamma"),
+]
+
+
+@pytest.mark.parametrize("bad", [["a"], "a", [1.0, "b"]], ids=repr)
+@pytest.mark.parametrize("label,call,name", FLOAT_ARGS, ids=[a[0] for a in FLOAT_ARGS])
+def test_float_arguments_name_the_argument(label, call, name, bad):
+    """A string or a list where a number belongs: InvalidInputError naming the argument."""
+    with raises_naming(name):
+        call(bad)
+
+
 # ================================================================= overflow
 SCALES = [1e5, 1e20, 1e40, 1e100, 1e200]
 #: Every surface that computes from finite rows: a NaN/Inf result is an overflow.
@@ -217,6 +238,50 @@ def test_overflow_in_image_kernels_is_reported():
     with raises_naming("overflow", "x1"):
         myrtle(5).kernel(IMAGES * 1e200)
     assert np.all(np.isfinite(myrtle(5).kernel(IMAGES * 1e5).ntk))
+
+
+# ======================================================= huge but representable scales
+ERF_NET = serial(Dense(), Erf(), Dense())
+HUGE = [1e4, 1e6, 1e10, 1e30]
+
+
+def _ntk_error(method, x, m=1024):
+    """(relative Frobenius error of the NTK sketch, the JL floor of any width-m sketch)."""
+    K = np.asarray(ERF_NET.kernel(x).ntk)
+    F = np.asarray(ERF_NET.sketch((x.shape[1],), m, seed=0, method=method).output("ntk")(x),
+                   dtype=np.float64)
+    d = np.diag(K)
+    floor = np.sqrt((np.sum(np.outer(d, d)) + np.sum(K * K)) / m) / np.linalg.norm(K)
+    return np.linalg.norm(F @ F.T - K) / np.linalg.norm(K), floor
+
+
+@pytest.mark.parametrize("method", ["auto", "mix", "random", "hermite"])
+@pytest.mark.parametrize("scale", HUGE, ids=lambda s: f"{s:.0e}")
+def test_erf_sketch_at_huge_scales_is_right_or_names_the_scale(method, scale):
+    """The erf NTK at input norms near 1e30 (its NNGP tends to the sign activation's
+    arcsine kernel, its derivative dual to a near-diagonal): the features follow it or the
+    map refuses, naming the variance and the remedy — never a kernel off by 170%."""
+    x = np.random.default_rng(5).standard_normal((40, 8)) * scale
+    try:
+        err, floor = _ntk_error(method, x)
+    except InvalidInputError as exc:
+        assert method != "hermite"
+        msg = str(exc)
+        assert "Erf" in msg and "variance" in msg and "method='hermite'" in msg, msg
+        return
+    assert err < 2 * floor, (method, scale, err, floor)  # was 1.67 (~8× the floor) for "auto"
+
+
+def test_erf_hermite_sketch_follows_the_arcsine_limit():
+    """method='hermite' keeps its accuracy from 1e4 to 1e30 (the kernel's limit)."""
+    x = np.random.default_rng(5).standard_normal((40, 8))
+    errs = [_ntk_error("hermite", x * s) for s in HUGE]
+    assert all(e < 2 * f for e, f in errs) and np.ptp([e for e, _ in errs]) < 0.02, errs
+    F = ERF_NET.sketch((8,), 1024, seed=0, method="hermite").output("nngp")(x * 1e30)
+    G = np.asarray(F, dtype=np.float64) @ np.asarray(F, dtype=np.float64).T
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    arcsine = (2 / np.pi) * np.arcsin(np.clip(u @ u.T, -1, 1))  # sign's dual, then Dense(1, 0)
+    assert np.linalg.norm(G - arcsine) / np.linalg.norm(arcsine) < 0.1
 
 
 def test_row_norms_do_not_overflow():

@@ -136,6 +136,14 @@ OUTPUT_CASES = {
     "predict into a data store": (lambda t: ("predict", "--model", t / "clf", "--data", t / "reg.zarr",
                                              "--out", t / "labels.zarr", "--name", "X", "--overwrite"),
                                   "labels.zarr", "dsketch dataset"),
+    # below a plain file (issue 21): the path and what is in the way, before any work
+    "fit below a plain file": (lambda t: ("fit", "--data", t / "reg.zarr", "--model", t / "plain.txt" / "m"),
+                               "plain.txt", "plain.txt is a plain file"),
+    "predict below a plain file": (lambda t: ("predict", "--model", t / "clf", "--data", t / "reg.zarr",
+                                              "--out", t / "plain.txt" / "a" / "p.zarr"),
+                                   "plain.txt", "plain.txt is a plain file"),
+    "ingest below a plain file": (lambda t: ("ingest", t / "plain.txt", t / "plain.txt" / "d.zarr"),
+                                  "plain.txt", "plain.txt is a plain file"),
 }
 
 

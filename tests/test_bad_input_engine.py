@@ -322,6 +322,66 @@ def test_nonfinite_on_worker_names_store_array_and_global_row(tmp_path, client):
         client.compute(ds.y.sum()).result()
 
 
+def _embed_input(kind, tmp_path):
+    """(dask X of 300 rows in chunks of 50 with a NaN at global row 170, feature map)."""
+    from dsketch.nets import Conv, Dense, Flatten, Relu, fully_connected, serial
+
+    rng = np.random.default_rng(3)
+    if kind == "images":
+        x = rng.standard_normal((300, 4, 4, 2))
+        x[170, 1, 2, 0] = np.nan
+        net = serial(Conv((3, 3), 1.0, 0.0), Relu(), Flatten(), Dense())
+        fmap = net.sketch((4, 4, 2), 16, seed=0).output("ntk")
+        return da.from_array(x, chunks=(50, 4, 4, 2)), fmap
+    x = rng.standard_normal((300, 6))
+    x[170, 4] = np.nan
+    fmap = fully_connected(2).sketch((6,), 16, seed=0).output("ntk")
+    if kind == "dask":
+        return da.from_array(x, chunks=(50, 6)), fmap
+    if kind == "sparse":
+        xs = sp.csr_matrix(np.where(np.abs(x) > 1, x, 0))
+        xs[170, 4] = np.nan
+        blocks = [da.from_delayed(dask.delayed(xs[i:i + 50]), shape=(50, 6), dtype=float,
+                                  meta=sp.csr_matrix((0, 6))) for i in range(0, 300, 50)]
+        return da.concatenate(blocks, axis=0), fmap
+    z = zarr.open_array(str(tmp_path / "raw.zarr"), mode="w", shape=x.shape, chunks=(50, 6),
+                        dtype=x.dtype)  # a plain Zarr array read around open_dataset's check
+    z[:] = x
+    return da.from_zarr(str(tmp_path / "raw.zarr")), fmap
+
+
+@pytest.mark.parametrize("kind", ["dask", "sparse", "images", "zarr"])
+def test_embed_of_unvalidated_input_names_the_global_row_and_chunk(kind, tmp_path, sync):
+    """The map only sees chunk-local rows (``first at row 20``); embed says where globally."""
+    from dsketch.engine import embed
+
+    X, fmap = _embed_input(kind, tmp_path)
+    with pytest.raises(InvalidInputError) as err:
+        embed(X, fmap).compute()
+    msg = str(err.value)
+    assert "X has non-finite values" in msg and "chunk 3 (rows 150-199); first at row 170" in msg, msg
+
+
+def test_embed_global_row_on_a_cluster(tmp_path, client):
+    from dsketch.engine import embed
+
+    X, fmap = _embed_input("zarr", tmp_path)
+    with pytest.raises(InvalidInputError, match=r"chunk 3 \(rows 150-199\); first at row 170"):
+        client.compute(embed(X, fmap).sum()).result()
+
+
+def test_numpy_input_to_an_estimator_names_the_row(sync):
+    from dsketch.estimators import NTKSketch
+
+    x = np.random.default_rng(0).standard_normal((300, 6))
+    x[170, 4] = np.inf
+    sk = NTKSketch(n_components=16, random_state=0).fit(x[:10])
+    with pytest.raises(InvalidInputError, match="row 170"):
+        sk.transform(x)
+    with pytest.raises(InvalidInputError, match="chunk 3 .*row 170"):
+        sk.transform(da.from_array(x, chunks=(50, 6))).compute()
+
+
 def test_damaged_chunk_on_worker_is_named(tmp_path, client):
     url, _, _ = _store(tmp_path)
     path = _chunk_files(url, "X")[3]
@@ -375,6 +435,20 @@ def test_ingest_refuses_its_own_source_and_non_stores(tmp_path, sync):
         ingest(X, str(tmp_path / "y.npy"), overwrite=True)
     assert csv.read_text() == before and (other / "notes.txt").read_text() == "x"
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), y)
+
+
+@pytest.mark.parametrize("below", ["d.zarr", "a/b/d.zarr"])
+def test_writes_below_a_plain_file_name_the_path_and_what_is_in_the_way(tmp_path, sync, below):
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me")
+    target = str(plain / below)
+    X, y = _data(20, 3)
+    for write in (lambda: ingest(X, target, y=y), lambda: write_array(da.ones((5, 2)), target)):
+        with pytest.raises(InvalidInputError) as err:
+            write()
+        msg = str(err.value)
+        assert target in msg and f"{plain} is a plain file" in msg, msg
+    assert plain.read_text() == "keep me" and os.listdir(tmp_path) == ["notes.txt"]
 
 
 def test_check_overwrite_target_by_kind(tmp_path):

@@ -135,6 +135,48 @@ def test_fit_ridge_arguments_are_checked(kw, name):
     check_message(exc, name)
 
 
+# =================================================== arrays of different lengths
+@pytest.mark.parametrize("phi_lazy,y_lazy", [(True, False), (False, False), (True, True),
+                                              (False, True)], ids=["dask-numpy", "numpy-numpy",
+                                                                   "dask-dask", "numpy-dask"])
+@pytest.mark.parametrize("solve", ["direct", "cg", "path-cv", "gram"])
+def test_phi_and_y_of_different_lengths_name_both(solve, phi_lazy, y_lazy):
+    """Never dask's "Chunks do not add up to shape": both arrays and their lengths."""
+    phi = da.from_array(PHI, chunks=20) if phi_lazy else PHI
+    y = da.from_array(Y[:30], chunks=10) if y_lazy else Y[:30]
+    with pytest.raises(InvalidInputError) as exc:
+        SOLVES[solve](phi, y)
+    check_message(exc, "Phi has 40 rows", "Y has 30")
+
+
+def test_estimator_x_and_y_of_different_lengths_name_both():
+    with pytest.raises(ValueError) as exc:  # scikit-learn's own check on in-memory input
+        SketchRidge(sketch=sketch()).fit(X, Y[:30])
+    check_message(exc, "40", "30")
+    with pytest.raises(InvalidInputError) as exc:
+        SketchRidge(sketch=sketch()).fit(da.from_array(X, chunks=8), Y[:30])
+    check_message(exc, "y has 30 rows", "X has 40")
+
+
+# =================================================== float arguments
+NOT_FLOATS = [["a"], [1.0, "b"], "big", None, {"a": 1}]
+
+
+@pytest.mark.parametrize("bad", NOT_FLOATS, ids=repr)
+@pytest.mark.parametrize("call,name", [
+    (lambda v: SketchRidge(sketch=sketch(), alpha=v).fit(X, Y), "alpha"),
+    (lambda v: SketchRidgeClassifier(sketch=sketch(), alpha=v).fit(X, LABELS), "alpha"),
+    (lambda v: engine.fit_ridge(PHI, Y, alpha=v), "alpha"),
+    (lambda v: engine.fit_path(PHI, Y, v), "alphas"),
+], ids=["SketchRidge", "SketchRidgeClassifier", "fit_ridge", "fit_path"])
+def test_float_arguments_name_the_argument(call, name, bad):
+    """Never a bare "could not convert string to float": the argument is named."""
+    with pytest.raises(ValueError) as exc:
+        call(bad)
+    check_message(exc, name)
+    assert not str(exc.value).startswith("could not convert"), str(exc.value)
+
+
 @pytest.mark.parametrize("n_folds", [2.5, 1, 0, True])
 def test_fold_counts_are_integers_of_at_least_two(n_folds):
     with pytest.raises(InvalidInputError) as exc:
@@ -286,3 +328,89 @@ def test_estimator_random_state_is_checked(rs):
 def test_random_state_none_draws_a_seed():
     a = NTKSketch(n_components=8, random_state=None).fit(X)
     assert isinstance(a.seed_, int) and a.seed_ >= 0
+
+
+# ===================================================== exact-kernel ridge (issue 19)
+from dsketch.engine.kernel_cg import fit_kernel_ridge  # noqa: E402
+from dsketch.engine.kernel_ops import KernelFunction, MemoryKernel  # noqa: E402
+from dsketch.estimators import KernelRidge, KernelRidgeClassifier  # noqa: E402
+
+
+def _krr(cls, **kw):
+    return cls(alpha=kw.pop("alpha", 1.0), random_state=0, rank=8, **kw)
+
+
+def _target(cls):
+    return LABELS if cls is KernelRidgeClassifier else Y
+
+
+@pytest.mark.parametrize("cls", [KernelRidge, KernelRidgeClassifier])
+@pytest.mark.parametrize("alpha", [[0.1, np.nan], [1.0, -1.0], [0.0, 1.0], ["a"], [[1.0, 2.0]]],
+                         ids=["nan", "negative", "zero", "string", "2d"])
+def test_kernel_ridge_alpha_grids_name_alpha(cls, alpha):
+    with pytest.raises(ValueError) as exc:
+        _krr(cls, alpha=alpha).fit(X, _target(cls))
+    check_message(exc, "alpha")
+
+
+@pytest.mark.parametrize("cls", [KernelRidge, KernelRidgeClassifier])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_kernel_ridge_non_finite_dask_x_names_x_and_the_row(cls, value):
+    Xd = da.from_array(with_bad(X, 17, value), chunks=8)
+    with pytest.raises(InvalidInputError) as exc:
+        _krr(cls).fit(Xd, _target(cls))
+    check_message(exc, "X", "17")
+
+
+@pytest.mark.parametrize("cls", [KernelRidge, KernelRidgeClassifier])
+def test_kernel_ridge_non_finite_numpy_input_is_refused(cls):
+    with pytest.raises(ValueError, match="NaN"):
+        _krr(cls).fit(with_bad(X, 3), _target(cls))
+    if cls is KernelRidge:
+        with pytest.raises(ValueError, match="NaN"):
+            _krr(cls).fit(X, with_bad(Y, 5))
+
+
+@pytest.mark.parametrize("cls", [KernelRidge, KernelRidgeClassifier])
+def test_kernel_ridge_x_and_y_of_different_lengths_name_both(cls):
+    with pytest.raises(InvalidInputError) as exc:
+        _krr(cls).fit(da.from_array(X, chunks=8), _target(cls)[:30])
+    check_message(exc, "y has 30 rows", "X has 40")
+
+
+@pytest.mark.parametrize("cls", [KernelRidge, KernelRidgeClassifier])
+def test_falkon_needs_at_most_n_centres(cls):
+    with pytest.raises(InvalidInputError) as exc:
+        _krr(cls, solver="falkon", n_components=50).fit(X, _target(cls))
+    check_message(exc, "n_components=50", "X has 40")
+
+
+def test_kernel_ridge_classifier_refuses_continuous_labels():
+    with pytest.raises(ValueError, match="Unknown label type"):
+        _krr(KernelRidgeClassifier).fit(X, Y)
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(preconditioner="bogus"), "preconditioner"),
+    (dict(preconditioner="sketch"), "features"),
+    (dict(preconditioner="sketch", features=np.zeros((3, 2))), "features has 3 rows"),
+    (dict(rank=0), "rank"),
+    (dict(selection_rows=1, alphas=[0.1, 1.0]), "selection_rows"),
+])
+def test_fit_kernel_ridge_arguments_are_checked(kw, name):
+    from dsketch.nets import Relu, fully_connected  # noqa: PLC0415 - this section only
+
+    op = MemoryKernel(X, KernelFunction(fully_connected(1, Relu()), "ntk", (D,)), chunk=16)
+    alphas = kw.pop("alphas", 1.0)
+    with pytest.raises(InvalidInputError) as exc:
+        fit_kernel_ridge(op, Y, alphas, **kw)
+    check_message(exc, name)
+
+
+def test_fit_kernel_ridge_targets_of_other_length_are_refused():
+    from dsketch.nets import Relu, fully_connected  # noqa: PLC0415 - this section only
+
+    op = MemoryKernel(X, KernelFunction(fully_connected(1, Relu()), "ntk", (D,)), chunk=16)
+    with pytest.raises(InvalidInputError) as exc:
+        fit_kernel_ridge(op, Y[:30], 1.0)
+    check_message(exc, "y has 30 rows", "X has 40")

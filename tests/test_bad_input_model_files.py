@@ -72,6 +72,18 @@ def _refused(path, *fragments):
 
 
 # ------------------------------------------------------------------------------ saving
+@pytest.mark.parametrize("below", ["m", "a/b/m"])
+def test_save_below_a_plain_file_names_the_path_and_what_is_in_the_way(fitted, tmp_path, below):
+    plain = tmp_path / "notes.txt"
+    plain.write_text("keep me")
+    target = plain / below
+    with pytest.raises(InvalidInputError) as info:
+        save_model(fitted, target)
+    msg = str(info.value)
+    assert str(target) in msg and f"{plain} is a plain file" in msg, msg
+    assert plain.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.parametrize("attr,bad", [("coef_", np.nan), ("coef_", np.inf), ("posterior_factor_", -np.inf)])
 def test_save_refuses_non_finite_weights(tmp_path, attr, bad):
     est = _fit(posterior_std=True)
@@ -241,3 +253,48 @@ def test_model_fitted_on_other_features_is_refused(saved, edit):
         doc["features_version"] = edit
     _write_doc(saved, doc)
     _refused(saved, "features version", "Refit", "model.json")
+
+
+# ------------------------------------------------- exact-kernel ridge models (issue 19)
+def _kernel_model(tmp_path, **kw):
+    from dsketch.estimators import KernelRidge  # noqa: PLC0415 - this section only
+
+    X = np.random.default_rng(2).normal(size=(30, 4))
+    est = KernelRidge(alpha=0.5, random_state=0, **kw).fit(X, X[:, 0])
+    return Path(save_model(est, tmp_path / "krr"))
+
+
+def _reseal_attr(path, attr, arr):
+    """Replace attribute ``attr``'s array file with ``arr`` and make model.json agree."""
+    doc = _doc(path)
+    entry = doc["estimator"]["attributes"][attr]
+    np.save(path / "arrays" / entry["array"], arr)
+    digest = hashlib.sha256((path / "arrays" / entry["array"]).read_bytes()).hexdigest()
+    entry.update(sha256=digest, shape=list(arr.shape), dtype=arr.dtype.str)
+    _write_doc(path, doc)
+
+
+@pytest.mark.parametrize("solver", ["pcg", "falkon"])
+def test_kernel_model_weights_must_match_its_rows(tmp_path, solver):
+    path = _kernel_model(tmp_path, solver=solver, n_components=10)
+    _reseal_attr(path, "dual_coef_", np.zeros(7))
+    _refused(path, "dual_coef_ has shape (7,)", "one per row of X_fit_")
+
+
+def test_kernel_model_rows_must_be_finite_and_of_the_input_shape(tmp_path):
+    path = _kernel_model(tmp_path)
+    bad = np.zeros((30, 4))
+    bad[3, 1] = np.nan
+    _reseal_attr(path, "X_fit_", bad)
+    _refused(path, "X_fit_ must hold finite floats")
+    _reseal_attr(path, "X_fit_", np.zeros((30, 5)))
+    _refused(path, "X_fit_ has rows of shape (5,)")
+
+
+def test_kernel_model_modified_rows_fail_the_checksum(tmp_path):
+    path = _kernel_model(tmp_path)
+    entry = _doc(path)["estimator"]["attributes"]["X_fit_"]
+    arr = np.load(path / "arrays" / entry["array"])
+    arr[0, 0] += 1
+    np.save(path / "arrays" / entry["array"], arr)
+    _refused(path, "X_fit_")

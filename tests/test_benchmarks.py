@@ -35,7 +35,9 @@ def test_realdata_quick(tmp_path):
     result = run_quick("realdata", tmp_path, 900)
     methods = {r["method"] for r in result["rows"]}
     assert {"exact NTK kernel ridge", "NeuralNystroem (uniform)", "NTKSketch",
-            "sklearn RBFSampler + RidgeCV", "linear RidgeCV on pixels"} <= methods
+            "sklearn RBFSampler + RidgeCV", "linear RidgeCV on pixels",
+            "KernelRidge PCG (exact λ)", "KernelRidge PCG, λ chosen in fit",
+            "KernelRidge Falkon, λ chosen in fit"} <= methods
     for r in result["rows"]:
         assert 0.5 < r["accuracy"] <= 1.0 and r["seconds"] > 0, r
     assert (tmp_path / "realdata-quick.png").stat().st_size > 1000
@@ -65,3 +67,35 @@ def test_sparse_quick(tmp_path):
             assert r["peak_extra_mb"] < 0.25 * r["dense_input_mb"], r  # memory never ∝ n·d
     assert set(result["slope_time_vs_d"]) >= {"dsketch NTKSketch"}
     assert (tmp_path / "sparse-quick.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(600)
+def test_throughput_quick(tmp_path):
+    """``benchmarks/throughput.py --quick``: every map and exact kernel timed beside the GEMM probe."""
+    result = run_quick("throughput", tmp_path, 600)
+    names = {r["map"] for r in result["maps"]}
+    assert {"RandomFourierFeatures", "NTKSketch relu poly", "NTKSketch erf poly", "NTKSketch gelu poly",
+            "NTKSketch relu random", "PolynomialSketch", "ArcCosineFeatures",
+            "NTKRandomFeatures"} <= names
+    assert result["gemm_gflops"] > 0 and result["gemm64_gflops"] > 0
+    for r in result["maps"]:
+        assert r["rows_per_s"] > 0 and r["ratio_to_rff"] > 0 and 0 <= r["kernel_error"] < 1, r
+    assert {e["kernel"] for e in result["exact"]} >= {"FC relu ntk", "FC relu nngp", "FC erf ntk",
+                                                      "FC gelu ntk", "CNTK myrtle5 14x14 ntk"}
+    assert result["cntk_sketch"]["ms_per_image"] > 0
+    assert (tmp_path / "throughput-quick.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(600)
+def test_krr_scaling_quick(tmp_path):
+    """``benchmarks/krr_scaling.py --quick``: every n and configuration measured and converged."""
+    result = run_quick("krr_scaling", tmp_path, 600)
+    configs = {(r["n"], r["config"]) for r in result["rows"]}
+    assert {(n, "rpcholesky") for n in result["config"]["n"]} <= configs
+    for r in result["rows"]:
+        assert r["converged"] and r["final_residual"] <= 1e-3 and r["iterations"] > 0, r
+        assert r["peak_rss_gib"] > 0 and r["seconds"] > 0, r
+    pre = {r["n"]: r["iterations"] for r in result["rows"] if r["config"] == "rpcholesky"}
+    plain = {r["n"]: r["iterations"] for r in result["rows"] if r["config"] == "none"}
+    assert all(pre[n] < plain[n] for n in plain)  # the preconditioner saves iterations
+    assert (tmp_path / "krr_scaling-quick.png").stat().st_size > 1000

@@ -55,7 +55,7 @@ def test_classification_round_trip(address, digits_files):
     runj("ingest", tmp / "test_X.npy", tmp / "test.zarr", "--y", tmp / "test_y.npy")
     # CSV labels are stored as floats: --task classify makes it a classifier anyway
     fit = runj("fit", "--data", tmp / "train.zarr", "--model", tmp / "model", "--kernel", "ntk",
-               "--n-features", 256, "--alpha", "0.01,0.1", "--alpha", "1", "--cv", 3,
+               "--n-components", 256, "--alpha", "0.01,0.1", "--alpha", "1", "--cv", 3,
                "--task", "classify", *sched)
     assert fit["estimator"] == "SketchRidgeClassifier" and fit["alpha"] in (0.01, 0.1, 1.0)
     assert len(fit["classes"]) == 10 and fit["n_samples"] == 1400
@@ -88,11 +88,27 @@ def test_regression_round_trip_and_human_output(address, tmp_path):
     np.save(tmp_path / "y.npy", y)
     run("ingest", tmp_path / "X.npy", tmp_path / "d.zarr", "--y", tmp_path / "y.npy", "--chunk-rows", 1000)
     out = run("fit", "--data", tmp_path / "d.zarr", "--model", tmp_path / "m", "--kernel", "rff",
-              "--gamma", "0.2", "--n-features", 128, "--alpha", "0.1", "--solver", "cg",
+              "--gamma", "0.2", "--n-components", 128, "--alpha", "0.1", "--solver", "cg",
               "--scheduler", address)
     assert "fitted SketchRidge" in out.stdout and "CG:" in out.stdout and "model saved to" in out.stdout
     ev = runj("evaluate", "--model", tmp_path / "m", "--data", tmp_path / "d.zarr", "--scheduler", address)
     assert ev["r2"] > 0.8 and ev["rmse"] > 0
+
+
+def test_fit_json_keeps_progress_on_stderr(address, tmp_path):
+    """``--json``: the JSON object alone on stdout, the progress lines still on stderr (a
+    batch log of a long job shows both)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 4))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", np.sin(X[:, 0]))
+    run("ingest", tmp_path / "X.npy", tmp_path / "d.zarr", "--y", tmp_path / "y.npy", "--chunk-rows", 500)
+    out = run("fit", "--data", tmp_path / "d.zarr", "--model", tmp_path / "m", "--kernel", "rff",
+              "--n-components", 64, "--alpha", "0.1", "--solver", "cg", "--scheduler", address, "--json")
+    fit = json.loads(out.stdout)  # nothing else on stdout
+    assert fit["estimator"] == "SketchRidge" and fit["n_samples"] == 2000
+    progress = [line for line in out.stderr.splitlines() if " rows" in line and line.startswith("[")]
+    assert progress and progress[-1].startswith("[ done]") and "2,000/2,000 rows" in progress[-1], out.stderr
 
 
 def test_bad_input_is_one_line_exit_2(address, digits_files, tmp_path):
@@ -141,7 +157,7 @@ def test_console_script_process_exit_codes(tmp_path):
 
 
 def test_demo_small(address, tmp_path):
-    out = runj("demo", "--workdir", tmp_path / "demo", "--n-rows", 4000, "--n-features", 256,
+    out = runj("demo", "--workdir", tmp_path / "demo", "--n-rows", 4000, "--n-components", 256,
                "--n-landmarks", 200, "--scheduler", address)
     assert out["digits"]["accuracy"] > 0.9 and out["digits"]["exact_ntk_accuracy"] > 0.9
     assert out["regression"]["r2"] > 0.3
@@ -161,3 +177,14 @@ def test_demo_full_size(tmp_path):
     row = next(line for line in proc.stdout.splitlines() if line.startswith("regression, RMSE"))
     ours, exact = (float(v) for v in row.split()[-3:-1])
     assert ours < exact, row
+
+
+def test_old_width_flags_still_work(tmp_path):
+    """``--n-features`` was the name of two different widths; both keep working as aliases."""
+    from click.testing import CliRunner
+
+    from dsketch.cli import main
+
+    for cmd, new in (("fit", "--n-components"), ("ingest", "--n-columns"), ("demo", "--n-components")):
+        help_text = CliRunner().invoke(main, [cmd, "--help"]).output
+        assert new in help_text and "--n-features" in help_text, cmd

@@ -140,3 +140,23 @@ def test_non_terminal_progress_repeats_a_line_while_a_phase_runs():
     lines = stream.getvalue().splitlines()
     assert sum(line.startswith("[solve]") for line in lines) >= 3, lines
     assert lines[-1].startswith("[ done]") and _rows(lines)[-1] == 10
+
+
+def test_elapsed_time_is_live_between_publishes(client):
+    """A pass publishes nothing for minutes: the page's time still advances (was "0.0 s")."""
+    import re
+    import time
+
+    p = dashboard.FitProgress(client, estimator="Live", n_rows=10, n_features=2)
+    p.phase("gram")
+    first = json.loads(_get(_base(client) + "/dsketch/json"))[p.id]["elapsed"]
+    time.sleep(1.2)
+    second = json.loads(_get(_base(client) + "/dsketch/json"))[p.id]["elapsed"]
+    assert second - first >= 1.0
+    page = _get(_base(client) + "/dsketch")
+    row = page[page.index(f"data-fit='{p.id}'"):]
+    assert float(re.search(r"class='time'>([\d.]+) s<", row).group(1)) >= 1.0
+    p.close("done")
+    done = json.loads(_get(_base(client) + "/dsketch/json"))[p.id]["elapsed"]
+    time.sleep(0.5)  # a finished fit's time is its duration: it stops
+    assert json.loads(_get(_base(client) + "/dsketch/json"))[p.id]["elapsed"] == done

@@ -455,14 +455,14 @@ def test_memory_limits_follow_the_engines_memory_model():
 
 
 def test_fit_options_match_what_the_workers_were_sized_for():
-    """--n-features and --cv of each platform's job are the m and folds of its sizing line."""
+    """--n-components and --cv of each platform's job are the m and folds of its sizing line."""
     calls = [(w, words) for w, words in _dsketch_invocations() if words[1] == "fit"]
     sized = {"compose": _sized_with(COMPOSE.read_text())[0],
              "kubernetes": _sized_with((K8S / "daskjob.yaml").read_text())[0],
              "slurm": _sized_with(SBATCH.read_text())[0]}
     for where, words in calls:
         args = sized[where]
-        assert words[words.index("--n-features") + 1] == args[args.index("--m") + 1], where
+        assert words[words.index("--n-components") + 1] == args[args.index("--m") + 1], where
         assert words[words.index("--cv") + 1] == args[args.index("--folds") + 1], where
 
 

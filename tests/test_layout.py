@@ -21,16 +21,17 @@ MAX_LINES = 600
 #: Which top-level parts of dsketch each part may import (besides itself).
 ALLOWED = {
     "backend": set(),
-    "sketch": {"backend"},
-    "nets": {"backend", "sketch"},
+    "execution": {"backend"},
+    "sketch": {"backend", "execution"},
+    "nets": {"backend", "execution", "sketch"},
     "spec": {"backend", "sketch", "nets"},
-    "engine": {"backend", "sketch", "nets", "spec"},
-    "estimators": {"backend", "sketch", "nets", "spec", "engine", "dashboard"},
+    "engine": {"backend", "execution", "sketch", "nets", "spec"},
+    "estimators": {"backend", "execution", "sketch", "nets", "spec", "engine", "dashboard"},
     "dashboard": {"backend"},
     "model_io": {"backend", "spec", "engine", "estimators"},
     "demo": {"backend", "nets", "engine", "estimators", "model_io"},
-    "cli_inputs": {"backend", "engine", "model_io"},
-    "cli": {"backend", "nets", "engine", "estimators", "model_io", "dashboard", "demo", "cli_inputs"},
+    "cli_checks": {"backend", "engine", "model_io"},
+    "cli": {"backend", "nets", "engine", "estimators", "model_io", "dashboard", "demo", "cli_checks"},
 }
 
 
@@ -114,7 +115,7 @@ def test_dependencies_point_one_way(mod):
             tpart = _part(target)
             assert tpart in allowed or target == "dsketch", \
                 f"{mod}:{line} imports {target}: {part} may import only {sorted(ALLOWED[part])}"
-        if part in ("backend", "sketch", "nets"):
+        if part in ("backend", "execution", "sketch", "nets"):
             assert target.split(".")[0] not in ("dask", "distributed", "zarr"), \
                 f"{mod}:{line} imports {target}: {part} must not depend on Dask/Zarr"
 
@@ -133,6 +134,20 @@ def test_no_private_names_across_modules(mod):
         if target.startswith("dsketch") and target != mod:
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private, f"{mod}:{line} imports private {private} from {target}"
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_private_modules_stay_inside_their_package(mod):
+    """``pkg._private`` is imported only from inside ``pkg`` (others use ``pkg``'s exports)."""
+    for target, line, _, _ in _imports(mod):
+        parts = target.split(".")
+        if parts[0] != "dsketch":
+            continue
+        for i, part in enumerate(parts[1:], start=1):
+            if part.startswith("_") and not part.startswith("__"):
+                owner = ".".join(parts[:i])
+                assert mod == owner or mod.startswith(owner + "."), \
+                    f"{mod}:{line} imports the private module {target} from outside {owner}"
 
 
 @pytest.mark.parametrize("mod", sorted(MODULES))

@@ -188,3 +188,32 @@ def test_not_json_refused(saved):
 def test_not_a_model_dir(tmp_path):
     with pytest.raises(ValueError, match="not a dsketch model"):
         load_model(tmp_path)
+
+
+# ------------------------------------------------------ a model's invariants are its own
+def test_models_check_their_own_fitted_state_and_the_file_format_only_asks():
+    import inspect
+
+    from dsketch import KernelRidge, model_io
+
+    X, y = _data()
+    reg = SketchRidge(sketch=NTKSketch(n_components=32, random_state=0), alpha=0.1).fit(X, y)
+    reg.check_fitted_state()
+    reg.sketch_.check_fitted_state()
+    reg.coef_ = reg.coef_[:-1]
+    with pytest.raises(ValueError, match="coef_ has shape"):
+        reg.check_fitted_state()
+    sk = NTKSketch(n_components=32, random_state=0).fit(X)
+    sk.seed_ += 1
+    with pytest.raises(ValueError, match="feature_map_ does not match"):
+        sk.check_fitted_state()
+    kr = KernelRidge(alpha=0.1).fit(X, y)
+    kr.check_fitted_state()
+    kr.dual_coef_ = kr.dual_coef_[:-1]
+    with pytest.raises(ValueError, match="dual_coef_ has shape"):
+        kr.check_fitted_state()
+    # the file format asks the model; it knows no estimator internals
+    src = inspect.getsource(model_io)
+    for internal in ("_make_map", "_sketch_template", "coef_.shape", "dual_coef_.shape",
+                     "posterior_factor_.shape"):
+        assert internal not in src, internal

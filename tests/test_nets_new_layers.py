@@ -19,8 +19,8 @@ from scipy import special
 
 from dsketch import spec
 from dsketch.nets import (
-    Conv, Dense, Elementwise, Erf, ExpNormalized, GlobalAvgPool, Hermite, Kernel, Polynomial, Rbf, Relu,
-    Sigmoid_like, make_activation, serial,
+    Conv, Dense, Elementwise, Erf, ExpNormalized, Gelu, GlobalAvgPool, Hermite, Kernel, Polynomial, Rbf,
+    Relu, Sigmoid_like, make_activation, serial,
 )
 
 
@@ -216,6 +216,124 @@ def test_standard_dense_matches_wide_finite_networks(act):
     wide = serial(*(Dense(l.W_std, l.b_std, parameterization="standard", out_dim=(2 * width if l.out_dim == width else 1))
                     if isinstance(l, Dense) else l for l in net.layers)).kernel(x)
     assert (np.diag(wide.ntk) > 1.5 * np.diag(exact.ntk)).all()
+
+
+# Parity with neural-tangents (issue 21).  Values of ``stax.serial(...)[2](x, x)`` from
+# neural-tangents 0.6.5 (float64) for x = default_rng(21).standard_normal((3, 16)), upper
+# triangles row by row; the last ``stax.Dense(1, parameterization="standard")`` takes NT's
+# defaults (W_std=1, b_std=None: no bias).
+NT_STD = {
+    "relu": ([1.3183252898338782, 0.7798639806545179, 0.4566353932805596, 0.9504654371808219,
+              0.35414871389753555, 0.5389001061186924],
+             [1024.0204249110893, 530.7572453869442, 288.4668645004976, 738.5611792523177,
+              217.19582904419195, 419.1864823481053]),
+    "gelu": ([0.07438730462011434, 0.032737241939398594, 0.012111886006110035,
+              0.04470063854964319, 0.007172993539309956, 0.018666180512462792],
+             [124.07384585615226, 46.91254961465775, 15.517223583404885, 74.14163528583238,
+              8.758249282598785, 30.652115422775104]),
+}
+
+
+def _issue_net(name, **last):
+    """The issue's nets: Dense(512, W_std, b_std=0, standard) → act, ×2 (ReLU, W_std=√2) or
+    ×3 (GeLU, W_std=1), then Dense(out_dim=1, standard) with dsketch's defaults + ``last``."""
+    act, w, depth = (Relu(), math.sqrt(2.0), 2) if name == "relu" else (Gelu(), 1.0, 3)
+    layers = []
+    for _ in range(depth):
+        layers += [Dense(w, 0.0, parameterization="standard", out_dim=512), act]
+    return serial(*layers, Dense(parameterization="standard", out_dim=1, **last))
+
+
+def _gauss_2d(fn, k11, k12, k22, nodes=120):
+    """E[fn(u) fn(v)], (u, v) ~ N(0, [[k11, k12], [k12, k22]]), by a tensor Gauss–Hermite rule
+    (independent of dsketch's quadrature and closed forms)."""
+    t, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / w.sum()
+    a = math.sqrt(k11)
+    b = k12 / a
+    c = math.sqrt(max(k22 - b * b, 0.0))
+    u = a * t[:, None]
+    v = b * t[:, None] + c * t[None, :]
+    return float(np.sum(w[:, None] * w[None, :] * fn(u) * fn(v)))
+
+
+def _std_reference(x, name):
+    """The standard-parameterization recursion written out: per layer with fan-in N,
+    Θ' = N·Σ + W²·Θ·E[φ'φ'] (+1 for a bias), Σ' = W²·E[φφ] (+ b²); the first Σ = x·y/d."""
+    if name == "relu":
+        def phi(z):
+            return np.maximum(z, 0)
+
+        def dphi(z):
+            return (z > 0).astype(float)
+        w2, depth = 2.0, 2
+    else:
+        def phi(z):
+            return z * special.ndtr(z)
+
+        def dphi(z):
+            return special.ndtr(z) + z * np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        w2, depth = 1.0, 3
+    n = len(x)
+    S = x @ x.T / x.shape[1]
+    T = np.zeros((n, n))
+    fan_in = x.shape[1]
+    for _ in range(depth):
+        T = fan_in * S + w2 * T + 1.0          # Dense(512, W, b_std=0): a trained bias
+        S = w2 * S                              # + b_std² = 0
+        E = np.array([[_gauss_2d(phi, S[i, i], S[i, j], S[j, j]) for j in range(n)] for i in range(n)])
+        D = np.array([[_gauss_2d(dphi, S[i, i], S[i, j], S[j, j]) for j in range(n)] for i in range(n)])
+        S, T, fan_in = E, T * D, 512
+    return S, fan_in * S + T                    # Dense(1): W_std = 1, no bias
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu"])
+def test_standard_parameterization_matches_neural_tangents(name):
+    """Both issue-21 nets agree with neural-tangents' stax to 1e-6 (measured 1e-16; with the
+    old default ``b_std=0.0`` of the last Dense — a trained bias, +1 — 1.7e-3 / 1.6e-2)."""
+    x = np.random.default_rng(21).standard_normal((3, 16))
+    iu = np.triu_indices(3)
+    k = _issue_net(name).kernel(x)
+    nt_nngp, nt_ntk = (np.array(v) for v in NT_STD[name])
+    assert _rel(np.asarray(k.nngp)[iu], nt_nngp) < 1e-6
+    assert _rel(np.asarray(k.ntk)[iu], nt_ntk) < 1e-6
+    # ... and the recursion written out here (ReLU: exact quadrature of a kink is only
+    # ~1e-4, so the ReLU reference uses the arc-cosine closed form below)
+    if name == "gelu":
+        S, T = _std_reference(x, name)
+        assert _rel(np.asarray(k.nngp), S) < 1e-6 and _rel(np.asarray(k.ntk), T) < 1e-6
+    # the old default (a zero-initialized, trained bias in the last layer) is +1 on every entry
+    old = _issue_net(name, b_std=0.0).kernel(x)
+    np.testing.assert_allclose(np.asarray(old.ntk), np.asarray(k.ntk) + 1.0, rtol=1e-12)
+    assert _rel(np.asarray(old.ntk)[iu], nt_ntk) > 1e-4
+
+
+def test_standard_relu_closed_form_recursion():
+    """ReLU with the arc-cosine closed form (Cho & Saul) written out: fan-in N_l of each
+    layer (d = 16, then 512, 512), not its own out_dim, multiplies Σ in the NTK."""
+    x = np.random.default_rng(21).standard_normal((3, 16))
+    S, T, fan_in = x @ x.T / 16, np.zeros((3, 3)), 16
+    for _ in range(2):
+        T = fan_in * S + 2.0 * T + 1.0
+        S = 2.0 * S
+        d = np.sqrt(np.diag(S))
+        rho = np.clip(S / np.outer(d, d), -1, 1)
+        th = np.arccos(rho)
+        E = np.outer(d, d) * (np.sin(th) + (np.pi - th) * np.cos(th)) / (2 * np.pi)
+        D = (np.pi - th) / (2 * np.pi)
+        S, T, fan_in = E, T * D, 512
+    k = _issue_net("relu").kernel(x)
+    assert _rel(np.asarray(k.nngp), S) < 1e-6 and _rel(np.asarray(k.ntk), fan_in * S + T) < 1e-6
+
+
+def test_defaults_are_neural_tangents_defaults():
+    assert Dense().b_std is None and Dense().W_std == 1.0 and Conv().b_std is None
+    x = np.random.default_rng(1).standard_normal((4, 3))
+    # under "ntk", no bias and b_std = 0 are the same kernel and the same features
+    a, b = serial(Dense(), Relu(), Dense()), serial(Dense(b_std=0.0), Relu(), Dense(b_std=0.0))
+    np.testing.assert_allclose(a.kernel(x).ntk, b.kernel(x).ntk, rtol=1e-14)
+    fa, fb = a.sketch((3,), 64, seed=0)(x), b.sketch((3,), 64, seed=0)(x)
+    np.testing.assert_array_equal(fa.ntk, fb.ntk)
 
 
 def test_standard_dense_conventions_and_errors():

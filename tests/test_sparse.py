@@ -241,12 +241,12 @@ def test_cli_svmlight_ingest_fit_predict_round_trip(address, svm_files, tmp_path
         assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
         return result
 
-    info = json.loads(run("ingest", tmp / "train.svm", tmp_path / "train.zarr", "--n-features",
+    info = json.loads(run("ingest", tmp / "train.svm", tmp_path / "train.zarr", "--n-columns",
                           WIDE, "--index-base", 0, "--json").stdout)
     assert info["sparse"] and info["row_shape"] == [WIDE] and info["n_rows"] == 400
-    run("ingest", tmp / "test.svm", tmp_path / "test.zarr", "--n-features", WIDE, "--index-base", 0)
+    run("ingest", tmp / "test.svm", tmp_path / "test.zarr", "--n-columns", WIDE, "--index-base", 0)
     run("fit", "--data", tmp_path / "train.zarr", "--model", tmp_path / "model", "--kernel", "ntk",
-        "--n-features", 128, "--alpha", "0.1", "--scheduler", address)
+        "--n-components", 128, "--alpha", "0.1", "--scheduler", address)
     out = run("predict", "--model", tmp_path / "model", "--data", tmp_path / "test.zarr", "--out",
               tmp_path / "pred.zarr", "--scheduler", address)
     assert "wrote predictions" in out.stdout

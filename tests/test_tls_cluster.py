@@ -171,7 +171,7 @@ def store(tmp_path_factory):
     return d
 
 
-FIT = ("--kernel", "ntk", "--depth", "2", "--n-features", "128", "--alpha", "0.01,0.1,1", "--cv", "3",
+FIT = ("--kernel", "ntk", "--depth", "2", "--n-components", "128", "--alpha", "0.01,0.1,1", "--cv", "3",
        "--seed", "3", "--json")
 
 
@@ -271,7 +271,7 @@ def small_store(store):
 
 
 def test_the_cli_checks_its_tls_options_up_front(cluster, certs, store, small_store):
-    args = ("fit", "--data", small_store, "--model", store / "never", "--n-features", 16)
+    args = ("fit", "--data", small_store, "--model", store / "never", "--n-components", 16)
     # a tls:// scheduler without certificates: refused before connecting, naming the flags
     r = dsketch(*args, "--scheduler", cluster["address"])
     assert r.returncode == 2 and "--tls-ca-file" in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -291,7 +291,7 @@ def test_the_cli_checks_its_tls_options_up_front(cluster, certs, store, small_st
 
 
 def test_the_cli_is_refused_by_the_scheduler(cluster, certs, store, small_store):
-    base = ("fit", "--data", small_store, "--model", store / "never", "--n-features", 16)
+    base = ("fit", "--data", small_store, "--model", store / "never", "--n-components", 16)
     # trusts our CA but presents another CA's certificate; then plain TCP, no TLS at all
     other = ["--tls-ca-file", certs["client"]["ca"], "--tls-cert", certs["other"]["cert"],
              "--tls-key", certs["other"]["key"]]

@@ -13,7 +13,7 @@ against the scheduler with a *client* certificate, and cancels the jobs when it 
     python deployments/make_certs.py ~/.config/dsketch/certs --hosts "$(hostname)"
     python deployments/slurm/jobqueue_launcher.py --partition cpu --jobs 4 -- \\
         --data /shared/datasets/train.zarr --model models/ntk --kernel ntk --depth 3 \\
-        --n-features 4096 --alpha 1e-3,1e-2,1e-1 --cv 5
+        --n-components 4096 --alpha 1e-3,1e-2,1e-1 --cv 5
     python deployments/slurm/jobqueue_launcher.py --kind gpu --partition gpu --jobs 2 -- ...
     python deployments/slurm/jobqueue_launcher.py --dry-run ...   # print the job script only
 

@@ -4,7 +4,9 @@ Public API: :func:`connect`,
 :func:`dashboard_link`, :class:`Dataset`, :func:`open_dataset`, :func:`ingest`,
 :func:`write_array`, :func:`validate_rows`, :func:`embed`, :class:`FitReport`,
 :class:`Gram`, :func:`gram`, :func:`solve_gram`, :func:`fit_ridge`, :func:`predict`,
-:func:`fold_ids`, :func:`fold_class_counts`, :func:`leverage_scores`, :func:`take_rows`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
+:func:`fold_ids`, :func:`fold_class_counts`, :func:`leverage_scores`, :func:`take_rows`;
+the exact-kernel solvers :func:`fit_kernel_ridge` (full kernel, PCG) and :func:`fit_falkon`
+over :func:`make_kernel` operators, returning :class:`RidgeFit`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
 ``dsketch.sketch`` and travel through the graph as small hashable specs.
 """
 
@@ -13,6 +15,9 @@ from .cluster import connect, dashboard_link, machine_size, show_progress, worke
 from .dataset import Dataset, open_dataset, validate_rows
 from .graph import embed, task_word, to_gpu
 from .ingest import ingest, write_array
+from .falkon import fit_falkon
+from .kernel_cg import RidgeFit, fit_kernel_ridge, select_alpha
+from .kernel_ops import KernelFunction, kernel_predict, make_kernel
 from .landmarks import leverage_scores, take_rows
 from .passes import Gram, fold_class_counts, fold_ids, gram
 from .solve import (AlphaGridWarning, FitReport, RidgePath, choose_solver, fit_path, fit_ridge,
@@ -26,4 +31,6 @@ __all__ = [
     "choose_solver", "choose_persist", "ridge_path", "RidgePath", "predict_std",
     "fit_path", "AlphaGridWarning",
     "leverage_scores", "take_rows",
+    "RidgeFit", "fit_kernel_ridge", "fit_falkon", "select_alpha", "KernelFunction",
+    "make_kernel", "kernel_predict",
 ]

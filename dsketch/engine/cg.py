@@ -106,7 +106,7 @@ def choose_persist(Phi, client, persist) -> tuple[bool, str]:
 
 
 # =================================================================== preconditioners
-class _Nystrom:
+class _LowRankPreconditioner:
     """Randomized Nyström preconditioner (Frangella, Tropp & Udell, 2023).
 
     From the sketch ``Y = A_nys Ω`` (``A_nys = ΦᵀΦ``, ``Ω = QR`` of a seeded Gaussian),
@@ -211,7 +211,7 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
     timings["setup_s"] = time.perf_counter() - t
     if preconditioner == "nystrom":
         try:
-            M = _Nystrom(_omega(m, ell, int(seed)), AV[:, :ell], alpha)
+            M = _LowRankPreconditioner(_omega(m, ell, int(seed)), AV[:, :ell], alpha)
             pc = f"nystrom (rank {ell})"
         except np.linalg.LinAlgError as exc:  # pragma: no cover - numerical fallback
             M, pc = _Jacobi(diag, alpha), f"jacobi (Nyström failed: {exc})"

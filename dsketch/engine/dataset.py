@@ -63,8 +63,8 @@ import scipy.sparse as sp
 import zarr
 from dask.highlevelgraph import HighLevelGraph
 
-from ..backend import InvalidInputError, asnumpy, get_namespace
-from .graph import token, word
+from ..backend import InvalidInputError
+from .graph import block_rows, check_finite_block, token, word
 from .integrity import check_stored, has_checksum, new_array, read_rows_block
 from .store import exists, open_group, target_kind
 
@@ -83,6 +83,10 @@ __all__ = [
     "check_finite_block",
     "array_word",
     "MissingArrayError",
+    "open_with_targets",
+    "dataset_info",
+    "store_arrays",
+    "has_array",
 ]
 
 CSR_FORMAT = "csr"
@@ -182,47 +186,9 @@ def check_dtype(dtype, name: str) -> None:
         raise InvalidInputError(f"{name} must be numeric, got dtype {dtype}")
 
 
-def _non_finite(name: str, index: int, start: int, stop: int, row: int, where: str | None,
-                all_nan: bool) -> InvalidInputError:
-    hint = ("; every value of the chunk is NaN: its chunk file may be missing from the store"
-            if all_nan else "")
-    return InvalidInputError(f"{f'store {where}: ' if where else ''}{name} has non-finite values "
-                             f"(NaN or Inf) in chunk {index} (rows {start}-{stop - 1}); first at "
-                             f"row {row}{hint}")
-
-
-def check_finite_block(block, name: str, start: int, index: int, where: str | None = None):
-    """Return ``block``, or raise ``InvalidInputError`` naming the array, chunk and global
-    rows (and the store ``where``, if given) if it holds NaN/Inf.
-
-    ``block`` is chunk ``index`` of array ``name`` and starts at row ``start``; it may be
-    NumPy, CuPy or ``scipy.sparse``.
-    """
-    stop = start + block.shape[0]
-    if sp.issparse(block):
-        vals = block.data
-        if vals.size and not np.isfinite(vals).all():
-            coo = block.tocoo()
-            bad = ~np.isfinite(coo.data)
-            raise _non_finite(name, index, start, stop, start + int(coo.row[np.argmax(bad)]),
-                              where, False)
-        return block
-    if np.dtype(block.dtype).kind != "f":
-        return block
-    xp = get_namespace(block)
-    ok = xp.isfinite(block)
-    if not bool(ok.all()):
-        rows_bad = ~ok.reshape(block.shape[0], -1).all(axis=1) if block.ndim > 1 else ~ok
-        raise _non_finite(name, index, start, stop, start + int(asnumpy(xp.argmax(rows_bad))),
-                          where, bool(xp.isnan(block).all()))
-    return block
-
-
 def _validate_block(block, name: str, where=None, block_info=None):
-    info = (block_info or {}).get(0) or {}
-    loc = info.get("array-location") or [(0, block.shape[0])]
-    idx = (info.get("chunk-location") or (0,))[0]
-    return check_finite_block(block, name, int(loc[0][0]), int(idx), where)
+    idx, start = block_rows(block, block_info)
+    return check_finite_block(block, name, start, idx, where)
 
 
 def validate_rows(X, name: str = "X", *, ndim: int | tuple | None = None,
@@ -505,3 +471,47 @@ def open_dataset(url: str, *, x: str = "X", y: str | None = "y", storage_options
         if Y is not None:
             Y = validate_rows(Y, name=y, ndim=(1, 2), where=url)
     return Dataset(X=X, y=Y, url=url, sparse=sparse, attrs=attrs)
+
+
+# ====================================================================== introspection
+def open_with_targets(url: str, storage_options=None) -> Dataset:
+    """:func:`open_dataset` with ``y`` when the store has one, without it otherwise (metadata
+    only: no chunk is read, nothing computed)."""
+    try:
+        return open_dataset(url, y="y", validate=False, storage_options=storage_options)
+    except MissingArrayError:
+        return open_dataset(url, y=None, validate=False, storage_options=storage_options)
+
+
+def dataset_info(ds: Dataset) -> dict:
+    """JSON-ready summary of an opened dataset: rows, row shape, dtype, row chunks, sparse,
+    target shape and dtype."""
+    X, y = ds.X, ds.y
+    return {"kind": "dataset", "url": ds.url, "n_rows": int(X.shape[0]),
+            "row_shape": list(X.shape[1:]), "dtype": str(X.dtype),
+            "row_chunks": len(X.chunks[0]) if hasattr(X, "chunks") else None,
+            "sparse": bool(ds.sparse),
+            "y_shape": list(y.shape) if y is not None else None,
+            "y_dtype": str(y.dtype) if y is not None else None}
+
+
+def store_arrays(url: str, storage_options=None) -> list[dict] | None:
+    """Name, shape and dtype of every array at the top of the Zarr group at ``url``
+    (``None``: not a readable group)."""
+    try:
+        group = open_group(url, "r", storage_options)
+    except Exception:
+        return None
+    return [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)}
+            for k, v in sorted(group.arrays())]
+
+
+def has_array(url: str, name: str, storage_options=None) -> bool:
+    """Whether the store at ``url`` already holds a member ``name`` (an array written by
+    ``write_array``); ``False`` when nothing is there."""
+    if not exists(url, storage_options):
+        return False
+    try:
+        return name in open_group(url, "r", storage_options)
+    except Exception:
+        return exists(url.rstrip("/") + "/" + name, storage_options)

@@ -4,8 +4,11 @@ Owns turning a row-chunked dask array ``X`` into the lazy feature array ``Φ = f
 with readable task names (``dsketch-embed-<word>``), correct ``meta`` (dtype, NumPy or
 CuPy) and no random matrix in the graph: the only thing a task carries is the feature
 map's small frozen spec; each worker derives (and caches) its random matrices from the
-spec's seed.  Must not contain kernel maths (that is ``dsketch.nets`` / ``dsketch.sketch``)
-and must never compute anything.
+spec's seed.  Also owns the one wording of a chunk holding NaN/Inf
+(:func:`check_finite_block`: array, chunk index and *global* rows), which ``embed`` uses
+when a map refuses unvalidated input (a map only sees chunk-local rows) and
+:mod:`.dataset` / :mod:`.ingest` use per chunk.  Must not contain kernel maths (that is
+``dsketch.nets`` / ``dsketch.sketch``) and must never compute anything.
 
 Memory: a task holds one input chunk and its features, ``rows × (d + m) × itemsize``
 plus the feature map's own working memory for that chunk.
@@ -22,11 +25,13 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
 from dask.base import tokenize
 
-from ..backend import InvalidInputError, is_cupy
+from ..backend import InvalidInputError, NonFiniteError, asnumpy, get_namespace, is_cupy
 
-__all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token", "tune_allocator"]
+__all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token", "tune_allocator",
+           "check_finite_block", "block_rows"]
 
 #: glibc ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD`` set in processes that run with
 #: ``MALLOC_TRIM_THRESHOLD_`` (distributed's nannies set 64 KiB); environment variable
@@ -103,10 +108,65 @@ def tune_allocator() -> None:
         pass
 
 
-def _apply(block, fmap, m: int, dtype):
-    """One task: features of one row chunk (NumPy/CuPy in, same device out)."""
+def _non_finite(name: str, index: int, start: int, stop: int, row: int, where: str | None,
+                all_nan: bool) -> InvalidInputError:
+    hint = ("; every value of the chunk is NaN: its chunk file may be missing from the store"
+            if all_nan else "")
+    return InvalidInputError(f"{f'store {where}: ' if where else ''}{name} has non-finite values "
+                             f"(NaN or Inf) in chunk {index} (rows {start}-{stop - 1}); first at "
+                             f"row {row}{hint}")
+
+
+def check_finite_block(block, name: str, start: int, index: int, where: str | None = None):
+    """Return ``block``, or raise ``InvalidInputError`` naming the array, chunk and global
+    rows (and the store ``where``, if given) if it holds NaN/Inf.
+
+    ``block`` is chunk ``index`` of array ``name`` and starts at row ``start``; it may be
+    NumPy, CuPy or ``scipy.sparse``.  The one wording of a bad chunk: ``embed`` (on
+    unvalidated input), the per-chunk checks of :mod:`.dataset` and ingestion share it.
+    """
+    stop = start + block.shape[0]
+    if sp.issparse(block):
+        vals = block.data
+        if vals.size and not np.isfinite(vals).all():
+            coo = block.tocoo()
+            bad = ~np.isfinite(coo.data)
+            raise _non_finite(name, index, start, stop, start + int(coo.row[np.argmax(bad)]),
+                              where, False)
+        return block
+    if np.dtype(block.dtype).kind != "f":
+        return block
+    xp = get_namespace(block)
+    ok = xp.isfinite(block)
+    if not bool(ok.all()):
+        rows_bad = ~ok.reshape(block.shape[0], -1).all(axis=1) if block.ndim > 1 else ~ok
+        raise _non_finite(name, index, start, stop, start + int(asnumpy(xp.argmax(rows_bad))),
+                          where, bool(xp.isnan(block).all()))
+    return block
+
+
+def block_rows(block, block_info=None) -> tuple[int, int]:
+    """``(chunk index, first global row)`` of a ``map_blocks`` block (``(0, 0)`` unknown)."""
+    info = (block_info or {}).get(0) or {}
+    loc = info.get("array-location") or [(0, block.shape[0])]
+    idx = (info.get("chunk-location") or (0,))[0]
+    return int(idx), int(loc[0][0])
+
+
+def _apply(block, fmap, m: int, dtype, block_info=None):
+    """One task: features of one row chunk (NumPy/CuPy in, same device out).
+
+    A NaN/Inf in the chunk is reported with the chunk index and *global* rows (the map
+    itself only sees chunk-local rows); one the map found in finite input (an overflow)
+    is re-raised unchanged.
+    """
     tune_allocator()
-    out = fmap(block)
+    try:
+        out = fmap(block)
+    except NonFiniteError:
+        index, start = block_rows(block, block_info)
+        check_finite_block(block, "X", start, index)
+        raise
     if out.ndim != 2 or out.shape[0] != block.shape[0] or out.shape[1] != m:
         raise ValueError(f"{type(fmap).__name__} returned shape {tuple(out.shape)} for a "
                          f"block of {block.shape[0]} rows; expected ({block.shape[0]}, {m})")

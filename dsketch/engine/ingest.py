@@ -39,8 +39,8 @@ from .dataset import (CSR_FORMAT, LAYOUT_VERSION, TARGET_CHUNK_BYTES, array_word
                       storage_row_block)
 from .graph import token
 from .integrity import check_chunk_rows, new_array
-from .store import (check_absent, check_overwrite_target, clean_stale, exists, open_group,
-                    remove, replace, same_path, sibling, staged)
+from .store import (check_absent, check_overwrite_target, check_parent, clean_stale, exists,
+                    open_group, remove, replace, same_path, sibling, staged)
 
 __all__ = ["ingest", "write_array"]
 
@@ -390,6 +390,7 @@ def write_array(arr, url: str, *, name: str = "predictions", overwrite: bool = F
     """
     url = os.fspath(url)
     chunk_rows = check_chunk_rows(chunk_rows)
+    check_parent(url)
     if exists(url, storage_options):
         check_overwrite_target(url, "store", storage_options)
     if not isinstance(arr, da.Array):

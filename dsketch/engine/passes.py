@@ -67,15 +67,17 @@ def as_targets(Y, Phi):
     in-memory ``Φ`` a NumPy array.
     """
     lazy = isinstance(Phi, da.Array)
-    if lazy and not isinstance(Y, da.Array):
-        Y = np.asarray(Y)
-        Y = da.from_array(Y, chunks=(Phi.chunks[0],) + ((-1,) if Y.ndim == 2 else ()))
-    elif not lazy:
-        Y = np.asarray(asnumpy(Y) if not isinstance(Y, da.Array) else Y.compute())
+    if not isinstance(Y, da.Array):
+        Y = np.asarray(asnumpy(Y))
     if Y.ndim not in (1, 2):
         raise InvalidInputError(f"Y must be (n,) or (n, k), got shape {Y.shape}")
-    if Y.shape[0] != Phi.shape[0]:
-        raise InvalidInputError(f"Phi has {Phi.shape[0]} rows but Y has {Y.shape[0]}")
+    if Y.shape[0] != Phi.shape[0]:  # before chunking Y like Phi (dask would say "chunks")
+        raise InvalidInputError(f"Phi and Y disagree in length: Phi has {Phi.shape[0]} rows, "
+                                f"Y has {Y.shape[0]}; Y needs one target row per row of Phi")
+    if lazy and not isinstance(Y, da.Array):
+        Y = da.from_array(Y, chunks=(Phi.chunks[0],) + ((-1,) if Y.ndim == 2 else ()))
+    elif not lazy and isinstance(Y, da.Array):
+        Y = np.asarray(Y.compute())
     was_1d = Y.ndim == 1
     if was_1d:
         Y = Y[:, None]

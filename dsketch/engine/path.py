@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
-from ..backend import InvalidInputError, asnumpy, check_int, get_namespace, is_cupy, to_namespace
+from ..backend import (InvalidInputError, asnumpy, check_floats, check_int, get_namespace, is_cupy,
+                       to_namespace)
 from .cluster import current_client
 from .linalg import EIGH_MIN_ALPHAS, RidgeSystem, check_weights
 from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, check_finite_sums,
@@ -340,7 +341,7 @@ def fit_path(Phi, Y, alphas, *, n_folds: int | None = None, fold_seed: int = 0,
         ``timings``: ``gram_s`` (pass or kernel), ``path_s``, ``score_pass_s``; ``form``.
     """
     t0 = time.perf_counter()
-    alphas = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    alphas = np.atleast_1d(check_floats(alphas, "alphas"))
     scoring = _check_scoring(scoring)
     grid = alphas.size > 1
     if not alphas.size or not np.all(np.isfinite(alphas)) or np.any(alphas < 0):

@@ -25,7 +25,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..backend import InvalidInputError, check_int, check_seed, get_namespace, rows_matmul, to_namespace
+from ..backend import (InvalidInputError, check_floats, check_int, check_seed, get_namespace,
+                       rows_matmul, to_namespace)
 from .cg import block_cg
 from .cluster import current_client, worker_memory_limits
 from .graph import token
@@ -101,7 +102,7 @@ def solve_gram(gram: Gram, alpha) -> np.ndarray:
             raise InvalidInputError(f"{name} contains NaN or Inf: the features or targets it "
                                     f"was summed from are not finite")
     m = G.shape[0]
-    a = np.asarray(alpha, dtype=np.float64)
+    a = check_floats(alpha, "alpha")
     if np.any(~np.isfinite(a)) or np.any(a < 0):
         raise InvalidInputError(f"alpha must be finite and non-negative, got {alpha}")
     if a.ndim == 0:

@@ -42,13 +42,28 @@ from fsspec.core import url_to_fs
 
 from ..backend import InvalidInputError
 
-__all__ = ["is_local", "local_path", "filesystem", "exists", "check_absent", "sibling", "remove",
+__all__ = ["MODEL_FILE", "is_model_dir", "is_local", "local_path", "filesystem", "exists",
+           "check_absent", "check_parent",
+           "sibling", "remove",
            "move", "replace", "staged", "open_group", "clean_stale", "target_kind",
            "check_overwrite_target", "same_path"]
 
 #: ``.<name>.<tmp|old>-<uuid12>[.<host8>.<pid>]`` (the owner part is absent in old versions)
 _STALE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-[0-9a-f]{12}"
                     r"(?:\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+))?$")
+
+
+#: The file that makes a directory a dsketch model (written by :mod:`dsketch.model_io`).
+MODEL_FILE = "model.json"
+
+
+def is_model_dir(url: str, storage_options: dict | None = None) -> bool:
+    """Whether ``url`` is a directory holding a dsketch model (:data:`MODEL_FILE`)."""
+    url = os.fspath(url).rstrip("/")
+    if is_local(url):
+        return (local_path(url) / MODEL_FILE).is_file()
+    fs, path = filesystem(url, storage_options)
+    return fs.isfile(f"{path}/{MODEL_FILE}")
 
 
 def is_local(url: str) -> bool:
@@ -78,6 +93,22 @@ def check_absent(url: str, overwrite: bool, storage_options: dict | None = None)
     """Raise ``FileExistsError`` when something exists at ``url`` and ``overwrite`` is False."""
     if not overwrite and exists(url, storage_options):
         raise FileExistsError(f"{url} already exists; pass overwrite=True to replace it")
+
+
+def check_parent(url: str) -> None:
+    """Raise ``InvalidInputError`` when something that is not a directory sits above the
+    local path ``url`` (a plain file where a parent directory should be): names the path
+    and what is in the way, instead of a bare ``[Errno 17] File exists``."""
+    if not is_local(url):
+        return
+    for parent in local_path(url).absolute().parents:
+        if parent.is_dir():
+            return
+        if parent.exists() or parent.is_symlink():
+            what = "a plain file" if parent.is_file() else "not a directory"
+            raise InvalidInputError(f"cannot write {url}: {parent} is {what}, so no directory "
+                                    f"can be created below it; choose another path (or move "
+                                    f"{parent} away)")
 
 
 def _host() -> str:
@@ -186,7 +217,7 @@ def target_kind(url: str, storage_options: dict | None = None) -> str:
     names = _listdir(url, storage_options)
     if not names:
         return "empty"
-    if "model.json" in names:
+    if MODEL_FILE in names:
         return "model"
     if "zarr.json" not in names:
         return "zarr" if {".zgroup", ".zarray"} & set(names) else "directory"
@@ -299,6 +330,7 @@ def staged(dest: str, *, overwrite: bool, storage_options: dict | None = None,
     Siblings of ``dest`` left by killed writes on this host are removed first
     (:func:`clean_stale` with ``foreign=False``).
     """
+    check_parent(dest)
     clean_stale(dest, storage_options, foreign=False)
     tmp = sibling(dest, tag)
     try:

@@ -4,7 +4,8 @@ Owns the public modelling API: the transformers (:class:`NTKSketch`, :class:`NNG
 :class:`CNTKSketch`, :class:`NTKRandomFeatures`, :class:`PolynomialSketch`,
 :class:`RandomFourierFeatures`, :class:`ArcCosineFeatures`; in :mod:`.transformers`;
 :class:`NeuralNystroem` in :mod:`.nystroem`),
-:class:`SketchRidge` and :class:`SketchRidgeClassifier` (in :mod:`.ridge`); input handling
+:class:`SketchRidge` and :class:`SketchRidgeClassifier` (in :mod:`.ridge`), the exact-kernel
+:class:`KernelRidge` and :class:`KernelRidgeClassifier` (in :mod:`.kernel_ridge`); input handling
 lives in :mod:`._inputs`.  They follow scikit-learn 1.9's conventions (keyword-only
 ``__init__`` that only stores, validation in ``fit`` through ``_parameter_constraints`` and
 ``validate_data``, randomness drawn in ``fit``, trailing-underscore fitted attributes,
@@ -33,7 +34,8 @@ Must not hold kernel maths (``dsketch.nets`` / ``dsketch.sketch``) or ridge math
 graph code (``dsketch.engine``): it wires them.
 """
 
-from .nystroem import NeuralNystroem
+from .kernel_ridge import KernelRidge, KernelRidgeClassifier, make_model
+from .neural_nystroem import NeuralNystroem
 from .ridge import AlphaGridWarning, SketchRidge, SketchRidgeClassifier
 from .transformers import (ArcCosineFeatures, CNTKSketch, NNGPSketch, NTKRandomFeatures,
                            NTKSketch, PolynomialSketch, RandomFourierFeatures)
@@ -49,5 +51,8 @@ __all__ = [
     "NeuralNystroem",
     "SketchRidge",
     "SketchRidgeClassifier",
+    "KernelRidge",
+    "KernelRidgeClassifier",
+    "make_model",
     "AlphaGridWarning",
 ]

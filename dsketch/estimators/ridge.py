@@ -24,14 +24,29 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .. import engine
+from ..backend import InvalidInputError, check_floats
 from ..engine.path import AlphaGridWarning
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
-from ._inputs import (check_class_labels, check_cv, is_dask, is_store,
+from ._data import (check_class_labels, check_cv, is_dask, is_store,
                       open_store, rechunk_like_rows, validate_input)
 from .transformers import NTKSketch
 
 __all__ = ["SketchRidge", "SketchRidgeClassifier", "AlphaGridWarning"]
+
+
+def same_params(a, b) -> bool:
+    """Equal parameters: estimators by class and parameters (recursively), arrays by value."""
+    if isinstance(a, BaseEstimator) or isinstance(b, BaseEstimator):
+        return type(a) is type(b) and same_params(a.get_params(deep=False), b.get_params(deep=False))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_params(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values differ
+        return False
 
 
 class _SketchRidgeBase(BaseEstimator):
@@ -67,15 +82,46 @@ class _SketchRidgeBase(BaseEstimator):
 
     # ---------------------------------------------------------------------- helpers
     def _alphas(self) -> np.ndarray:
-        a = np.atleast_1d(np.asarray(self.alpha, dtype=np.float64))
+        a = np.atleast_1d(check_floats(self.alpha, "alpha"))
         if a.ndim != 1 or a.size == 0:
-            raise ValueError(f"alpha must be a positive number or a 1-D grid, got {self.alpha!r}")
+            raise InvalidInputError(f"alpha must be a positive number or a 1-D grid, got "
+                                    f"{self.alpha!r}")
         if not np.all(np.isfinite(a)) or np.any(a <= 0):
-            raise ValueError(f"alpha values must be finite and > 0, got {a.tolist()}")
+            raise InvalidInputError(f"alpha values must be finite and > 0, got {a.tolist()}")
         return a
 
     def _sketch_template(self):
         return NTKSketch() if self.sketch is None else self.sketch
+
+    def check_fitted_state(self) -> None:
+        """Raise ``ValueError`` naming the attribute when the fitted state contradicts itself.
+
+        ``sketch_`` must carry the parameters of ``sketch`` (and its own consistent state),
+        ``coef_`` one finite row per feature (a column per class), ``posterior_factor_``
+        ``m × m``; :func:`dsketch.load_model` asks this of a loaded model.
+        """
+        sketch, coef = getattr(self, "sketch_", None), getattr(self, "coef_", None)
+        if sketch is None or coef is None:
+            raise ValueError("a fitted model needs sketch_ and coef_")
+        template = self._sketch_template()
+        if not same_params(template, sketch):
+            raise ValueError(f"sketch_ (the fitted {type(sketch).__name__}) does not have the "
+                             f"parameters of params.sketch ({type(template).__name__}); the file "
+                             f"was edited or corrupted")
+        sketch.check_fitted_state()
+        m = sketch.feature_map_.n_features
+        if coef.dtype.kind != "f" or coef.ndim not in (1, 2) or coef.shape[0] != m:
+            raise ValueError(f"coef_ has shape {coef.shape} and dtype {coef.dtype}; expected float "
+                             f"with {m} rows")
+        if not np.all(np.isfinite(coef)):
+            raise ValueError("coef_ holds NaN or Inf")
+        if hasattr(self, "classes_") and (coef.ndim != 2 or coef.shape[1] != len(self.classes_)):
+            raise ValueError(f"coef_ has shape {coef.shape} but there are {len(self.classes_)} classes")
+        post = getattr(self, "posterior_factor_", None)
+        if post is not None and post.shape != (m, m):
+            raise ValueError(f"posterior_factor_ has shape {post.shape}, expected {(m, m)}")
+        if getattr(self, "n_features_in_", None) != getattr(sketch, "n_features_in_", None):
+            raise ValueError("n_features_in_ differs between the model and its sketch")
 
     def _sketch_flags(self):
         s = self._sketch_template()

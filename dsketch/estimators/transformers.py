@@ -6,11 +6,13 @@ Owns :class:`NTKSketch`, :class:`NNGPSketch`, :class:`CNTKSketch` (a network's f
 :mod:`dsketch.sketch.kernels`).  ``fit`` draws the seed and plans the map (no data pass);
 ``transform`` runs it in memory, or lazily through ``dsketch.engine.embed`` for dask input.
 Every transformer but :class:`CNTKSketch` takes SciPy sparse rows (CSR; CSC converted) and
-sparse stores, with the features of their dense copy (see :mod:`dsketch.nets.inputs`).
+sparse stores, with the features of their dense copy (see :mod:`dsketch.nets.input_layer`).
 Must not hold kernel maths or Dask graph code: it wires them.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import math
 from numbers import Integral, Real
@@ -26,9 +28,9 @@ from .. import engine, sketch
 from ..backend import InvalidInputError
 from ..nets import Relu, fully_connected, myrtle
 from ..nets.activation_sketch import METHODS
-from ..nets.inputs import check_sparse_rows
+from ..nets.input_layer import check_sparse_rows
 from ..nets.serial import check_net
-from ._inputs import check_row_width, draw_seed, is_dask, is_store, open_store, validate_input
+from ._data import check_row_width, draw_seed, is_dask, is_store, open_store, validate_input
 
 __all__ = ["NTKSketch", "NNGPSketch", "CNTKSketch", "NTKRandomFeatures", "PolynomialSketch",
            "RandomFourierFeatures", "ArcCosineFeatures"]
@@ -56,6 +58,26 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _exact_kernel(self, X, Y):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def check_fitted_state(self) -> None:
+        """Raise ``ValueError`` naming the attribute when the fitted state contradicts itself.
+
+        ``feature_map_`` must be the map that the parameters and ``seed_`` build, with
+        ``_n_features_out`` columns; :func:`dsketch.load_model` asks this of a loaded model.
+        """
+        fmap = getattr(self, "feature_map_", None)
+        if fmap is None or not hasattr(self, "seed_"):
+            raise ValueError("a fitted transformer needs feature_map_ and seed_")
+        if not dataclasses.is_dataclass(fmap) or not hasattr(fmap, "input_shape"):
+            raise ValueError(f"feature_map_ is a {type(fmap).__name__}, not a feature map spec")
+        try:
+            expected = self._make_map(tuple(fmap.input_shape), self.seed_)
+        except Exception as exc:  # noqa: BLE001 - any failure means the file disagrees
+            raise ValueError(f"cannot rebuild the feature map from the parameters: {exc}") from None
+        if expected != fmap:
+            raise ValueError("feature_map_ does not match the parameters and seed_")
+        if getattr(self, "_n_features_out", fmap.n_features) != fmap.n_features:
+            raise ValueError("_n_features_out does not match the feature map")
 
     # --------------------------------------------------------------------- validation
     def _prepare(self, X):

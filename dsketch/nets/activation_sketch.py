@@ -75,7 +75,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_namespace, resolve_dtype
+from ..backend import InvalidInputError, get_namespace, resolve_dtype
 from ..sketch import SRHT, GaussianProjection, PolySketch, TensorSRHT
 from ..sketch.hadamard import next_pow2
 from ..sketch.linear import SignedSum
@@ -83,7 +83,7 @@ from .base import Features, FeatureShape, LayerSketch, SketchOptions
 from .readout import FitWidth
 
 __all__ = ["ActivationSketch", "plan_activation_sketch", "folded_expansion", "resolve_method",
-           "high_degree_width", "METHODS", "MIX_DEGREE"]
+           "high_degree_width", "METHODS", "MIX_DEGREE", "check_resolved", "MC_RESOLVE"]
 
 _PROBE_VARIANCES = (0.37, 1.9, 11.3)
 
@@ -100,6 +100,9 @@ AUTO_MC_SHARE = 2
 #: coefficient mass get ``m / HIGH_SHARE`` columns (:func:`high_degree_width`).
 HIGH_MASS = 0.3
 HIGH_SHARE = 4
+#: A row's Monte-Carlo derivative features are "unresolved" when their squared norm is off
+#: from the exact E[φ'²] by more than this factor (:func:`check_resolved`).
+MC_RESOLVE = 100.0
 
 
 def folded_expansion(act, var, degree: int):
@@ -404,7 +407,9 @@ class ActivationSketch(LayerSketch):
             # bump and Monte-Carlo estimates of E[φ'(u)²] are the noisiest entries (they
             # dominate Θ ⊙ E[φ'φ']); rows are rescaled to their exact norm (a row-wise
             # factor 1 + O(m^-1/2): a bias of order 1/m off the diagonal).
-            res["dot"] = _rescale_rows(res["dot"], self.act.diagonal(var)[1])
+            target = self.act.diagonal(var)[1]
+            check_resolved(self.act, self.method, res["dot"], target, var)
+            res["dot"] = _rescale_rows(res["dot"], target)
         nngp = res["nngp"].reshape(lead + (m,))
         dot = res["dot"].reshape(lead + (m,)) if self.out.ntk else None
         return nngp, dot
@@ -425,6 +430,36 @@ class ActivationSketch(LayerSketch):
         if self.out.ntk:
             dot = (self.act.deriv(project("gaussian-dot")) * scale).astype(x.dtype)
         return nngp, dot
+
+
+def check_resolved(act, method: str, f, target, var) -> None:
+    """Refuse derivative features whose Monte-Carlo block missed φ' (huge variances).
+
+    At a pre-activation variance ``v`` a saturating activation's φ' is a bump of width
+    ~1/√v, and a row's ``width`` Gaussian samples stop hitting it once √v approaches the
+    width: the row's features then carry a tiny fraction of E[φ'²] and rescaling them to
+    it (:func:`_rescale_rows`) makes every such row point the same way — a kernel off by
+    more than 100% although each diagonal is right (erf at inputs ×10⁶: relative Frobenius
+    1.7).  A row whose raw squared norm is off from the exact one by more than
+    :data:`MC_RESOLVE` × raises ``InvalidInputError`` naming the variance and the remedy
+    (``method="hermite"`` follows the kernel at every scale: the series is folded exact on
+    the diagonal and tends to the arcsine limit), never a silently wrong map.
+    """
+    xp = get_namespace(f)
+    got = xp.sum(f.astype(xp.float64) ** 2, axis=-1)
+    target = xp.maximum(xp.asarray(target, dtype=xp.float64), 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = xp.where(target > 0, xp.maximum(target / got, got / target), 1.0)
+    bad = ~(off <= MC_RESOLVE)
+    if not bool(xp.any(bad)):
+        return
+    v = float(xp.max(xp.where(bad, var, 0)))
+    raise InvalidInputError(
+        f"{type(act).__name__} sketch (method {method!r}): the Monte-Carlo block cannot "
+        f"resolve the derivative at pre-activation variance {v:.3g} (standard deviation "
+        f"{math.sqrt(v):.3g}: the input rows are too large for this sketch): the features "
+        f"of {int(xp.sum(bad))} row(s) would be wrong; use method='hermite' (it follows the "
+        f"kernel at every scale) or standardize the input rows")
 
 
 def _rescale_rows(f, target):

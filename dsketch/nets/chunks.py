@@ -8,7 +8,7 @@ does not grow with the batch (a 14×14 Myrtle-5 sketch measured 107 ms of CPU pe
 chunks of 2 images and 203 ms in one batch of 64).  The layers' FWHTs are many small GEMMs
 that a multithreaded BLAS runs slower than one thread does (measured 10× slower on a busy
 2-core machine), so on the host the chunks run on a thread pool of the usable cores with
-BLAS limited to one thread each (:func:`dsketch.sketch._base.one_blas_thread`: only from
+BLAS limited to one thread each (:func:`dsketch.execution.one_blas_thread`: only from
 the main thread; worker threads of Dask already run one-thread BLAS and are left alone).  Chunks are independent and written into
 preallocated outputs, so a row's features do not depend on the batch or the schedule.
 No Dask and no layer maths here.
@@ -21,14 +21,19 @@ import threading
 from typing import Callable, Optional
 
 from ..backend import get_namespace, is_cupy, usable_cores
-from ..sketch._base import is_sparse, map_rows, one_blas_thread
+from ..execution import is_sparse, map_rows, one_blas_thread
 from .base import Features
 
-__all__ = ["PIXEL_ROWS", "IMAGE_PIXEL_ROWS", "IMAGE_CHUNK_PIXELS", "GPU_PIXEL_ROWS", "chunk_rows",
+__all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "IMAGE_PIXEL_ROWS", "IMAGE_CHUNK_PIXELS",
+           "GPU_PIXEL_ROWS", "chunk_rows",
            "map_row_chunks", "run_steps"]
 
 #: Rows per chunk on the host for vector rows: a 1024-wide float32 intermediate is then 2 MiB.
 PIXEL_ROWS = 512
+#: Host vector chunks of a map wider than 1024 features get fewer rows, so that a chunk's
+#: intermediates keep about this many entries (measured, NTK PolySketch d=784, m=4096 on 2
+#: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones; flat at m=1024).
+VECTOR_CHUNK_ELEMENTS = PIXEL_ROWS * 1024
 #: Pixel rows per layer call on the host for images: a 14×14 layer runs one image at a time
 #: (196 pixel rows; measured on Myrtle-5, m = 1024: 42 ms of CPU per image against 50 in
 #: pieces of 2 images, the tree's live intermediates then stay near the L2/L3 caches).
@@ -42,11 +47,16 @@ IMAGE_CHUNK_PIXELS = 2048
 GPU_PIXEL_ROWS = 65536
 
 
-def chunk_rows(input_shape: tuple, gpu: bool = False) -> int:
-    """Rows per chunk for rows of ``input_shape`` (``(d,)`` or ``(H, W, C)``)."""
+def chunk_rows(input_shape: tuple, gpu: bool = False, width: Optional[int] = None) -> int:
+    """Rows per chunk for rows of ``input_shape`` (``(d,)`` or ``(H, W, C)``); ``width``: the
+    map's feature width (host vector rows: at most :data:`VECTOR_CHUNK_ELEMENTS` / width
+    rows, at least 64)."""
     pixels = math.prod(input_shape[:-1]) if len(input_shape) > 1 else 1
     host = IMAGE_CHUNK_PIXELS if len(input_shape) > 1 else PIXEL_ROWS
-    return max(1, (GPU_PIXEL_ROWS if gpu else host) // max(1, pixels))
+    rows = max(1, (GPU_PIXEL_ROWS if gpu else host) // max(1, pixels))
+    if width and not gpu and len(input_shape) == 1:
+        rows = max(64, min(rows, VECTOR_CHUNK_ELEMENTS // int(width)))
+    return rows
 
 
 def run_steps(steps, f: Features) -> Features:
@@ -101,7 +111,7 @@ def _regroup(pieces, size: int) -> list:
 
 
 def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,
-                   n_jobs: Optional[int] = None) -> tuple:
+                   n_jobs: Optional[int] = None, width: Optional[int] = None) -> tuple:
     """``fn(x[i:j])`` over row chunks, its outputs (a tuple of arrays) concatenated by row.
 
     Parameters
@@ -111,7 +121,7 @@ def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,
     x : array (n, ...) or sparse matrix (n, d)
         NumPy or CuPy rows, or CSR rows (sliced per chunk; ``fn`` densifies or reduces them).
     rows : int, optional
-        Rows per chunk (default :func:`chunk_rows` of ``x``'s row shape and device).
+        Rows per chunk (default :func:`chunk_rows` of ``x``'s row shape, device and ``width``).
     n_jobs : int, optional
         Threads (default: the usable cores from the main thread on the host, else 1).
 
@@ -123,7 +133,7 @@ def map_row_chunks(fn: Callable, x, rows: Optional[int] = None,
     """
     gpu = is_cupy(getattr(x, "data", None) if is_sparse(x) else x)
     if rows is None:
-        rows = chunk_rows(tuple(x.shape[1:]), gpu)
+        rows = chunk_rows(tuple(x.shape[1:]), gpu, width)
     if n_jobs is None:
         main = threading.current_thread() is threading.main_thread()
         n_jobs = usable_cores() if (main and not gpu) else 1

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from ..backend import InvalidInputError, check_int, get_namespace, rng, to_namespace
-from ..sketch._base import RandomSpec, random_signs
+from ..sketch import RandomSpec, random_signs
 from ..sketch.hadamard import hadamard_blocks, next_pow2
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
 from .dense import check_parameterization
@@ -60,8 +60,9 @@ class Conv(Layer):
         Spatial filter size ``(fh, fw)``; an int ``k`` means ``(k, k)``.
     W_std : float
         Weight standard deviation (NTK parameterization: divided by √(|F|·C) in the net).
-    b_std : float
-        Bias standard deviation (``None`` or 0 for no bias).
+    b_std : float or None, default None
+        Bias standard deviation (``None``, neural-tangents' default, or 0 for no bias under
+        ``"ntk"``; under ``"standard"`` only ``None`` means no bias).
     padding : {"SAME", "VALID"}
         Zero padding as in XLA/neural-tangents.  The normalization is by the full filter
         size |F| even where the window overlaps the padding.
@@ -97,7 +98,7 @@ class Conv(Layer):
 
     filter_shape: tuple = (3, 3)
     W_std: float = 1.0
-    b_std: Optional[float] = 0.0
+    b_std: Optional[float] = None
     padding: str = "SAME"
     strides: tuple = (1, 1)
     parameterization: str = "ntk"
@@ -114,7 +115,7 @@ class Conv(Layer):
         b = 0.0 if self.b_std is None else self.b_std
         for name, v in (("W_std", self.W_std), ("b_std", b)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+                raise InvalidInputError(f"Conv: {name} must be a finite non-negative number, got {v!r}")
         object.__setattr__(self, "W_std", float(self.W_std))
         object.__setattr__(self, "b_std", None if self.b_std is None else float(b))
 

@@ -7,7 +7,12 @@ width, so in the infinite-width limit
     Σ' = W_std² Σ + b_std²,        Θ' = Σ' + W_std² Θ.
 
 The output width does not enter the NTK-parameterized kernel; ``out_dim`` only matters to
-a following ``parameterization="standard"`` layer (Θ' = N·Σ + σ_W² Θ + 1, N its input width). On
+a following ``parameterization="standard"`` layer (Θ' = N·Σ + σ_W² Θ + 1, N its input width:
+each layer's weight term scales with its *fan-in*, the previous layer's output width, never
+with its own ``out_dim``).  Defaults are neural-tangents' ``stax.Dense``: ``W_std=1``,
+``b_std=None`` (no bias); under ``"standard"`` a bias with ``b_std=0`` is still a trained
+parameter and adds 1 to Θ, so ``Dense(out_dim=1)`` and ``Dense(out_dim=1, b_std=0)`` differ
+there (by 1/Θ: 1.7e-3 relative on issue 21's width-512 ReLU net, whose default was 0).  On
 images it maps channels and acts on every pixel pair alike (the bias is shared across
 pixels, so b_std² is added to every pixel-pair covariance).  Its sketch face is exact and
 deterministic: ``nngp' = [W_std·nngp, b_std·1]`` and ``ntk' = [W_std·ntk, nngp']``.
@@ -42,10 +47,10 @@ class Dense(Layer):
     ----------
     W_std : float
         Weight standard deviation σ_W ≥ 0 (weights are σ_W/√N · N(0, 1)).
-    b_std : float or None
-        Bias standard deviation σ_b ≥ 0.  ``None`` means no bias; under ``"ntk"`` it
-        is the same as 0, under ``"standard"`` a bias (even with σ_b = 0) is trained and
-        adds 1 to the NTK (neural-tangents).
+    b_std : float or None, default None
+        Bias standard deviation σ_b ≥ 0.  ``None`` (neural-tangents' default) means no
+        bias; under ``"ntk"`` it is the same as 0, under ``"standard"`` a bias (even with
+        σ_b = 0) is trained and adds 1 to the NTK (neural-tangents).
     parameterization : {"ntk", "standard"}
         neural-tangents' parameterizations.  ``"standard"``: weights σ_W/√N · N(0, 1)
         stored as parameters, z = W x + b, so the NNGP is the same and
@@ -63,7 +68,7 @@ class Dense(Layer):
     """
 
     W_std: float = 1.0
-    b_std: Optional[float] = 0.0
+    b_std: Optional[float] = None
     parameterization: str = "ntk"
     out_dim: Optional[int] = None
     fan_in: Optional[int] = field(default=None, compare=False, repr=False)  # set by bind()

@@ -21,7 +21,7 @@ from scipy.linalg import solve_triangular
 
 from ..backend import (InvalidInputError, check_overflow, device_key, get_namespace, resolve_dtype, rng,
                        rows_matmul, to_namespace)
-from ..sketch._base import is_sparse, map_rows
+from ..execution import is_sparse, map_rows
 from .exact import KINDS
 from .serial import Serial
 

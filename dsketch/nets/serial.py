@@ -8,6 +8,7 @@ imports no concrete layer and no Dask.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from .activation_sketch import METHODS
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions, check_input_shape
 from .chunks import map_row_chunks, run_steps
 from .exact import blocked_kernel, default_block_size, resolve_get
-from .inputs import (check_sparse_rows, flat_input_features, input_reduction_of, is_sparse,
+from ..execution import one_blas_thread
+from .fc_kernel import chain_block, fc_chain
+from .input_layer import (check_sparse_rows, flat_input_features, input_reduction_of, is_sparse,
                      sparse_input_kernel)
 from .readout import plan_readout
 
@@ -137,15 +140,22 @@ class Serial(Layer):
         pair_shape = tuple(out_shape[:-1]) * 2
 
         layers = bind_layers(self.layers, tuple(x1.shape[1:]))
+        # dense host rows through Dense/ReLU/erf/GeLU layers: one compiled pass per block
+        chain = (fc_chain(layers) if x1.ndim == 2 and not is_sparse(x1) and not is_sparse(x2)
+                 else None)
 
         def run(a, b, diag):
+            if chain is not None:
+                return chain_block(chain, a, b, diag, pairs_matmul, kinds)
             k = _input_kernel(a, b, diag)
             for layer in layers:
                 k = layer.kernel(k)
             return k
 
-        out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=block_size,
-                             kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs)
+        # compiled chains: the blocks' Gram products run one-thread BLAS on the block threads
+        with one_blas_thread() if chain is not None else contextlib.nullcontext():
+            out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=block_size,
+                                 kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs)
         inputs = {"x1": x1} if same else {"x1": x1, "x2": x2}
         for kind, arr in out.items():  # finite inputs: a NaN/Inf here is an overflow
             check_overflow(arr, f"the exact {kind.upper()} kernel", inputs)
@@ -322,7 +332,8 @@ class FeatureMap:
             raise InvalidInputError(f"X rows have shape {tuple(x.shape[1:])}, the feature map "
                                     f"expects {self.input_shape}")
         try:
-            out = SketchOutput(*map_row_chunks(self._run, x))  # bounded memory, every core
+            # bounded memory (chunks sized by the feature width), every core
+            out = SketchOutput(*map_row_chunks(self._run, x, width=self.n_features))
         except NonFiniteError:  # an intermediate array of finite rows: an overflow
             raise overflow_error("an intermediate array of the features", {"X": x},
                                  dtype=self.dtype) from None

@@ -1,7 +1,9 @@
 """Randomized sketching primitives and non-network kernel feature maps (NumPy/CuPy, no Dask).
 
 - :mod:`.hadamard`: fast Walsh–Hadamard transform along the last axis.
-- :mod:`._base`: validation helpers and the seeded random-spec / kernel-map bases.
+- :mod:`._base` (private to this package; ``RandomSpec``, ``random_signs`` and
+  ``check_sparse`` are re-exported here for ``nets``): validation helpers and the seeded
+  random-spec / kernel-map bases.
 - :mod:`.linear`: SRHT (real and complex signs), Gaussian projection, CountSketch.
 - :mod:`.tensor`: TensorSRHT (real, complex, complex-to-real), TensorSketch(Power), ``ctr_real``.
 - :mod:`.polysketch`: the PolySketch tree of Ahle et al. (real and complex-to-real, Wacker
@@ -15,6 +17,7 @@ Dependencies inside the package point one way: ``_base``/``hadamard`` ← ``line
 on the backend. Nothing here imports Dask.
 """
 
+from ._base import RandomSpec, check_sparse, random_signs
 from .hadamard import fwht, hadamard_matrix, next_pow2
 from .linear import SRHT, ComplexSRHT, CountSketch, GaussianProjection
 from .tensor import (
@@ -43,4 +46,5 @@ __all__ = [
     "CtRPolySketch", "DotProductSketch", "ctr_real",
     "PolynomialSketch", "RandomFourierFeatures", "GaussianMaclaurin", "ArcCosineFeatures",
     "NTKRandomFeatures", "arccos_kernel", "relu_ntk",
+    "RandomSpec", "random_signs", "check_sparse",
 ]

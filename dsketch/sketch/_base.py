@@ -6,30 +6,29 @@ Owns
   :func:`pos_float`, :func:`check_spec`, :func:`prepare_input`, :func:`check_sparse`,
   :func:`is_sparse`, :func:`sparse_namespace`, :func:`float_dtype`, ...);
 - :func:`random_signs`, the host draw of (complex) Rademacher diagonals;
-- :func:`map_slabs`, row-slab evaluation of a row-wise map in a bounded working set;
+- re-exports of the execution helpers (:func:`is_sparse`, :func:`map_slabs`,
+  :func:`map_rows`, :func:`one_blas_thread`, :func:`slab_rows`), which live in
+  :mod:`dsketch.execution` (``nets`` and the layers above import them from there);
 - :class:`RandomSpec`, the base of every frozen random spec: ``_params(xp, dtype)`` is
   ``_build(xp, dtype)`` cached per process, device and dtype;
 - :class:`KernelMap`, the base of the kernel feature maps (:mod:`.kernels`,
   :mod:`.ntk_random_features`): their validation and the engine's feature-map protocol.
 
-Sits at the bottom of the package: imports only :mod:`dsketch.backend`, never the
-primitive modules. Must not import Dask and holds no random state.
+Sits at the bottom of the package: imports only :mod:`dsketch.backend` and
+:mod:`dsketch.execution`, never the primitive modules. Must not import Dask and holds no random state.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse
-from threadpoolctl import ThreadpoolController
 
 from ..backend import (InvalidInputError, NonFiniteError, check_array, check_int, check_overflow,
                        check_seed, device_cache, get_namespace, is_cupy, resolve_dtype)
+# the execution helpers live in dsketch.execution; re-exported for the primitive modules
+from ..execution import SLAB_ELEMENTS, is_sparse, map_rows, map_slabs, one_blas_thread, slab_rows
 
 __all__ = [
     "pos_int",
@@ -44,6 +43,7 @@ __all__ = [
     "check_sparse",
     "random_signs",
     "slab_rows",
+    "SLAB_ELEMENTS",
     "map_slabs",
     "map_rows",
     "one_blas_thread",
@@ -105,11 +105,6 @@ def check_spec(obj, *widths: str) -> None:
 
 
 # ----------------------------------------------------------------------------- arrays
-def is_sparse(x) -> bool:
-    """True for ``scipy.sparse`` and ``cupyx.scipy.sparse`` matrices/arrays."""
-    return type(x).__module__.startswith(("scipy.sparse", "cupyx.scipy.sparse"))
-
-
 def sparse_namespace(x):
     """The sparse module of the sparse matrix ``x``: ``scipy.sparse`` or ``cupyx.scipy.sparse``."""
     if is_cupy(x.data):  # pragma: no cover - GPU only
@@ -203,89 +198,6 @@ def check_sparse(x, width: int, owner: str, field: str = "d_in"):
     if data.dtype != dt:
         x = x.astype(dt)
     return x
-
-
-# ------------------------------------------------------------------------------ slabs
-#: Numbers in one (rows × width) intermediate of a slab: ~1 MB of float32 for the
-#: Hadamard-bound maps on a CPU, so a transform's working set stays in cache; 16 MB for
-#: GEMM-bound ones (a large GEMM runs faster); GPUs get large slabs (wide batches).
-SLAB_ELEMENTS = {"cpu": 1 << 18, "cpu-gemm": 1 << 22, "gpu": 1 << 24}
-
-
-def slab_rows(width: int, kind: str = "cpu") -> int:
-    """Rows per slab (at least 16) for intermediates ``width`` numbers wide on ``kind``."""
-    return max(16, SLAB_ELEMENTS[kind] // max(int(width), 1))
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    return ThreadpoolController()
-
-
-def one_blas_thread(gpu: bool = False):
-    """Context limiting BLAS to one thread (host, main thread only; else a no-op).
-
-    The Hadamard transforms are many GEMMs with a small inner dimension, which a
-    multithreaded BLAS runs slower than one thread does (measured 2–4× on a busy 2-core
-    machine). Dask worker threads already run one-thread BLAS and are left alone.
-    """
-    if gpu or threading.current_thread() is not threading.main_thread():
-        return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
-def map_slabs(fn, x, width: int, one_thread: bool = True):
-    """``fn(x)`` computed slab by slab over the rows of 2-D ``x`` (dense or sparse).
-
-    ``fn`` maps rows to an array ``(rows, ...)`` or a tuple of them and must act on each row
-    independently (every sketch does: a row's features never depend on its batch), so the
-    result equals ``fn(x)`` while the working set stays bounded whatever the batch size:
-    the per-row cost no longer grows with ``n`` once intermediates leave the cache.
-    ``width`` is the widest intermediate per row (sets the slab height); ``one_thread``
-    (Hadamard-bound maps) runs cache-sized slabs under :func:`one_blas_thread`, otherwise
-    slabs are larger and BLAS keeps its threads.
-    """
-    data = x.data if is_sparse(x) else x
-    gpu = is_cupy(data)
-    kind = "gpu" if gpu else ("cpu" if one_thread else "cpu-gemm")
-    with one_blas_thread(gpu or not one_thread):
-        return map_rows(fn, x, slab_rows(width, kind))
-
-
-def map_rows(fn, x, step: int, n_jobs: int = 1):
-    """``fn(x)`` as ``fn(x[i:i + step])`` over row blocks, written into preallocated outputs.
-
-    ``fn`` must be row-wise and return an array or a tuple of arrays with the rows first;
-    the result equals ``fn(x)``.  ``n_jobs > 1`` runs the blocks after the first on a thread
-    pool (NumPy/CuPy release the GIL in their kernels; blocks write disjoint rows).
-    """
-    n = x.shape[0]
-    if n <= step:
-        return fn(x)
-    first = fn(x[:step])
-    single = not isinstance(first, tuple)
-    parts = (first,) if single else first
-    xp = get_namespace(parts[0])
-    outs = tuple(xp.empty((n,) + tuple(p.shape[1:]), dtype=p.dtype) for p in parts)
-    for o, p in zip(outs, parts):
-        o[:step] = p
-    del first, parts
-
-    def work(i):
-        res = fn(x[i:i + step])
-        for o, p in zip(outs, (res,) if single else res):
-            o[i:i + step] = p
-
-    starts = range(step, n, step)
-    jobs = min(max(1, int(n_jobs)), len(starts))
-    if jobs == 1:
-        for i in starts:
-            work(i)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for f in [pool.submit(work, i) for i in starts]:
-                f.result()
-    return outs[0] if single else outs
 
 
 # ---------------------------------------------------------------------------- randomness

@@ -81,6 +81,10 @@ def arccos_kernel(x1, x2, order: int):
     n2 = xp.sqrt((x2 * x2).sum(1))[None, :]
     prod = n1 * n2
     cos = xp.clip(pairs_matmul(x1, x2) / xp.where(prod > 0, prod, 1.0), -1.0, 1.0)
+    # Within 4 ulps of ±1 the cosine is round-off (a GEMM entry next to norms from row sums):
+    # snap it, since J_n's slope is infinite there (1e-16 would become 1e-8 in the kernel).
+    snap = 1 - 4 * np.finfo(np.float64).eps
+    cos = xp.where(cos >= snap, 1.0, xp.where(cos <= -snap, -1.0, cos))
     theta = xp.arccos(cos)
     k = arccos_J(order, theta, xp, cos=cos) / math.pi
     if order:

@@ -23,9 +23,17 @@ import math
 import numpy as np
 
 from ..backend import device_key, get_namespace, rows_matmul
+from .compiled import NUMBA_DTYPES, folded_fwht, fwht_rows, signed_blocks
+from .compiled_cupy import gpu_fwht_rows, gpu_signed_blocks, supports
 
-__all__ = ["fwht", "fwht_padded", "hadamard_blocks", "hadamard_gather", "fold_signed", "hadamard_matrix",
-           "next_pow2", "is_pow2"]
+__all__ = ["fwht", "fwht_padded", "hadamard_blocks", "hadamard_gather", "fold_signed", "fold_fwht",
+           "hadamard_matrix", "next_pow2", "is_pow2"]
+
+#: Real float32/float64 arrays go through the compiled per-row kernels: :mod:`.compiled` on
+#: the host (bitwise independent of the batch), :mod:`.compiled_cupy` on CuPy (rows up to
+#: its ``MAX_WIDTH``); False selects the BLAS factor products below (the reference the
+#: kernels are tested against).
+USE_COMPILED = True
 
 # Padded tails at most this wide are transformed by one small dense product (fwht_padded).
 _TAIL_DENSE = 64
@@ -136,6 +144,17 @@ def fwht(x, *, normalize: bool = False):
         y = y.view(np.float32 if x.dtype == np.complex64 else np.float64)  # (rows, 2n)
     real_dtype = y.dtype
     trail = 2 if is_complex else 1
+    if USE_COMPILED and xp is np and real_dtype in NUMBA_DTYPES:  # compiled per-row butterfly (host)
+        y = fwht_rows(y.copy() if np.may_share_memory(y, x) else y, trail)
+        y = y.view(out_dtype) if is_complex else y
+        if normalize:
+            y *= 1.0 / math.sqrt(n)
+        return y.reshape(lead + (n,))
+    if USE_COMPILED and xp is not np and not is_complex and supports(y, n):  # GPU butterfly
+        y = gpu_fwht_rows(y.copy(), 1)
+        if normalize:
+            y *= 1.0 / math.sqrt(n)
+        return y.reshape(lead + (n,))
     plan = _plan(n)
     if not plan:
         y = y.copy()
@@ -235,6 +254,18 @@ def fwht_padded(x, n: int):
     return out
 
 
+def _compiled(xp, x2, signs) -> bool:
+    """Whether the fused kernel of :mod:`.compiled` (host) or :mod:`.compiled_cupy` (GPU)
+    serves these real float arrays."""
+    if not USE_COMPILED or x2.dtype not in NUMBA_DTYPES or signs.dtype not in NUMBA_DTYPES:
+        return False
+    return xp is np or supports(signs, signs.shape[1])
+
+
+def _signed_blocks(xp, x2, signs, idx=None):
+    return signed_blocks(x2, signs, idx) if xp is np else gpu_signed_blocks(x2, signs, idx)
+
+
 def hadamard_blocks(x2, signs):
     """``fwht_padded(x ⊙ D_b)`` for every sign block ``b``: ``(R, d) → (R, B·n)``.
 
@@ -246,6 +277,8 @@ def hadamard_blocks(x2, signs):
     xp = get_namespace(x2)
     r, d = x2.shape
     blocks, n = signs.shape
+    if _compiled(xp, x2, signs):
+        return _signed_blocks(xp, x2, signs)
     if d != n and _pad_direct(d, n):  # signed input written straight into the padded buffer
         z = xp.empty((r, blocks, n), dtype=xp.result_type(x2.dtype, signs.dtype))
         xp.multiply(x2[:, None, :], signs[None, :, :d], out=z[:, :, :d])
@@ -272,6 +305,17 @@ def fold_signed(x2, signs, n: int):
     xp.multiply(x2, signs[:d], out=z[:, :d])
     z[:, d:] = 0
     return z if pieces == 1 else z.reshape(r, pieces, n).sum(axis=1)
+
+
+def fold_fwht(x2, signs, n: int, idx=None):
+    """``fwht(fold_signed(x2, signs, n))`` (then ``[:, idx]`` when given): on the host one
+    compiled pass per row (:func:`.compiled.folded_fwht`: the pieces added in the same order,
+    the butterfly, the gather)."""
+    xp = get_namespace(x2)
+    if USE_COMPILED and xp is np and x2.dtype in NUMBA_DTYPES and signs.dtype in NUMBA_DTYPES:
+        return folded_fwht(x2, signs, n, idx)
+    y = fwht(fold_signed(x2, signs, n))
+    return y if idx is None else xp.take(y, idx, axis=1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -309,6 +353,8 @@ def hadamard_gather(x2, signs, idx):
     r, d = x2.shape
     n = signs.shape[1]
     h = n // 2
+    if _compiled(xp, x2, signs):
+        return _signed_blocks(xp, x2, signs, idx)
     if signs.shape[0] != 1 or d <= h or d == n or d - h > _TAIL_DENSE:
         return xp.take(hadamard_blocks(x2, signs), idx, axis=1)
     sg = signs[0]

@@ -34,7 +34,7 @@ from ._base import (
     prepare_input,
     random_signs,
 )
-from .hadamard import fold_signed, fwht, hadamard_blocks, hadamard_gather, next_pow2
+from .hadamard import fold_fwht, fwht, hadamard_blocks, hadamard_gather, next_pow2
 
 __all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch", "SignedSum", "srht_block_sum",
            "REDUCE_ABOVE", "reduced_width", "input_reduction", "first_layer_rows", "row_sq_norms"]
@@ -291,7 +291,7 @@ def srht_block_sum(x, d_out: int, seed: int, path: tuple, *, check: bool = True)
     xp = get_namespace(x)
     x2, lead = as_rows(x, d_in)
     signs = xp.concatenate([sp._params(xp, x2.dtype)[0][0, :sp.d_in] for sp in specs])
-    return fwht(fold_signed(x2, signs, d_out)).reshape(lead + (d_out,))
+    return fold_fwht(x2, signs, d_out).reshape(lead + (d_out,))
 
 
 # ------------------------------------------------------------------- first-layer input

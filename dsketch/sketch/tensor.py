@@ -30,7 +30,7 @@ from ._base import (
     prepare_input,
     random_signs,
 )
-from .hadamard import fold_signed, fwht, hadamard_blocks, hadamard_gather, next_pow2
+from .hadamard import fold_fwht, hadamard_blocks, hadamard_gather, next_pow2
 from .linear import CountSketch
 
 __all__ = [
@@ -146,9 +146,7 @@ class _TensorSRHTCore(RandomSpec):
         signs = g.s1 if which == 1 else g.s2
         fold = g.n1 if which == 1 else g.n2
         if fold:  # one block: (H D x̃)[:fold] of the padded width, then the design's gather
-            y = fwht(fold_signed(x, signs[0], fold))
-            idx = g.p1 if which == 1 else g.p2ext
-            return y if idx is None else get_namespace(y).take(y, idx, axis=1)
+            return fold_fwht(x, signs[0], fold, g.p1 if which == 1 else g.p2ext)
         if g.i1 is not None or (which == 1 and g.p1 is None):
             return hadamard_blocks(x, signs)
         return hadamard_gather(x, signs, g.p1 if which == 1 else g.p2ext)

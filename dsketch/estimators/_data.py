@@ -2,9 +2,10 @@
 
 Owns telling NumPy/SciPy input from dask arrays and Zarr store URLs, opening a store,
 scikit-learn validation of in-memory input (2-D rows or images), lining targets up with
-the row chunks of a dask ``X`` (with the same NaN/Inf check as ``X``), the label and CV
-checks scikit-learn would do on in-memory input (continuous labels, folds too few or
-empty), and turning ``random_state`` into the feature map's seed.
+the row chunks of a dask ``X`` (with the same NaN/Inf check as ``X``), NaN/Inf in
+in-memory input named by row, the CV checks scikit-learn would do on in-memory input
+(folds too few or empty; the labels check is :func:`dsketch.engine.metrics.check_class_labels`,
+re-exported), and turning ``random_state`` into the feature map's seed.
 Must not compute features or fit anything.
 """
 
@@ -18,15 +19,15 @@ from numbers import Integral
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_array
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_consistent_length, validate_data
 
 from .. import engine
 from ..backend import InvalidInputError, check_seed
+from ..engine.metrics import check_class_labels  # the one labels test, shared with the CLI
 from ..engine.passes import check_folds, fold_ids
 
 __all__ = ["is_dask", "is_store", "open_store", "draw_seed", "rechunk_like_rows",
-           "validate_input", "check_row_width", "check_class_labels", "check_cv",
+           "validate_input", "check_rows_finite", "check_row_width", "check_class_labels", "check_cv",
            "CV_CHECK_MAX_ROWS"]
 
 #: Fold sizes (and a classifier's classes per training fold) are checked on the client
@@ -88,25 +89,6 @@ def rechunk_like_rows(y, X):
     return y
 
 
-def check_class_labels(classes: np.ndarray, n: int) -> None:
-    """scikit-learn's ``check_classification_targets`` from the distinct labels alone.
-
-    For dask ``y``, whose distinct values are computed but not the whole column:
-    non-integral floats are ``'continuous'`` (the same error as scikit-learn), and more
-    distinct labels than half of ``n`` (> 20) rows warns as scikit-learn does.
-    """
-    kind = type_of_target(classes, input_name="y")
-    if kind not in ("binary", "multiclass"):
-        raise InvalidInputError(
-            f"Unknown label type: {kind}. Maybe you are trying to fit a classifier, which "
-            f"expects discrete classes on a regression target with continuous values "
-            f"(y has {len(classes)} distinct values in {n} rows).")
-    if n > 20 and len(classes) > round(0.5 * n):
-        warnings.warn("The number of unique classes is greater than 50% of the number of "
-                      "samples. `y` could represent a regression problem, not a "
-                      "classification problem.", UserWarning, stacklevel=3)
-
-
 def check_cv(n: int, cv: int, fold_seed: int, class_counts=None, classes=None) -> None:
     """Refuse ``cv`` folds that cannot be scored, naming ``cv`` and ``n``.
 
@@ -159,16 +141,34 @@ def validate_input(est, X, y=None, *, reset: bool, sparse: bool, images: bool):
     ``n_features_in_`` is the flattened row width in both cases.  Returns ``X`` or
     ``(X, y)`` when ``y`` is given.
     """
+    fin = dict(ensure_all_finite=False)  # checked below, naming the first bad row
     if not (images and hasattr(X, "ndim") and X.ndim > 2):
-        kw = dict(accept_sparse="csr" if sparse else False, dtype=[np.float64, np.float32])
+        kw = dict(accept_sparse="csr" if sparse else False, dtype=[np.float64, np.float32], **fin)
         if y is None:
-            return validate_data(est, X, reset=reset, **kw)
-        return validate_data(est, X, y, reset=reset, multi_output=True, **kw)
+            return check_rows_finite(validate_data(est, X, reset=reset, **kw), "X")
+        X, y = validate_data(est, X, y, reset=reset, multi_output=True, **kw)
+        return check_rows_finite(X, "X"), check_rows_finite(y, "y")
     X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32], input_name="X",
-                    estimator=est)
+                    estimator=est, **fin)
     check_row_width(est, X, reset=reset)
+    check_rows_finite(X, "X")
     if y is None:
         return X
-    y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
+    y = check_array(y, ensure_2d=False, dtype=None, input_name="y", **fin)
     check_consistent_length(X, y)
-    return X, y
+    return X, check_rows_finite(y, "y")
+
+
+def check_rows_finite(a, name: str):
+    """Return in-memory ``a`` (NumPy or SciPy sparse); ``InvalidInputError`` naming ``name``
+    and the first row holding NaN/Inf otherwise (scikit-learn's message names no row)."""
+    data = a.data if hasattr(a, "tocsr") else np.asarray(a)
+    if np.dtype(data.dtype).kind not in "fc" or np.isfinite(data).all():
+        return a
+    if hasattr(a, "tocsr"):
+        coo = a.tocoo()
+        row = int(coo.row[np.argmax(~np.isfinite(coo.data))])
+    else:
+        row = int(np.argmax(~np.isfinite(data.reshape(data.shape[0], -1)).all(axis=1)))
+    raise InvalidInputError(f"{name} contains NaN or Inf (first at row {row}): every value of "
+                            f"{name} must be finite (drop or impute those rows)")

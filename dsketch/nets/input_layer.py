@@ -18,7 +18,8 @@ from typing import Optional
 import numpy as np
 
 from ..backend import InvalidInputError, get_namespace
-from ..sketch._base import check_sparse, is_sparse
+from ..execution import is_sparse
+from ..sketch import check_sparse
 from ..sketch.linear import CountSketch, first_layer_rows, input_reduction, row_sq_norms
 from .base import Features, Kernel, SketchOptions
 

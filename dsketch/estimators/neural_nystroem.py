@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from .. import engine
 from ..nets import Relu, fully_connected
 from ..nets.nystroem import LANDMARK_METHODS, NystroemMap, inverse_sqrt, sample_landmarks
-from ._inputs import draw_seed, is_dask
+from ._data import draw_seed, is_dask
 from .transformers import BaseSketch
 
 __all__ = ["NeuralNystroem"]

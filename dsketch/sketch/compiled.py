@@ -1,0 +1,214 @@
+"""Compiled host kernels of the Hadamard family (Numba): per-row, cache-resident butterflies.
+
+Owns the NumPy-side compiled forms of :mod:`.hadamard`'s transforms:
+
+- :func:`fwht_rows` — the unnormalized Walsh–Hadamard butterfly, in place, on every row of a
+  C-contiguous 2-D real array (a complex array goes in as its real view with ``step=2``);
+- :func:`signed_blocks` — ``hadamard_blocks`` fused: each row's signed input, zero padded,
+  transformed per sign block and (optionally) gathered to given coordinates, in one pass
+  through a row-sized scratch buffer that stays in L1/L2;
+- :func:`folded_fwht` — ``fwht(fold_signed(x, signs, n))`` fused (and gathered).
+
+Every kernel computes a row from that row alone, in a fixed order (no reduction across
+rows, no ``fastmath``), so a row's result is bitwise the same whatever batch, position or
+row order it is computed in, on every CPU.  Kernels are compiled once per dtype (float32,
+float64; ``cache=True``), run serially and release the GIL (``nogil``): the callers'
+thread pools (``nets.chunks``, ``nets.exact``, Dask's workers) spread rows over the cores.
+Only real dtypes; complex sign blocks stay on the NumPy path of :mod:`.hadamard`.
+Must not import Dask; holds no random state.  The CuPy mirror is :mod:`.compiled_cupy`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "NUMBA_DTYPES"]
+
+#: Dtypes the kernels are compiled for (one specialization each).
+NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _wht8(v, i):
+    """The 8-point transform of ``v[i:i+8]`` in registers (levels 1, 2, 4)."""
+    a0 = v[i]
+    a1 = v[i + 1]
+    a2 = v[i + 2]
+    a3 = v[i + 3]
+    a4 = v[i + 4]
+    a5 = v[i + 5]
+    a6 = v[i + 6]
+    a7 = v[i + 7]
+    b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
+    b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
+    c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
+    c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
+    v[i] = c0 + c4
+    v[i + 1] = c1 + c5
+    v[i + 2] = c2 + c6
+    v[i + 3] = c3 + c7
+    v[i + 4] = c0 - c4
+    v[i + 5] = c1 - c5
+    v[i + 6] = c2 - c6
+    v[i + 7] = c3 - c7
+
+
+@njit(nogil=True, cache=True)
+def _levels(v, h, width):
+    """Butterfly levels of spans ``h, 2h, …, width/2`` on the 1-D view ``v`` (two at a time)."""
+    while h < width:
+        if 4 * h <= width:
+            for i in range(0, width, 4 * h):
+                p0 = v[i:i + h]
+                p1 = v[i + h:i + 2 * h]
+                p2 = v[i + 2 * h:i + 3 * h]
+                p3 = v[i + 3 * h:i + 4 * h]
+                for k in range(h):
+                    s01 = p0[k] + p1[k]
+                    d01 = p0[k] - p1[k]
+                    s23 = p2[k] + p3[k]
+                    d23 = p2[k] - p3[k]
+                    p0[k] = s01 + s23
+                    p1[k] = d01 + d23
+                    p2[k] = s01 - s23
+                    p3[k] = d01 - d23
+            h *= 4
+        else:
+            for i in range(0, width, 2 * h):
+                p0 = v[i:i + h]
+                p1 = v[i + h:i + 2 * h]
+                for k in range(h):
+                    a = p0[k]
+                    b = p1[k]
+                    p0[k] = a + b
+                    p1[k] = a - b
+            h *= 2
+
+
+@njit(nogil=True, cache=True)
+def _butterfly(v, lo, width, step):
+    """In-place unnormalized WHT of ``v[lo:lo+width]``.
+
+    ``width`` is a power of two times ``step`` (``step=2``: interleaved complex pairs).  A
+    real transform does its first three levels per 8 entries in registers, then the rest
+    two levels per pass over the (cache-resident) row.
+    """
+    w = v[lo:lo + width]
+    if step == 1 and width >= 8:
+        for i in range(0, width, 8):
+            _wht8(w, i)
+        _levels(w, 8, width)
+    else:
+        _levels(w, step, width)
+
+
+@njit(nogil=True, cache=True)
+def _fwht_rows(y, step):
+    rows, width = y.shape
+    for r in range(rows):
+        _butterfly(y[r], 0, width, step)
+
+
+def fwht_rows(y: np.ndarray, step: int = 1) -> np.ndarray:
+    """Walsh–Hadamard transform of every row of ``y`` in place (``y`` returned).
+
+    ``y`` is a C-contiguous float32/float64 ``(rows, width)`` array; ``width / step`` must be
+    a power of two.  ``step=2`` transforms interleaved (real, imaginary) pairs: a complex
+    row given as its real view.
+    """
+    _fwht_rows(y, step)
+    return y
+
+
+@njit(nogil=True, cache=True)
+def _signed_blocks(x, signs, d, h, idx, out):
+    """Per row: for each block b, ``w = H_n pad(x ⊙ signs[b, :d])`` written to ``buf[b·n:]``;
+    the transform is computed at width ``h`` (≥ d, a power of two) and tiled ``n/h`` times
+    (``H_n [a; 0] = [H_h a; H_h a; …]``); then ``out[r] = buf`` or ``buf[idx]``."""
+    rows = x.shape[0]
+    blocks, n = signs.shape
+    gather = idx.shape[0] > 0
+    buf = np.empty(blocks * n, dtype=out.dtype)
+    for r in range(rows):
+        dst = buf if gather else out[r]
+        for b in range(blocks):
+            base = b * n
+            for k in range(d):
+                dst[base + k] = x[r, k] * signs[b, k]
+            for k in range(d, h):
+                dst[base + k] = 0
+            _butterfly(dst, base, h, 1)
+            for t in range(h, n, h):
+                for k in range(h):
+                    dst[base + t + k] = dst[base + k]
+        if gather:
+            for k in range(idx.shape[0]):
+                out[r, k] = buf[idx[k]]
+
+
+_NO_INDEX = np.zeros(0, dtype=np.int64)
+
+
+def _c(a: np.ndarray, dtype) -> np.ndarray:
+    """C-contiguous, writeable ``a`` in ``dtype`` (read-only arrays would compile another
+    specialization of every kernel: copied instead)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
+def _width(d: int) -> int:
+    return 1 << max(0, (int(d) - 1).bit_length())
+
+
+def signed_blocks(x2: np.ndarray, signs: np.ndarray, idx=None) -> np.ndarray:
+    """``fwht(pad_n(x2 ⊙ signs[b, :d]))`` for each sign block ``b``, concatenated: ``(R, B·n)``;
+    with ``idx``, only those coordinates of the concatenation: ``(R, len(idx))``.
+
+    ``x2`` is real ``(R, d)``, ``signs`` real ``(B, n)`` with ``n ≥ d`` a power of two.  The
+    work per block is a width-``next_pow2(d)`` butterfly (the padding's share is a copy).
+    """
+    dt = np.result_type(x2.dtype, signs.dtype)
+    x2 = _c(x2, dt)
+    signs = _c(signs, dt)
+    d = x2.shape[1]
+    blocks, n = signs.shape
+    idx = _NO_INDEX if idx is None else _c(idx, np.int64)
+    out = np.empty((x2.shape[0], idx.shape[0] if idx.shape[0] else blocks * n), dtype=dt)
+    _signed_blocks(x2, signs, d, min(n, _width(d)), idx, out)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _folded_fwht(x, signs, n, idx, out):
+    """Per row: ``w = H_n Σ_a x[r, a·n:(a+1)·n] ⊙ signs[a·n:(a+1)·n]`` (pieces added in order);
+    ``out[r] = w`` or ``w[idx]``."""
+    rows, d = x.shape
+    gather = idx.shape[0] > 0
+    buf = np.empty(n, dtype=out.dtype)
+    for r in range(rows):
+        o = buf if gather else out[r]
+        for k in range(min(n, d)):
+            o[k] = x[r, k] * signs[k]
+        for k in range(min(n, d), n):
+            o[k] = 0
+        for a in range(n, d, n):
+            for k in range(min(n, d - a)):
+                o[k] += x[r, a + k] * signs[a + k]
+        _butterfly(o, 0, n, 1)
+        if gather:
+            for k in range(idx.shape[0]):
+                out[r, k] = buf[idx[k]]
+
+
+def folded_fwht(x2: np.ndarray, signs: np.ndarray, n: int, idx=None) -> np.ndarray:
+    """``fwht(fold_signed(x2, signs, n))``: ``(R, d) → (R, n)``, real, one pass per row; with
+    ``idx`` only those columns, ``(R, len(idx))``."""
+    dt = np.result_type(x2.dtype, signs.dtype)
+    x2 = _c(x2, dt)
+    signs = _c(signs[: x2.shape[1]], dt)
+    idx = _NO_INDEX if idx is None else _c(idx, np.int64)
+    out = np.empty((x2.shape[0], idx.shape[0] if idx.shape[0] else n), dtype=dt)
+    _folded_fwht(x2, signs, n, idx, out)
+    return out
+

@@ -1,0 +1,67 @@
+"""Generic (array-namespace) code paths run on a strict array-API namespace.
+
+Functions that take their module from ``backend.get_namespace`` claim to run on any array
+module (NumPy on the host, CuPy on a GPU).  Here ``get_namespace`` answers
+``array_api_strict`` for its arrays, so a NumPy-only call (``np.*`` on the argument, a
+NumPy-only method or name) raises instead of silently converting; results must equal the
+NumPy results.  The list below is what is generic in the array-API sense today; the
+dual-activation faces (``moments``: ``np.result_type`` on dtypes, ``.astype(copy=False)``;
+``arccos`` spelled the NumPy way) are NumPy/CuPy-generic only and stay off it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+xps = pytest.importorskip("array_api_strict")
+
+from dsketch import backend  # noqa: E402
+from dsketch.nets import Relu, hermite_moments, hermite_series, special  # noqa: E402
+from dsketch.nets.activations import relu as relu_module  # noqa: E402
+from dsketch.sketch import arccos  # noqa: E402
+
+#: Modules whose generic functions are checked (each imported ``get_namespace`` by name).
+MODULES = [backend, special, hermite_series, hermite_moments, arccos, relu_module]
+
+
+@pytest.fixture
+def strict(monkeypatch):
+    host = backend.get_namespace
+
+    def get_namespace(*arrays):
+        if any(type(a).__module__.startswith("array_api_strict") for a in arrays):
+            return xps
+        return host(*arrays)
+
+    for mod in MODULES:
+        if hasattr(mod, "get_namespace"):
+            monkeypatch.setattr(mod, "get_namespace", get_namespace)
+    return xps
+
+
+def _np(a):
+    return np.asarray(a)
+
+
+CASES = {
+    "norm_pdf": lambda xp, v: special.norm_pdf(v),
+    "normalized_hermite": lambda xp, v: hermite_series.normalized_hermite(v, 5),
+    "safe_power": lambda xp, v: hermite_moments.safe_power(xp.abs(v), 1.5),
+    "arccos_J0": lambda xp, v: arccos.arccos_J(0, xp.acos(v / 4), xp),
+    "arccos_J1": lambda xp, v: arccos.arccos_J(1, xp.acos(v / 4), xp, cos=v / 4),
+    "arccos_J2": lambda xp, v: arccos.arccos_J(2, xp.acos(v / 4), xp, cos=v / 4),
+    "relu_fn": lambda xp, v: Relu().fn(v),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_generic_function_runs_on_the_strict_namespace(name, strict):
+    host = np.linspace(-3.0, 3.0, 13)
+    want = CASES[name](np, host)
+    got = CASES[name](strict, strict.asarray(host))
+    assert type(got).__module__.startswith("array_api_strict")
+    np.testing.assert_allclose(_np(got), want, rtol=1e-14, atol=1e-15)
+    assert math.isfinite(float(np.sum(want)))
