@@ -156,6 +156,55 @@ def _identity(R):
 
 
 # ======================================================================== iteration
+def pcg_columns(apply_A: Callable, B: np.ndarray, X: np.ndarray, R: np.ndarray,
+                M: Callable, *, tol: float, maxiter: int, callback: Callable | None,
+                breakdown: Callable) -> tuple[int, list, np.ndarray, list]:
+    """The one preconditioned block-CG iteration of the engine (features, kernel, Falkon).
+
+    Solves ``A x_j = b_j`` for the columns of ``B`` in place in ``X`` (``R = B − A X`` on
+    entry), every column sharing each product: ``apply_A(D, cols)`` returns ``A D`` for the
+    still-active columns ``cols``, ``M(R, cols)`` applies the preconditioner.  A column stops
+    at relative residual ``‖r_j‖/‖b_j‖ ≤ tol``.  A non-positive or non-finite ``dᵀAd`` raises
+    ``breakdown(iteration, dᵀAd)``; ``callback(largest residual, iteration)`` never breaks
+    a fit.  Returns ``(iterations, history of the largest residual, residual per column,
+    seconds per product)``.
+    """
+    bnorm = np.linalg.norm(B, axis=0)
+    bnorm = np.where(bnorm > 0, bnorm, 1.0)
+    res = np.linalg.norm(R, axis=0) / bnorm
+    history = [float(res.max())]
+    cols = np.arange(B.shape[1])
+    Z = M(R, cols)
+    D = Z.copy()
+    rz = np.einsum("ij,ij->j", R, Z)
+    it, times = 0, []
+    while it < maxiter and not np.all(res <= tol):
+        act = np.flatnonzero(res > tol)
+        t = time.perf_counter()
+        Da = D[:, act]
+        AD = apply_A(Da, act)
+        times.append(time.perf_counter() - t)
+        it += 1
+        pAp = np.einsum("ij,ij->j", Da, AD)
+        if not np.all(np.isfinite(pAp) & (pAp > 0)):
+            raise breakdown(it, pAp)
+        a = rz[act] / pAp
+        X[:, act] += Da * a
+        R[:, act] -= AD * a
+        res[act] = np.linalg.norm(R[:, act], axis=0) / bnorm[act]
+        Za = M(R[:, act], act)
+        rz_new = np.einsum("ij,ij->j", R[:, act], Za)
+        D[:, act] = Za + Da * (rz_new / rz[act])
+        rz[act] = rz_new
+        history.append(float(res.max()))
+        if callback is not None:
+            try:
+                callback(float(res.max()), it)
+            except Exception as exc:  # progress must never break a fit
+                warnings.warn(f"CG callback raised {exc!r}; ignored", RuntimeWarning)
+    return it, history, res, times
+
+
 def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
              preconditioner: str | None, persist: bool | str, x0, client,
              callback: Callable | None, rank: int | None, seed: int, split_every: int,
@@ -220,45 +269,21 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
     else:
         M, pc = _identity, "none"
     R = B - (AV[:, ell:] + alpha * X) if x0 is not None else B.copy()
-    bnorm = np.linalg.norm(B, axis=0)
-    bnorm = np.where(bnorm > 0, bnorm, 1.0)
-    res = np.linalg.norm(R, axis=0) / bnorm
-    history = [float(res.max())]
-    Z = M(R)
-    D = Z.copy()
-    rz = np.einsum("ij,ij->j", R, Z)
-    it = 0
-    iter_times = []
-    while it < maxiter and not np.all(res <= tol):
-        active = np.nonzero(res > tol)[0]
-        t = time.perf_counter()
-        Da = D[:, active]
-        # no progress bar per iteration (the residual callback reports progress)
-        AD = reduce_rows(matvec_chunk, "dsketch-cg-matvec", Phi_run, V=Da, P=m * len(active),
-                         progress=False, slab=int(slab_rows), **run).reshape(m, len(active))
-        AD += alpha * Da
-        iter_times.append(time.perf_counter() - t)
-        it += 1
-        pAp = np.einsum("ij,ij->j", Da, AD)
-        if not np.all(np.isfinite(pAp) & (pAp > 0)):
-            raise IllConditionedError(
-                f"CG broke down at iteration {it} (dᵀAd = {pAp.min():.3g} is not a positive "
-                f"finite number): ΦᵀΦ + αI is numerically singular or overflows for "
-                f"alpha={alpha}; increase alpha or scale the features down")
-        a = rz[active] / pAp
-        X[:, active] += Da * a
-        R[:, active] -= AD * a
-        res[active] = np.linalg.norm(R[:, active], axis=0) / bnorm[active]
-        Za = M(R[:, active])
-        rz_new = np.einsum("ij,ij->j", R[:, active], Za)
-        D[:, active] = Za + Da * (rz_new / rz[active])
-        rz[active] = rz_new
-        history.append(float(res.max()))
-        if callback is not None:
-            try:
-                callback(float(res.max()), it)
-            except Exception as exc:  # progress must never break a fit
-                warnings.warn(f"CG callback raised {exc!r}; ignored", RuntimeWarning)
+
+    def apply_A(Da, act):  # no progress bar per iteration (the residual callback reports it)
+        AD = reduce_rows(matvec_chunk, "dsketch-cg-matvec", Phi_run, V=Da, P=m * len(act),
+                         progress=False, slab=int(slab_rows), **run).reshape(m, len(act))
+        return AD + alpha * Da
+
+    def breakdown(it, pAp):
+        return IllConditionedError(
+            f"CG broke down at iteration {it} (dᵀAd = {pAp.min():.3g} is not a positive finite "
+            f"number): ΦᵀΦ + αI is numerically singular or overflows for alpha={alpha}; "
+            f"increase alpha or scale the features down")
+
+    it, history, res, iter_times = pcg_columns(apply_A, B, X, R, lambda R_, act: M(R_), tol=tol,
+                                               maxiter=maxiter, callback=callback,
+                                               breakdown=breakdown)
     converged = bool(np.all(res <= tol))
     del Phi_run
     check_weights(X, f"CG (alpha={alpha}, {it} iterations)")

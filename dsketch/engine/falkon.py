@@ -17,14 +17,13 @@ estimator does).  Client memory: ``K_mm``'s two triangular factors (float32 abov
 from __future__ import annotations
 
 import time
-import warnings
 
 import dask.array as da
 import numpy as np
 import scipy.linalg
 
 from ..backend import InvalidInputError
-from .kernel_cg import RidgeFit
+from .kernel_cg import RidgeFit, pcg
 from .kernel_ops import DaskKernel, plan_cache
 from .linalg import IllConditionedError, check_weights, cholesky
 from .passes import reduce_rows, slabs
@@ -212,42 +211,5 @@ def _lazy_cross(op, X, C):
 
 def _cg(A, B, *, tol, maxiter, callback):
     """Plain block CG for the SPD operator ``A`` (columns independent, shared products)."""
-    X = np.zeros_like(B)
-    R = B.copy()
-    bnorm = np.linalg.norm(B, axis=0)
-    bnorm = np.where(bnorm > 0, bnorm, 1.0)
-    res = np.linalg.norm(R, axis=0) / bnorm
-    history = [float(res.max())]
-    D = R.copy()
-    rr = np.einsum("ij,ij->j", R, R)
-    it, times = 0, []
-    while it < maxiter and not np.all(res <= tol):
-        act = np.flatnonzero(res > tol)
-        t = time.perf_counter()
-        Da = D[:, act]
-        AD = A(Da)
-        times.append(time.perf_counter() - t)
-        it += 1
-        pAp = np.einsum("ij,ij->j", Da, AD)
-        if not np.all(np.isfinite(pAp) & (pAp > 0)):
-            raise IllConditionedError(f"Falkon CG broke down at iteration {it}; increase alpha")
-        a = rr[act] / pAp
-        X[:, act] += Da * a
-        R[:, act] -= AD * a
-        res[act] = np.linalg.norm(R[:, act], axis=0) / bnorm[act]
-        rr_new = np.einsum("ij,ij->j", R[:, act], R[:, act])
-        D[:, act] = R[:, act] + Da * (rr_new / rr[act])
-        rr[act] = rr_new
-        history.append(float(res.max()))
-        if callback is not None:
-            try:
-                callback(float(res.max()), it)
-            except Exception as exc:  # progress must never break a fit
-                warnings.warn(f"CG callback raised {exc!r}; ignored", RuntimeWarning)
-    converged = bool(np.all(res <= tol))
-    if not converged:
-        warnings.warn(f"Falkon CG did not reach tol={tol} in {maxiter} iterations (relative "
-                      f"residuals per column {np.array2string(res, precision=2)})", RuntimeWarning)
-    return X, dict(iterations=it, residuals=history, column_residuals=res.tolist(),
-                   converged=converged,
-                   seconds_per_iteration=float(np.mean(times)) if times else None)
+    return pcg(A, B, 0.0, lambda R, lam: R, tol=tol, maxiter=maxiter, callback=callback,
+               what="Falkon CG")

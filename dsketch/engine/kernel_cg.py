@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg
 
 from ..backend import InvalidInputError, check_int, rng
+from .cg import pcg_columns
 from .linalg import IllConditionedError, RidgeSystem, check_weights, cholesky
 from .solve import FitReport
 
@@ -181,10 +182,12 @@ class LowRankPreconditioner:
 
 # ======================================================================= iteration
 def pcg(matvec: Callable, B: np.ndarray, lam, M: Callable, *, tol: float, maxiter: int,
-        x0=None, callback: Callable | None = None) -> tuple[np.ndarray, dict]:
+        x0=None, callback: Callable | None = None,
+        what: str = "kernel CG") -> tuple[np.ndarray, dict]:
     """Preconditioned CG for ``(K + λ_j I) x_j = b_j``, all columns sharing each ``K·V``.
 
-    ``matvec(V)`` returns ``K V``; ``M(R, lam)`` applies the preconditioner.  Stops a
+    ``matvec(V)`` returns ``K V``; ``M(R, lam)`` applies the preconditioner (the iteration is
+    :func:`.cg.pcg_columns`; ``what`` names the solve in its messages).  Stops a
     column at relative residual ``‖b − Ax‖/‖b‖ ≤ tol``.  Returns ``X`` and a dict with
     ``iterations``, ``residuals`` (largest per iteration), ``column_residuals``,
     ``converged`` and ``seconds_per_iteration``.
@@ -194,43 +197,18 @@ def pcg(matvec: Callable, B: np.ndarray, lam, M: Callable, *, tol: float, maxite
     lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), (k,)).copy()
     X = np.zeros((n, k)) if x0 is None else np.array(x0, dtype=np.float64, copy=True)
     R = B - (matvec(X) + lam * X) if x0 is not None else B.copy()
-    bnorm = np.linalg.norm(B, axis=0)
-    bnorm = np.where(bnorm > 0, bnorm, 1.0)
-    res = np.linalg.norm(R, axis=0) / bnorm
-    history = [float(res.max())]
-    Z = M(R, lam)
-    D = Z.copy()
-    rz = np.einsum("ij,ij->j", R, Z)
-    it, times = 0, []
-    while it < maxiter and not np.all(res <= tol):
-        act = np.flatnonzero(res > tol)
-        t = time.perf_counter()
-        Da = D[:, act]
-        AD = matvec(Da) + lam[act] * Da
-        times.append(time.perf_counter() - t)
-        it += 1
-        pAp = np.einsum("ij,ij->j", Da, AD)
-        if not np.all(np.isfinite(pAp) & (pAp > 0)):
-            raise IllConditionedError(f"CG broke down at iteration {it} (dᵀAd = {pAp.min():.3g}): "
-                                      f"K + αI is numerically singular for alpha={lam[act].min()}; "
-                                      f"increase alpha")
-        a = rz[act] / pAp
-        X[:, act] += Da * a
-        R[:, act] -= AD * a
-        res[act] = np.linalg.norm(R[:, act], axis=0) / bnorm[act]
-        Za = M(R[:, act], lam[act])
-        rz_new = np.einsum("ij,ij->j", R[:, act], Za)
-        D[:, act] = Za + Da * (rz_new / rz[act])
-        rz[act] = rz_new
-        history.append(float(res.max()))
-        if callback is not None:
-            try:
-                callback(float(res.max()), it)
-            except Exception as exc:  # progress must never break a fit
-                warnings.warn(f"CG callback raised {exc!r}; ignored", RuntimeWarning)
+
+    def breakdown(it, pAp):
+        return IllConditionedError(f"{what} broke down at iteration {it} (dᵀAd = "
+                                   f"{pAp.min():.3g}): the system is numerically singular for "
+                                   f"alpha={lam.min()}; increase alpha")
+
+    it, history, res, times = pcg_columns(
+        lambda D, act: matvec(D) + lam[act] * D, B, X, R, lambda R_, act: M(R_, lam[act]),
+        tol=tol, maxiter=maxiter, callback=callback, breakdown=breakdown)
     converged = bool(np.all(res <= tol))
     if not converged:
-        warnings.warn(f"kernel CG did not reach tol={tol} in {maxiter} iterations (relative "
+        warnings.warn(f"{what} did not reach tol={tol} in {maxiter} iterations (relative "
                       f"residuals per column {np.array2string(res, precision=2)})", RuntimeWarning)
     return X, dict(iterations=it, residuals=history, column_residuals=res.tolist(),
                    converged=converged,
