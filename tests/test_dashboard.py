@@ -12,15 +12,8 @@ from dsketch import dashboard
 
 
 @pytest.fixture(scope="module")
-def client():
-    import dask.config
-    from distributed import Client, LocalCluster
-
-    routes = list(dask.config.get("distributed.scheduler.http.routes"))
-    with dask.config.set({"distributed.scheduler.http.routes": routes + [dashboard.ROUTE_MODULE]}):
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
-            yield c
+def client(dashboard_client):
+    return dashboard_client
 
 
 def _base(client) -> str:
