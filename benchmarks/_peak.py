@@ -1,7 +1,7 @@
 """Peak resident memory of THIS process during a ``with`` block (a sampling thread).
 
 Serves the kernel-ridge benchmarks (``realdata.py`` groups ``kernel``/``falkon``,
-``krr_scaling.py``); not part of the ``dsketch`` package.
+``krr_scaling.py``) and ``sparse.py``; not part of the ``dsketch`` package.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ class ProcessPeak:
         self._thread.join()
         self.peak = max(self.peak, self.proc.memory_info().rss)
         return False
+
+    @property
+    def extra(self) -> int:
+        """Peak RSS above the value at entry (bytes)."""
+        return self.peak - self.start
 
     @property
     def peak_gib(self) -> float:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +43,6 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from sklearn.kernel_approximation import PolynomialCountSketch, RBFSampler  # noqa: E402
 
@@ -52,6 +50,7 @@ from dsketch.estimators import NTKSketch, PolynomialSketch, RandomFourierFeature
 
 sys.path.insert(0, str(_HERE))
 from _common import RESULTS, write_results  # noqa: E402
+from _peak import ProcessPeak  # noqa: E402
 
 sys.path.remove(str(_HERE))
 
@@ -70,32 +69,6 @@ def power_law_rows(n: int, d: int, seed: int = 0, lo: int = 10, hi: int = 200) -
     X = sp.csr_matrix((data, indices, indptr), shape=(n, d))
     X.sum_duplicates()
     return X
-
-
-class PeakMemory:
-    """Peak RSS of this process above its value at entry (bytes), sampled every 5 ms."""
-
-    def __enter__(self):
-        self._proc = psutil.Process()
-        self.start = self.peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-
-        def loop():
-            while not self._stop.wait(0.005):
-                self.peak = max(self.peak, self._proc.memory_info().rss)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def extra(self) -> int:
-        return self.peak - self.start
 
 
 def methods(m: int, seed: int = 0) -> dict:
@@ -135,7 +108,7 @@ def run_one(name, factory, kind, X, *, m: int, repeat: int, max_dense: float, ma
     gc.collect()
     best, peak = float("inf"), 0
     for _ in range(repeat):
-        with PeakMemory() as mem:
+        with ProcessPeak(interval=0.005) as mem:
             t0 = time.perf_counter()
             out = call()
             best = min(best, time.perf_counter() - t0)
