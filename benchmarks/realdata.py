@@ -73,7 +73,7 @@ CONFIG = {
               "falkon_n": 2000, "falkon_landmark_m": [256]},
 }
 #: The exact-kernel estimators' settings in this benchmark (README: the defaults).
-KERNEL_KW = {"tol": 1e-3, "max_iter": 100, "rank": 4096, "preconditioner": "rpcholesky"}
+KERNEL_KW = {"tol": 1e-3, "max_iter": 100, "rank": 2048, "preconditioner": "rpcholesky"}
 
 
 def exact_lambda(Xtr, ytr, classes, rows: int) -> float:

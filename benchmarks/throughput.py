@@ -24,8 +24,9 @@ least ``--min-seconds``.
 
 Writes ``benchmarks/results/throughput.json``, ``throughput.png`` and ``throughput.md`` (the
 README table)
-(``throughput-quick.*`` with ``--quick``: d=32, m=256, a few rows, to check it runs).
-Usage: ``python benchmarks/throughput.py [--quick] [--repeat 3] [--only NAME ...]``.
+(``throughput-quick.*`` with ``--quick``: d=32, m=256, a few rows, to check it runs;
+``--cntk``: only the CNTK rows, ``throughput-cntk.json`` / ``.md``).
+Usage: ``python benchmarks/throughput.py [--quick] [--repeat 3] [--only NAME ...] [--cntk]``.
 """
 
 from __future__ import annotations
@@ -150,11 +151,15 @@ def bench_cntk_sketch(cfg, repeat) -> dict:
     wall, cpu = timed(lambda: est.transform(X), repeat)
     r = {"map": "CNTKSketch myrtle5 14x14", "m": m, "images": n, "seconds": wall,
          "cpu_seconds": cpu, "ms_per_image": 1e3 * wall / n}
-    print(f"CNTKSketch m={m}: {r['ms_per_image']:.1f} ms/image", flush=True)
+    print(f"CNTKSketch m={m}: {r['ms_per_image']:.1f} ms/image (CPU {1e3 * cpu / n:.1f} ms)", flush=True)
     return r
 
 
 def bench_exact(cfg, repeat, gemm, gemm64, gemm_cpu) -> list:
+    return bench_exact_fc(cfg, repeat, gemm, gemm64, gemm_cpu) + bench_exact_cntk(cfg, repeat)
+
+
+def bench_exact_fc(cfg, repeat, gemm, gemm64, gemm_cpu) -> list:
     out = []
     for d in cfg["exact_d"]:
         n = cfg["exact_rows"]
@@ -175,6 +180,11 @@ def bench_exact(cfg, repeat, gemm, gemm64, gemm_cpu) -> list:
                 print(f"exact FC {act} {get} d={d}: {eps / 1e6:8.1f} M entries/s "
                       f"({100 * share:.0f}% of float32 GEMM-only, {100 * share64:.0f}% of float64)",
                       flush=True)
+    return out
+
+
+def bench_exact_cntk(cfg, repeat) -> list:
+    out = []
     n = cfg["cntk_exact"]
     Xa = np.random.default_rng(5).standard_normal((n, 14, 14, 1))
     Xb = np.random.default_rng(6).standard_normal((n, 14, 14, 1))
@@ -182,7 +192,7 @@ def bench_exact(cfg, repeat, gemm, gemm64, gemm_cpu) -> list:
     wall, cpu = timed(lambda: net.kernel(Xa, Xb, get="ntk"), max(1, repeat - 1))
     out.append({"kernel": "CNTK myrtle5 14x14 ntk", "entries": n * n, "seconds": wall,
                 "cpu_seconds": cpu, "ms_per_entry": 1e3 * wall / (n * n)})
-    print(f"exact CNTK: {1e3 * wall / n / n:.2f} ms/entry", flush=True)
+    print(f"exact CNTK: {1e3 * wall / n / n:.2f} ms/entry (CPU {1e3 * cpu / n / n:.2f} ms)", flush=True)
     return out
 
 
@@ -195,7 +205,7 @@ def markdown(payload: dict) -> str:
     rws = payload["maps"]
     sizes = sorted({(r["d"], r["m"]) for r in rws})
     head = "| map | " + " | ".join(f"d={d}, m={m}" for d, m in sizes) + " |"
-    lines = [head, "|---|" + "---:|" * len(sizes)]
+    lines = [head, "|---|" + "---:|" * len(sizes)] if rws else []
     for name in dict.fromkeys(r["map"] for r in rws):
         cells = []
         for d, m in sizes:
@@ -264,6 +274,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--min-seconds", type=float, default=0.3)
     ap.add_argument("--only", nargs="*", default=None, help="substrings of the map names to time")
     ap.add_argument("--no-exact", action="store_true", help="skip the exact kernels and CNTK")
+    ap.add_argument("--cntk", action="store_true",
+                    help="only the CNTK rows: CNTKSketch and the exact CNTK (results throughput-cntk*)")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     args = ap.parse_args(argv)
     if args.quick:
@@ -284,12 +296,15 @@ def main(argv=None) -> dict:
                "gemm_gflops": gemm, "gemm64_gflops": gemm64,
                "gemm_cpu_gflops": gemm_cpu_gflops(np.float32),
                "gemm64_cpu_gflops": gemm_cpu_gflops(np.float64),
-               "maps": bench_maps(cfg, repeat, min_seconds, args.only)}
+               "maps": [] if args.cntk else bench_maps(cfg, repeat, min_seconds, args.only)}
     for r in payload["maps"]:
         r["gemm_share"] = None
         if "gemm_flops_per_row" in r:
             r["gemm_share"] = r["rows_per_s"] * r["gemm_flops_per_row"] / (gemm * 1e9)
-    if not args.no_exact:
+    if args.cntk:
+        payload["cntk_sketch"] = bench_cntk_sketch(cfg, repeat)
+        payload["exact"] = bench_exact_cntk(cfg, repeat)
+    elif not args.no_exact:
         payload["cntk_sketch"] = bench_cntk_sketch(cfg, repeat)
         payload["exact"] = bench_exact(cfg, repeat, gemm, payload["gemm64_gflops"],
                                        (payload["gemm_cpu_gflops"], payload["gemm64_cpu_gflops"]))
@@ -297,8 +312,10 @@ def main(argv=None) -> dict:
     payload["load_after"] = os.getloadavg()[0]
     payload["seconds_total"] = time.perf_counter() - t0
     name = "throughput-quick" if args.quick else "throughput" + (f"-{args.tag}" if args.tag else "")
+    if args.cntk:
+        name = name.replace("throughput", "throughput-cntk", 1)
     write_results(name, payload)
-    if "exact" in payload:
+    if "exact" in payload and not args.cntk:
         plot(payload, RESULTS / f"{name}.png")
     (RESULTS / f"{name}.md").write_text(markdown(payload))
     print(f"wrote {RESULTS / name}.json ({payload['seconds_total']:.0f} s, load "

@@ -21,7 +21,9 @@ How progress travels
   "distributed.http.scheduler.info", "distributed.http.scheduler.json",
   "distributed.http.health", "distributed.http.proxy", "distributed.http.statics",
   "dsketch.dashboard"]'``.  Then ``http://<scheduler>:8787/dsketch`` shows every fit
-  (phase, rows done, CG residual curve, CV curve) and ``/dsketch/json`` the same as JSON.
+  (phase, rows done, CG residual curve — the largest over columns, live — and the last
+  residual of each CG column, target or class, live: ``column_residuals``,
+  CV curve) and ``/dsketch/json`` the same as JSON.
 * In a terminal, :class:`TerminalProgress` draws one line on stderr for the fit running in
   this process.
 
@@ -59,6 +61,7 @@ logger = logging.getLogger(__name__)
 METADATA_KEY = "dsketch-progress"
 ROUTE_MODULE = "dsketch.dashboard"
 _MAX_KEPT = 20  # finished fits kept on the scheduler for display
+_MAX_COLUMNS = 20  # CG columns listed per fit (the rest summarized by the worst)
 _DONE_STATES = ("memory", "released", "forgotten", "erred")  # released: run, result passed on
 _PASS_PHASES = ("gram", "cg", "embed", "predict")
 # task groups of one task per row chunk (a group's name is its key without the chunk index)
@@ -127,14 +130,16 @@ class FitProgress:
         """Enter phase ``name`` (``gram``, ``solve``, ``cg``, ``predict``...)."""
         self.update(phase=name, **fields)
 
-    def residual(self, value: float, *args, **kwargs) -> None:
-        """Record one CG residual (usable directly as a solver callback)."""
+    def residual(self, value: float, *args, columns=None, **kwargs) -> None:
+        """Record one CG residual, and each column's when given (usable directly as a
+        solver callback: the engine's CG passes ``columns=``)."""
         try:
             value = float(value)
         except (TypeError, ValueError):
             return
         self.state["residuals"] = list(self.state["residuals"]) + [value]
-        self.update(phase="cg")
+        live = {} if columns is None else {"column_residuals": [float(c) for c in columns]}
+        self.update(phase="cg", **live)
 
     def close(self, status: str = "done") -> None:
         if status == "done":
@@ -267,6 +272,21 @@ def _svg_curve(values: list[float], *, log: bool, width=360, height=120, label="
             f'<text x="8" y="{height - 4}" font-size="10">{bottom}</text></svg>')
 
 
+def _column_table(cols, limit: int = _MAX_COLUMNS) -> str:
+    """The last relative residual of each CG column (target / class), the worst marked."""
+    vals = [float(c) for c in cols or [] if isinstance(c, (int, float))]
+    if not vals:
+        return ""
+    worst = max(range(len(vals)), key=vals.__getitem__)
+    rows = "".join(f"<tr{' class=worst' if j == worst else ''}><td>{j}</td><td>{r:.2e}</td></tr>"
+                   for j, r in enumerate(vals[:limit]))
+    if len(vals) > limit:
+        rows += (f"<tr><td colspan='2' class='muted'>{len(vals) - limit} more; worst: column "
+                 f"{worst}, {vals[worst]:.2e}</td></tr>")
+    return (f"<table class='columns' aria-label='CG residual per column'><tr><th>column</th>"
+            f"<th>residual</th></tr>{rows}</table>")
+
+
 def _fmt_alpha(a) -> str:
     return "" if a is None else f"{a:.3g}"
 
@@ -294,7 +314,8 @@ def render_page(fits: dict[str, dict]) -> str:
             f"<td>{_fmt_alpha(f.get('alpha'))}</td>"
             f"<td class='time'>{elapsed:.1f} s</td>"
             f"<td class='cg'>CG residuals ({len(res)}): {', '.join(f'{r:.2e}' for r in res[-3:])}<br>"
-            f"{_svg_curve(res, log=True, label='CG residual curve')}</td>"
+            f"{_svg_curve(res, log=True, label='CG residual curve')}"
+            f"{_column_table(f.get('column_residuals'))}</td>"
             f"<td>{_svg_curve(cv_vals, log=False, label='CV curve') if cv_vals else ''}</td>"
             + (f"<td class='error'>{html.escape(str(f.get('error')))}</td>" if f.get("error") else "<td></td>")
             + "</tr>")
@@ -307,6 +328,7 @@ def render_page(fits: dict[str, dict]) -> str:
 body {{ font-family: sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 6px; vertical-align: top; }}
 .bar {{ width: 160px; height: 10px; background: #eee; }} .bar div {{ height: 10px; background: #2ca02c; }}
+.columns td, .columns th {{ padding: 1px 6px; font-size: 90%; }} .columns .worst {{ color: #d62728; }}
 .status-running {{ color: #1f77b4; }} .status-failed, .error {{ color: #d62728; }} .muted {{ color: #888; }}
 </style></head><body>
 <h1>dsketch fits</h1>
@@ -315,7 +337,7 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; 
 <code>dsketch-embed-*</code>, <code>dsketch-gram</code>, <code>dsketch-cg-*</code>, <code>dsketch-predict</code>.
 <a href="dsketch/json">JSON</a></p>
 <table><tr><th>fit</th><th>status</th><th>phase</th><th>progress</th><th>features</th><th>alpha</th>
-<th>time</th><th>CG residual curve</th><th>CV curve (MSE per alpha)</th><th></th></tr>
+<th>time</th><th>CG residual curve, residual per column</th><th>CV curve (MSE per alpha)</th><th></th></tr>
 {body}</table></body></html>"""
 
 

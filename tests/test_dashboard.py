@@ -77,6 +77,36 @@ def test_a_real_fit_publishes_its_progress(client):
     assert "CG residual curve" in page and "done" in page
 
 
+def test_page_shows_the_residual_of_every_cg_column(client):
+    """A kernel fit's last residual per column (one per class) reaches the page as a table."""
+    import dask.array as da
+
+    from dsketch import KernelRidgeClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(240, 4))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    est = KernelRidgeClassifier(alpha=0.5, rank=16, tol=1e-8, max_iter=300, random_state=0)
+    est.fit(da.from_array(X, chunks=80), da.from_array(y, chunks=80))
+    cols = est.fit_report_["column_residuals"]
+    data = json.loads(_get(_base(client) + "/dsketch/json"))
+    fit = [f for f in data.values() if f["estimator"] == "KernelRidgeClassifier"][-1]
+    assert fit["column_residuals"] == cols and len(cols) == 3
+    page = _get(_base(client) + "/dsketch")
+    assert "CG residual per column" in page
+    for j, r in enumerate(cols):
+        assert f"<td>{j}</td><td>{r:.2e}</td>" in page
+
+
+def test_column_table_lists_columns_and_summarizes_the_rest():
+    html = dashboard.render_page({"f": {"id": "f", "status": "done", "n_rows": 10,
+                                        "residuals": [1.0, 1e-4],
+                                        "column_residuals": [1e-5] * 24 + [3e-4]}})
+    assert html.count("<td>1.00e-05</td>") == 20 and "5 more; worst: column 24, 3.00e-04" in html
+    assert "CG residual per column" not in dashboard.render_page(
+        {"g": {"id": "g", "status": "done", "n_rows": 1, "residuals": []}})
+
+
 def test_terminal_line_format():
     line = dashboard.TerminalProgress.format({"phase": "gram", "n_rows": 1000, "rows_done": 500,
                                               "residuals": [0.5, 1e-3], "started": 0})

@@ -138,6 +138,18 @@ def test_blocked_cholesky_equals_scipy_and_reports_indefinite():
         cholesky(A, block=4, blocked_min=1)
 
 
+def test_blocked_cholesky_in_place_reuses_the_matrix_and_gives_the_same_factor():
+    from dsketch.engine.linalg import cholesky
+
+    X = np.random.default_rng(1).standard_normal((37, 40))
+    A = X @ X.T
+    ref = cholesky(A, block=8, blocked_min=1)
+    work = A.copy()
+    L = cholesky(work, block=8, blocked_min=1, overwrite=True)
+    assert L is work and np.array_equal(L, ref)
+    assert np.array_equal(cholesky(A, block=8, blocked_min=1), ref)  # the default keeps A
+
+
 def test_ridge_system_cholesky_and_eigh_agree():
     from dsketch.engine.linalg import RidgeSystem
 

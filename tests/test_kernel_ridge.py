@@ -20,7 +20,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dsketch import KernelRidge, KernelRidgeClassifier, engine, load_model, save_model
 from dsketch.engine.falkon import gram_lower, tri_solve
-from dsketch.engine.kernel_cg import LowRankPreconditioner, holdout_split, rpcholesky
+from dsketch.engine.kernel_cg import (LowRankPreconditioner, gram, holdout_split, rpcholesky,
+                                      spectral_shift)
 from dsketch.nets import Relu, fully_connected
 
 pytestmark = pytest.mark.timeout(300)
@@ -81,6 +82,59 @@ def test_low_rank_preconditioner_is_the_inverse_of_ffT_plus_lambda():
     for j in range(3):
         ref = np.linalg.solve(F @ F.T + lam[j] * np.eye(50), R[:, j])
         assert rel(out[:, j], ref) < 1e-10
+
+
+def test_shifted_preconditioner_is_the_inverse_of_ffT_plus_lambda_plus_shift():
+    F = RNG.standard_normal((50, 7))
+    R = RNG.standard_normal((50, 2))
+    out = LowRankPreconditioner(F, shift=0.25)(R, np.array([0.5, 0.5]))
+    assert rel(out, np.linalg.solve(F @ F.T + 0.75 * np.eye(50), R)) < 1e-10
+
+
+def test_spectral_shift_is_the_mean_residual_diagonal_and_never_negative():
+    F, _ = rpcholesky(np.diag(K).copy(), lambda idx: K[:, idx], 40, seed=0)
+    delta = spectral_shift(np.diag(K), F)
+    assert delta > 0 and math.isclose(delta, np.trace(K - F @ F.T) / (N - 40), rel_tol=1e-9)
+    assert spectral_shift(np.zeros(N), F) == 0.0
+
+
+def test_gram_by_syrk_equals_ftf():
+    F = RNG.standard_normal((50, 7))
+    np.testing.assert_allclose(gram(F), F.T @ F, rtol=1e-12, atol=1e-12)
+
+
+def _symmetric_product(monkeypatch, cores):
+    import dsketch.engine.sym_product as sp
+    bounds = [(0, 70), (70, 140), (140, 183)]
+    S = (K[:183, :183]).astype(np.float32)
+    V = np.random.default_rng(5).standard_normal((183, 3)).astype(np.float32)
+    monkeypatch.setattr(sp, "STRIP_ROWS", 16)  # several strips per block
+    monkeypatch.setattr(sp, "usable_cores", lambda: cores)
+    blocks = {(i, j): np.ascontiguousarray(S[a:b, c:d]) for i, (a, b) in enumerate(bounds)
+              for j, (c, d) in enumerate(bounds) if i <= j}
+    return sp.symmetric_product(lambda i, j: blocks[(i, j)], bounds, V), S @ V.astype(np.float64)
+
+
+def test_symmetric_product_of_upper_blocks_equals_the_dense_product_on_any_core_count(monkeypatch):
+    one, ref = _symmetric_product(monkeypatch, 1)
+    two, _ = _symmetric_product(monkeypatch, 2)
+    assert one.dtype == np.float64 and rel(one, ref) < 1e-5
+    assert np.array_equal(one, two)  # a fixed order of sums: no dependence on the thread count
+
+
+def test_cg_callback_gets_every_column_residual_live_when_it_asks():
+    from dsketch.engine.cg import pcg_columns
+    A = K[:60, :60] + np.eye(60)
+    B = RNG.standard_normal((60, 3))
+    seen, plain = [], []
+
+    def run(cb):
+        pcg_columns(lambda D, act: A @ D, B, np.zeros_like(B), B.copy(), lambda R, act: R.copy(),
+                    tol=1e-8, maxiter=200, callback=cb, breakdown=AssertionError)
+
+    run(lambda r, it, columns: seen.append((r, columns)))
+    run(lambda r, it: plain.append(r))
+    assert [r for r, _ in seen] == plain and all(len(c) == 3 and max(c) == r for r, c in seen)
 
 
 def test_blocked_falkon_factors_equal_dense_linear_algebra():

@@ -137,6 +137,17 @@ def test_fully_connected_preset_matches_serial():
     np.testing.assert_array_equal(a.ntk, b.ntk)
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_float32_output_is_the_float64_kernel_rounded_once(same):
+    x = _inputs("moderate")
+    net = fully_connected(2, Relu(), math.sqrt(2.0), 0.1)
+    args = (x,) if same else (x[:5], x)
+    ref = net.kernel(*args, get="ntk", block_size=4)
+    out = net.kernel(*args, get="ntk", block_size=4, dtype=np.float32)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref.astype(np.float32))
+
+
 def test_elementwise_tanh_matches_reference_recursion():
     x = _inputs("moderate")
     act = Elementwise("tanh", quad_degree=128)

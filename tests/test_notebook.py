@@ -1,13 +1,15 @@
 """examples/cluster_notebook.ipynb runs top to bottom (nbclient) against an embedded cluster.
 
 The notebook is the "library import in a distributed notebook" use: connect, ingest, fit
-with an alpha grid, progress, lazy predict, save.  Here it runs with a small sketch in a
-temporary directory; the model it saves must load (no pickle) and classify the digits.
+with an alpha grid, progress, lazy predict, save, one exact-kernel fit
+(``KernelRidgeClassifier``).  Here it runs with a small sketch in a temporary directory; the
+model it saves must load (no pickle) and classify the digits.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ def test_notebook_is_clean_and_valid():
     assert "parameters" in code[0].metadata.get("tags", [])
     text = "\n".join(c.source for c in code)
     for step in ("engine.connect(", "engine.ingest(", "alpha=ALPHAS", "TerminalProgress(",
-                 ".predict(", "progress(", "save_model(", "load_model("):
+                 ".predict(", "progress(", "save_model(", "load_model(", "KernelRidgeClassifier("):
         assert step in text, step
 
 
@@ -50,6 +52,8 @@ def test_notebook_runs_on_an_embedded_cluster(tmp_path, monkeypatch):
         for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "embedded cluster" in outputs or "Client" in outputs
     assert "alpha chosen by CV" in outputs and "test accuracy" in outputs
+    krr = re.search(r"exact-kernel test accuracy: ([0-9.]+)", outputs)
+    assert krr and float(krr.group(1)) > 0.9 and "residual per class" in outputs
 
     from dsketch import load_model
 

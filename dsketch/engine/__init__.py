@@ -6,7 +6,9 @@ Public API: :func:`connect`,
 :class:`Gram`, :func:`gram`, :func:`solve_gram`, :func:`fit_ridge`, :func:`predict`,
 :func:`fold_ids`, :func:`fold_class_counts`, :func:`leverage_scores`, :func:`take_rows`;
 the exact-kernel solvers :func:`fit_kernel_ridge` (full kernel, PCG) and :func:`fit_falkon`
-over :func:`make_kernel` operators, returning :class:`RidgeFit`.  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
+over :func:`make_kernel` operators, returning :class:`RidgeFit`; and the one ridge entry
+the estimators call, :func:`fit_ridge_model` (features or a :class:`KernelSystem` in, the
+solver chosen and said why).  No kernel maths lives here: feature maps come from ``dsketch.nets`` and
 ``dsketch.sketch`` and travel through the graph as small hashable specs.
 """
 
@@ -16,12 +18,13 @@ from .dataset import Dataset, open_dataset, validate_rows
 from .graph import embed, task_word, to_gpu
 from .ingest import ingest, write_array
 from .falkon import fit_falkon
-from .kernel_cg import RidgeFit, fit_kernel_ridge, select_alpha
+from .kernel_cg import fit_kernel_ridge, select_alpha
 from .kernel_ops import KernelFunction, kernel_predict, make_kernel
 from .landmarks import leverage_scores, take_rows
 from .passes import Gram, fold_class_counts, fold_ids, gram
-from .solve import (AlphaGridWarning, FitReport, RidgePath, choose_solver, fit_path, fit_ridge,
-                    predict, predict_std, ridge_path, solve_gram)
+from .ridge import KernelSystem, fit_ridge_model
+from .solve import (AlphaGridWarning, FitReport, RidgeFit, RidgePath, choose_solver, fit_path,
+                    fit_ridge, predict, predict_std, ridge_path, solve_gram)
 
 __all__ = [
     "connect", "dashboard_link", "machine_size", "show_progress", "worker_memory",
@@ -32,5 +35,5 @@ __all__ = [
     "fit_path", "AlphaGridWarning",
     "leverage_scores", "take_rows",
     "RidgeFit", "fit_kernel_ridge", "fit_falkon", "select_alpha", "KernelFunction",
-    "make_kernel", "kernel_predict",
+    "make_kernel", "kernel_predict", "fit_ridge_model", "KernelSystem",
 ]

@@ -16,6 +16,7 @@ worker.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 import warnings
@@ -156,6 +157,15 @@ def _identity(R):
 
 
 # ======================================================================== iteration
+def takes_columns(callback) -> bool:
+    """Whether a CG ``callback`` accepts ``columns=`` (the residual of every column)."""
+    try:
+        params = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "columns" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def pcg_columns(apply_A: Callable, B: np.ndarray, X: np.ndarray, R: np.ndarray,
                 M: Callable, *, tol: float, maxiter: int, callback: Callable | None,
                 breakdown: Callable) -> tuple[int, list, np.ndarray, list]:
@@ -165,8 +175,8 @@ def pcg_columns(apply_A: Callable, B: np.ndarray, X: np.ndarray, R: np.ndarray,
     entry), every column sharing each product: ``apply_A(D, cols)`` returns ``A D`` for the
     still-active columns ``cols``, ``M(R, cols)`` applies the preconditioner.  A column stops
     at relative residual ``‖r_j‖/‖b_j‖ ≤ tol``.  A non-positive or non-finite ``dᵀAd`` raises
-    ``breakdown(iteration, dᵀAd)``; ``callback(largest residual, iteration)`` never breaks
-    a fit.  Returns ``(iterations, history of the largest residual, residual per column,
+    ``breakdown(iteration, dᵀAd)``; ``callback(largest residual, iteration)`` (with
+    ``columns=`` every column's residual when it accepts that keyword) never breaks a fit.  Returns ``(iterations, history of the largest residual, residual per column,
     seconds per product)``.
     """
     bnorm = np.linalg.norm(B, axis=0)
@@ -178,6 +188,7 @@ def pcg_columns(apply_A: Callable, B: np.ndarray, X: np.ndarray, R: np.ndarray,
     D = Z.copy()
     rz = np.einsum("ij,ij->j", R, Z)
     it, times = 0, []
+    wants_columns = callback is not None and takes_columns(callback)
     while it < maxiter and not np.all(res <= tol):
         act = np.flatnonzero(res > tol)
         t = time.perf_counter()
@@ -199,7 +210,10 @@ def pcg_columns(apply_A: Callable, B: np.ndarray, X: np.ndarray, R: np.ndarray,
         history.append(float(res.max()))
         if callback is not None:
             try:
-                callback(float(res.max()), it)
+                if wants_columns:
+                    callback(float(res.max()), it, columns=res.tolist())
+                else:
+                    callback(float(res.max()), it)
             except Exception as exc:  # progress must never break a fit
                 warnings.warn(f"CG callback raised {exc!r}; ignored", RuntimeWarning)
     return it, history, res, times
@@ -214,8 +228,8 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
     ``Phi`` is checked and ``Y2`` 2-D float64 aligned with it
     (:func:`.passes.as_targets`); the parameters are those of :func:`.solve.fit_ridge`.
     Passes: 1 setup + 1 per iteration.  The returned dict holds ``reason``,
-    ``iterations``, ``residuals``, ``converged``, ``persisted``, ``preconditioner``,
-    ``passes``, ``seconds_per_iteration`` and ``timings``.
+    ``iterations``, ``residuals``, ``column_residuals``, ``converged``, ``persisted``,
+    ``preconditioner``, ``passes``, ``seconds_per_iteration`` and ``timings``.
     """
     m, k = int(Phi.shape[1]), int(Y2.shape[1])
     if alpha <= 0:
@@ -292,7 +306,8 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
         warnings.warn(f"CG did not reach tol={tol} in {maxiter} iterations "
                       f"(largest relative residual {res.max():.2e})", RuntimeWarning)
     return X, dict(reason=f"{why_persist}; preconditioner {pc}", iterations=it,
-                   residuals=history, converged=converged, persisted=do_persist,
+                   residuals=history, column_residuals=res.tolist(), converged=converged,
+                   persisted=do_persist,
                    preconditioner=pc, passes=1 + it,
                    seconds_per_iteration=float(np.mean(iter_times)) if iter_times else None,
                    timings=timings)

@@ -6,7 +6,8 @@ Owns :func:`fit_kernel_ridge` (the engine entry of ``dsketch.KernelRidge``): the
 λ scored on the held-out fifth), the low-rank preconditioner — blocked randomly pivoted
 Cholesky (:func:`rpcholesky`, Chen–Epperly–Tropp–Webber; as a KRR preconditioner
 Díaz–Epperly–Frangella–Tropp–Webber) or the network's own sketch features — applied through
-Woodbury (:class:`LowRankPreconditioner`, ``P = FFᵀ + λI``), and the block PCG iteration
+Woodbury with a spectral shift (:class:`LowRankPreconditioner`, ``P = FFᵀ + (λ + δ)I``,
+``δ`` the mean of the residual ``K − FFᵀ``'s diagonal: :func:`spectral_shift`), and the block PCG iteration
 (:func:`pcg`, one CG per target column sharing every ``K·V`` product) with its report.
 The kernel products come from :mod:`.kernel_ops` (cached float32 blocks or recomputed).
 
@@ -18,36 +19,24 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 
 from ..backend import InvalidInputError, check_int, rng
 from .cg import pcg_columns
 from .linalg import IllConditionedError, RidgeSystem, check_weights, cholesky
-from .solve import FitReport
+from .solve import FitReport, RidgeFit  # RidgeFit lives in solve; re-exported here
 
 __all__ = ["RidgeFit", "fit_kernel_ridge", "select_alpha", "rpcholesky", "pcg",
-           "LowRankPreconditioner", "SELECTION_ROWS", "PRECONDITIONERS"]
+           "LowRankPreconditioner", "gram", "spectral_shift", "SELECTION_ROWS", "PRECONDITIONERS"]
 
 #: Training rows (at most) on which λ is chosen by a 4:1 hold-out with the exact kernel.
 SELECTION_ROWS = 10000
 #: Preconditioners of :func:`fit_kernel_ridge`.
 PRECONDITIONERS = ("rpcholesky", "sketch", None)
-
-
-@dataclass
-class RidgeFit:
-    """A ridge fit: weights ``W`` (``(n, k)`` dual coefficients here), the λ used, the
-    selection scores (``None`` for a single λ) and the :class:`.solve.FitReport`."""
-
-    W: np.ndarray
-    alpha: float
-    cv_results: dict | None
-    report: FitReport
-    extra: dict = field(default_factory=dict)
 
 
 # ======================================================================== λ choice
@@ -151,14 +140,19 @@ def rpcholesky(diag: np.ndarray, columns: Callable, rank: int, *, block: int = 2
 
 
 class LowRankPreconditioner:
-    """``P⁻¹ R`` for ``P = F Fᵀ + λI`` by Woodbury: ``(R − F (FᵀF + λI)⁻¹ Fᵀ R) / λ``.
+    """``P⁻¹ R`` for ``P = F Fᵀ + (λ + δ)I`` by Woodbury: ``(R − F (FᵀF + (λ+δ)I)⁻¹ Fᵀ R) / (λ+δ)``.
 
-    One ``r × r`` Cholesky per distinct λ (cached); ``None`` factor means ``P = I``.
+    ``δ`` (``shift``) is the spectral shift of :func:`spectral_shift`: what the low-rank
+    part misses, spread evenly over the diagonal.  ``FᵀF`` is formed once (one ``syrk``),
+    one ``r × r`` Cholesky per distinct λ (cached).  All in float64: ``R − F(…)`` cancels by
+    up to ``‖FᵀF‖/(λ+δ)``, which float32 products do not survive (measured at δ = 0, λ =
+    10⁻³: CG diverges).  ``None`` factor means ``P = I``.
     """
 
-    def __init__(self, F: np.ndarray | None):
-        self.F = F
-        self.G = None if F is None else F.T @ F
+    def __init__(self, F: np.ndarray | None, shift: float = 0.0):
+        self.F = None if F is None else np.asarray(F, dtype=np.float64)
+        self.G = None if F is None else gram(self.F)
+        self.shift = float(shift) if F is not None else 0.0
         self._chol: dict = {}
 
     def _factor(self, lam: float):
@@ -173,11 +167,32 @@ class LowRankPreconditioner:
         out = np.empty_like(R)
         for val in np.unique(lam):
             cols = np.flatnonzero(lam == val)
-            L = self._factor(float(val))
-            T = self.F.T @ R[:, cols]
-            T = scipy.linalg.cho_solve((L, True), T, check_finite=False)
-            out[:, cols] = (R[:, cols] - self.F @ T) / float(val)
+            L = self._factor(float(val) + self.shift)
+            T = scipy.linalg.cho_solve((L, True), self.F.T @ R[:, cols], check_finite=False)
+            out[:, cols] = (R[:, cols] - self.F @ T) / (float(val) + self.shift)
         return out
+
+
+def spectral_shift(diag: np.ndarray, F: np.ndarray) -> float:
+    """``δ = tr(K − FFᵀ) / (n − r)`` (≥ 0): the mean eigenvalue ``FFᵀ`` leaves out.
+
+    The spectral-shifting Nyström idea (Wang, Zhang, Zhang & Zhang, KDD 2014: ``K ≈ FFᵀ +
+    δI``) used in the preconditioner: high-dimensional kernels (the NTK on pixels) are a low
+    rank part plus a near-constant diagonal, so ``FFᵀ + (λ+δ)I`` clusters the preconditioned
+    spectrum near 1 where ``FFᵀ + λI`` leaves the whole residual at ``δ/λ``.  Measured on
+    Fashion-MNIST (20,000 rows, λ = 10⁻³): 90 → 39 CG iterations at rank 512, 45 → 20 at
+    2048, 35 → 14 at 4096; at λ = 0.1, 40 → 33 and 15 → 13.
+    """
+    n, r = F.shape
+    resid = float(np.sum(diag)) - float(np.einsum("ij,ij->", F, F))
+    return max(0.0, resid) / max(1, n - r)
+
+
+def gram(F: np.ndarray) -> np.ndarray:
+    """``FᵀF`` in float64 by one BLAS ``syrk`` (half the flops of ``F.T @ F``)."""
+    F = np.asarray(F, dtype=np.float64)
+    G = scipy.linalg.blas.dsyrk(1.0, F, trans=1, lower=0)
+    return np.triu(G) + np.triu(G, 1).T
 
 
 # ======================================================================= iteration
@@ -230,7 +245,8 @@ def fit_kernel_ridge(op, Y, alphas, *, tol: float = 1e-3, maxiter: int = 100,
     alphas : float or 1-D grid (> 0); a grid is decided by :func:`select_alpha`
     tol, maxiter : CG stopping rule (relative residual per column)
     preconditioner : {"rpcholesky", "sketch", None}
-        "rpcholesky": ``P = FFᵀ + λI`` with ``F`` of rank ``rank`` from :func:`rpcholesky`;
+        "rpcholesky": ``P = FFᵀ + (λ+δ)I`` with ``F`` of rank ``rank`` from :func:`rpcholesky`
+        and ``δ`` from :func:`spectral_shift`;
         "sketch": ``F = features`` (``(n, m)``, e.g. the net's sketch features ``Z``).
     selection_rows : rows of the hold-out subsample that chooses λ from a grid
     scoring : what the hold-out maximizes ("accuracy" or "neg_mean_squared_error")
@@ -264,8 +280,9 @@ def fit_kernel_ridge(op, Y, alphas, *, tol: float = 1e-3, maxiter: int = 100,
     timings["select_s"] = time.perf_counter() - t
     t = time.perf_counter()
     phase("preconditioner")
+    diag = op.diag() if preconditioner else None
     if preconditioner == "rpcholesky":
-        F, _ = rpcholesky(op.diag(), op.columns, min(rank, n), seed=seed)
+        F, _ = rpcholesky(diag, op.columns, min(rank, n), seed=seed)
         pc = f"rpcholesky (rank {F.shape[1]})"
     elif preconditioner == "sketch":
         if features is None:
@@ -276,7 +293,11 @@ def fit_kernel_ridge(op, Y, alphas, *, tol: float = 1e-3, maxiter: int = 100,
         pc = f"sketch features (rank {F.shape[1]})"
     else:
         F, pc = None, "none"
-    M = LowRankPreconditioner(F)
+    shift = 0.0 if F is None else spectral_shift(diag, F)
+    if F is not None:
+        pc += f", spectral shift {shift:.3g}"
+    M = LowRankPreconditioner(F, shift)
+    del F
     timings["preconditioner_s"] = time.perf_counter() - t
     t = time.perf_counter()
     phase("cg")
@@ -294,5 +315,5 @@ def fit_kernel_ridge(op, Y, alphas, *, tol: float = 1e-3, maxiter: int = 100,
                        timings=timings)
     extra = {"column_residuals": info["column_residuals"], "cache": op.reason,
              "cache_bytes": float(op.nbytes),
-             "preconditioner_bytes": float(0 if F is None else F.nbytes)}
+             "preconditioner_bytes": float(0 if M.F is None else M.F.nbytes)}
     return RidgeFit(W=W, alpha=lam, cv_results=cv, report=report, extra=extra)

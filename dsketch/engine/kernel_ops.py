@@ -25,10 +25,11 @@ import dask.array as da
 import numpy as np
 import psutil
 
-from ..backend import InvalidInputError, check_int, rows_matmul
+from ..backend import MATMUL_BLOCK, InvalidInputError, check_int, rows_matmul
 from .cluster import worker_memory_limits
 from .graph import token
 from .passes import compute, fmt_bytes
+from .sym_product import symmetric_product
 
 __all__ = ["KernelFunction", "MemoryKernel", "DaskKernel", "make_kernel", "plan_cache",
            "kernel_predict", "CACHE_FRACTION", "CHUNK_ROWS", "PREDICT_ENTRIES"]
@@ -53,10 +54,12 @@ class KernelFunction:
         a = np.asarray(a, dtype=np.float64)
         return a.reshape((a.shape[0],) + tuple(self.input_shape))
 
-    def __call__(self, a, b=None) -> np.ndarray:
+    def __call__(self, a, b=None, dtype=None) -> np.ndarray:
+        """``K(a, b)`` (``b`` None: ``K(a, a)``), float64 or rounded once to ``dtype``."""
+        kw = {} if dtype is None else {"dtype": dtype}
         if b is None:
-            return np.asarray(self.net.kernel(self._rows(a), get=self.kind))
-        return np.asarray(self.net.kernel(self._rows(a), self._rows(b), get=self.kind))
+            return np.asarray(self.net.kernel(self._rows(a), get=self.kind, **kw))
+        return np.asarray(self.net.kernel(self._rows(a), self._rows(b), get=self.kind, **kw))
 
     def diag(self, a) -> np.ndarray:
         return np.asarray(self.net.kernel(self._rows(a), get=self.kind, diagonal=True))
@@ -114,12 +117,12 @@ class MemoryKernel:
         self.blocks: dict = {}
         self.built = False
 
-    def _compute(self, i: int, j: int) -> np.ndarray:
+    def _compute(self, i: int, j: int, dtype=None) -> np.ndarray:
         a, b = self.bounds[i]
         if i == j:
-            return self.kfn(self.X[a:b])
+            return self.kfn(self.X[a:b], dtype=dtype)
         c, d = self.bounds[j]
-        return self.kfn(self.X[a:b], self.X[c:d])
+        return self.kfn(self.X[a:b], self.X[c:d], dtype=dtype)
 
     def block(self, i: int, j: int) -> np.ndarray:
         """``K(X_i, X_j)`` for ``i ≤ j`` (cached or computed now)."""
@@ -127,7 +130,7 @@ class MemoryKernel:
             return self._compute(i, j)
         blk = self.blocks.get((i, j))
         if blk is None:
-            blk = self.blocks[(i, j)] = self._compute(i, j).astype(self.dtype)
+            blk = self.blocks[(i, j)] = self._compute(i, j, self.dtype)
         return blk
 
     def _block_any(self, i: int, j: int) -> np.ndarray:
@@ -144,6 +147,8 @@ class MemoryKernel:
     def matvec(self, V) -> np.ndarray:
         """``K V`` for ``V`` ``(n, k)``, float64."""
         V = np.asarray(V, dtype=np.float64)
+        if self.built:  # cached blocks: every core, one read of each block strip
+            return symmetric_product(self.block, self.bounds, V.astype(self.dtype))
         out = np.zeros_like(V)
         Vc = V.astype(self.dtype) if self.cached else V
         for i, (a, b) in enumerate(self.bounds):
@@ -173,24 +178,15 @@ class MemoryKernel:
         return self.kfn.diag(self.X)
 
     def submatrix(self, rows) -> np.ndarray:
-        """``K[rows][:, rows]`` float64 (from the cache when there is one)."""
+        """``K[rows][:, rows]`` float64, computed afresh (a gather from the float32 cache
+        is slower: measured 7.9 s against 1.5 s for 10,000 rows of 20,000)."""
         rows = np.asarray(rows, dtype=np.int64)
-        if not self.built:
-            return self.kfn(self.X[rows])
-        owner = np.searchsorted([a for a, _ in self.bounds], rows, side="right") - 1
-        S = np.empty((rows.size, rows.size))
-        for i in np.unique(owner):
-            si = np.flatnonzero(owner == i)
-            for j in np.unique(owner):
-                sj = np.flatnonzero(owner == j)
-                S[np.ix_(si, sj)] = self._block_any(i, j)[np.ix_(rows[si] - self.bounds[i][0],
-                                                                 rows[sj] - self.bounds[j][0])]
-        return (S + S.T) / 2
+        return self.kfn(self.X[rows])
 
 
 # ===================================================================== dask rows
 def _kernel_block(a, b, *, kfn, dtype):
-    return kfn(a, b).astype(dtype)
+    return kfn(a, b, dtype=dtype)
 
 
 def _diag_chunk(a, *, kfn):
@@ -198,7 +194,7 @@ def _diag_chunk(a, *, kfn):
 
 
 def _cross_chunk(a, c, *, kfn, dtype):
-    return kfn(a, c).astype(dtype)
+    return kfn(a, c, dtype=dtype)
 
 
 class DaskKernel:
@@ -287,6 +283,8 @@ def _predict_rows(x, xf, w, *, kfn):
     """``K(x, X_fit) W`` in row blocks of at most :data:`PREDICT_ENTRIES` kernel entries;
     each row's prediction is independent of the batch (``backend.rows_matmul``)."""
     step = max(1, PREDICT_ENTRIES // max(1, xf.shape[0]))
+    if step > MATMUL_BLOCK:  # whole product blocks: no zero padding computed
+        step -= step % MATMUL_BLOCK
     out = np.empty((x.shape[0], w.shape[1]))
     for a in range(0, x.shape[0], step):
         out[a:a + step] = rows_matmul(kfn(x[a:a + step], xf), w)

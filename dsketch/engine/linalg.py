@@ -60,8 +60,12 @@ def _potrf(D: np.ndarray, offset: int) -> np.ndarray:
     return L
 
 
-def cholesky(A, *, block: int = BLOCK, blocked_min: int = BLOCKED_MIN) -> np.ndarray:
+def cholesky(A, *, block: int = BLOCK, blocked_min: int = BLOCKED_MIN,
+             overwrite: bool = False) -> np.ndarray:
     """Lower Cholesky factor ``L`` (``A = L Lᵀ``) of a symmetric positive definite ``A``.
+
+    ``overwrite=True`` factors a C-contiguous float64 ``A`` of the blocked size in place
+    (``L`` is ``A``; no second ``n × n`` array), else ``A`` is left as it was.
 
     Only the lower triangle of ``A`` is read.  Below ``blocked_min`` one LAPACK ``potrf``;
     from ``blocked_min`` on a right-looking blocked factorization: per block column,
@@ -77,7 +81,8 @@ def cholesky(A, *, block: int = BLOCK, blocked_min: int = BLOCKED_MIN) -> np.nda
         raise ValueError(f"A must be square, got shape {A.shape}")
     if n < blocked_min:
         return _potrf(A, 0)
-    L = np.array(A, dtype=np.float64, order="C", copy=True)
+    in_place = overwrite and A.flags.c_contiguous and A.flags.writeable
+    L = A if in_place else np.array(A, dtype=np.float64, order="C", copy=True)
     for j0 in range(0, n, block):
         j1 = min(n, j0 + block)
         L[j0:j1, j0:j1] = Ld = _potrf(L[j0:j1, j0:j1], j0)

@@ -1,7 +1,8 @@
 """Ridge regression on features: the solver policy, direct solves, the path and predict.
 
-Owns :class:`FitReport` (what a fit did and why), :func:`fit_ridge` (one entry point:
-direct or CG, chosen by :func:`choose_solver` with ONE direct-solver cut-off), the direct
+Owns :class:`FitReport` (what a fit did and why), :class:`RidgeFit` (weights, λ, selection
+scores and report: what every solver hands :func:`.ridge.fit_ridge_model`), :func:`fit_ridge`
+(features: direct or CG, chosen by :func:`choose_solver` with ONE direct-solver cut-off), the direct
 solve of a :class:`.passes.Gram` by Cholesky (:func:`solve_gram`, through
 :func:`.linalg.cholesky`, blocked for large ``m``) and the lazy products with the weights
 (:func:`predict`, :func:`predict_std`); re-exports the regularization path of
@@ -35,8 +36,8 @@ from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features,
                      fmt_bytes, gram)
 from .path import AlphaGridWarning, RidgePath, fit_path, ridge_path
 
-__all__ = ["FitReport", "RidgePath", "fit_ridge", "choose_solver", "solve_gram", "ridge_path",
-           "fit_path", "AlphaGridWarning", "predict", "predict_std", "DIRECT_MAX_FEATURES"]
+__all__ = ["FitReport", "RidgeFit", "RidgePath", "fit_ridge", "choose_solver", "solve_gram",
+           "ridge_path", "fit_path", "AlphaGridWarning", "predict", "predict_std", "DIRECT_MAX_FEATURES"]
 
 #: ``solver="auto"`` forms and factors the m × m Gram up to this many features, else CG.
 DIRECT_MAX_FEATURES = 8192
@@ -48,9 +49,11 @@ class FitReport:
     """What a ridge fit did and why.
 
     ``residuals`` holds, per iteration, the largest relative residual
-    ``‖B − A W‖ / ‖B‖`` over targets (``A = ΦᵀΦ + αI``, ``B = ΦᵀY``); a direct solve
-    reports its single final residual (none for a regularization path).  ``persisted`` is
-    None unless CG ran on a dask ``Φ``.
+    ``‖B − A W‖ / ‖B‖`` over targets (``A = ΦᵀΦ + αI``, ``B = ΦᵀY``); :func:`fit_ridge`'s
+    direct solve reports its single final residual (the regularization path, the direct
+    solve of :func:`.ridge.fit_ridge_model`, none);
+    ``column_residuals`` the final relative residual per target column of a CG fit.
+    ``persisted`` is None unless CG ran on a dask ``Φ``.
     """
 
     solver: str
@@ -68,12 +71,31 @@ class FitReport:
     passes: int = 0
     seconds_per_iteration: float | None = None
     timings: dict = field(default_factory=dict)
+    column_residuals: list | None = None
 
     def to_dict(self) -> dict:
         """The report as a JSON-able dict (estimators' ``fit_report_``)."""
         d = asdict(self)
         d["residuals"] = [float(r) for r in self.residuals]
+        if self.column_residuals is not None:
+            d["column_residuals"] = [float(r) for r in self.column_residuals]
         return d
+
+
+@dataclass
+class RidgeFit:
+    """A ridge fit: weights ``W``, the λ used, the selection scores (``None`` for a single
+    λ), the :class:`FitReport` and solver-specific ``extra`` fields.
+
+    ``W`` is ``(m, k)``: primal weights on features, centre weights (Falkon), or ``(n, k)``
+    dual coefficients (the full kernel system).
+    """
+
+    W: np.ndarray
+    alpha: float
+    cv_results: dict | None
+    report: FitReport
+    extra: dict = field(default_factory=dict)
 
 
 # ===================================================================== direct solve
@@ -170,7 +192,7 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
               persist: bool | str = "auto", x0=None, client=None,
               callback: Callable | None = None, rank: int | None = None, seed: int = 0,
               split_every: int = SPLIT_EVERY, slab_rows: int = SLAB_ROWS,
-              progress: bool | None = None):
+              progress: bool | None = None, reason: str | None = None):
     """Ridge regression ``min ‖Y − ΦW‖² + α‖W‖²`` on features.
 
     Parameters
@@ -211,6 +233,8 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
         about ``rank / k`` matvecs in the setup pass).
     seed : int
         Seed of the Nyström test matrix.
+    reason : str, optional
+        Why the caller chose ``solver`` (the report's reason starts with it).
 
     Returns
     -------
@@ -239,7 +263,7 @@ def fit_ridge(Phi, Y, *, alpha: float, solver: str = "auto", tol: float = 1e-6,
     if solver == "auto":
         solver, reason = choose_solver(n, m, k, client, split_every=split_every)
     elif solver in ("direct", "cg"):
-        reason = f"solver={solver!r} requested"
+        reason = reason or f"solver={solver!r} requested"
     else:
         raise InvalidInputError(f"solver must be 'auto', 'direct' or 'cg', got {solver!r}")
     if solver == "direct":

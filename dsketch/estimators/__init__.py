@@ -17,8 +17,8 @@ Inputs
   no cluster needed.
 * ``dask.array`` arrays: ``transform``/``predict`` return lazy dask arrays
   (``dsketch.engine.embed`` / ``dsketch.engine.predict``); ``fit`` runs one pass on the
-  current dask scheduler (a ``distributed`` client when one is active) through
-  ``dsketch.engine.gram`` / ``dsketch.engine.fit_ridge``.
+  current dask scheduler (a ``distributed`` client when one is active) through the one ridge
+  entry ``dsketch.engine.fit_ridge_model``.
 * a Zarr store path or URL (``str`` / ``os.PathLike``): opened with
   ``dsketch.engine.open_dataset`` (arrays ``X`` and, for ``fit``, ``y``), then as dask.
 

@@ -3,9 +3,9 @@
 Owns telling NumPy/SciPy input from dask arrays and Zarr store URLs, opening a store,
 scikit-learn validation of in-memory input (2-D rows or images), lining targets up with
 the row chunks of a dask ``X`` (with the same NaN/Inf check as ``X``), NaN/Inf in
-in-memory input named by row, the CV checks scikit-learn would do on in-memory input
-(folds too few or empty; the labels check is :func:`dsketch.engine.metrics.check_class_labels`,
-re-exported), and turning ``random_state`` into the feature map's seed.
+in-memory input named by row, the labels check (:func:`dsketch.engine.metrics.check_class_labels`,
+re-exported) and turning ``random_state`` into the feature map's seed (the CV checks are
+:func:`dsketch.engine.ridge.check_cv`'s).
 Must not compute features or fit anything.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from numbers import Integral
 
 import dask.array as da
@@ -24,16 +23,9 @@ from sklearn.utils.validation import check_consistent_length, validate_data
 from .. import engine
 from ..backend import InvalidInputError, check_seed
 from ..engine.metrics import check_class_labels  # the one labels test, shared with the CLI
-from ..engine.passes import check_folds, fold_ids
 
 __all__ = ["is_dask", "is_store", "open_store", "draw_seed", "rechunk_like_rows",
-           "validate_input", "check_rows_finite", "check_row_width", "check_class_labels", "check_cv",
-           "CV_CHECK_MAX_ROWS"]
-
-#: Fold sizes (and a classifier's classes per training fold) are checked on the client
-#: up to this many rows; beyond it an empty fold is astronomically unlikely and the
-#: engine's own per-fold row counts still refuse one.
-CV_CHECK_MAX_ROWS = 1_000_000
+           "validate_input", "check_rows_finite", "check_row_width", "check_class_labels"]
 
 
 def is_dask(x) -> bool:
@@ -87,42 +79,6 @@ def rechunk_like_rows(y, X):
     if not validated and np.dtype(y.dtype).kind in "biuf":
         y = engine.validate_rows(y, name="y", ndim=(1, 2))
     return y
-
-
-def check_cv(n: int, cv: int, fold_seed: int, class_counts=None, classes=None) -> None:
-    """Refuse ``cv`` folds that cannot be scored, naming ``cv`` and ``n``.
-
-    ``n < cv`` or a fold left empty by the row hash (``engine.fold_ids``) is an error, as
-    scikit-learn's ``KFold`` refuses ``n_splits > n_samples``.  With a classifier's
-    ``class_counts`` (``(cv, k)`` rows per fold and class, ``engine.fold_class_counts``):
-    a training fold holding a single class is an error, one lacking a class warns (as
-    scikit-learn's ``StratifiedKFold`` warns about classes with fewer members than folds).
-    ``classes`` names the columns in messages.  Without counts, fold sizes are checked here up to :data:`CV_CHECK_MAX_ROWS` rows (the
-    Gram pass refuses an empty fold in any case).
-    """
-    check_folds(n, cv, name="cv")
-    if class_counts is None:
-        if n <= CV_CHECK_MAX_ROWS:
-            sizes = np.bincount(fold_ids(n, cv, fold_seed), minlength=cv)
-            check_folds(n, cv, sizes.tolist(), name="cv")
-        return
-    counts = np.asarray(class_counts)
-    names = np.asarray(classes) if classes is not None else np.arange(counts.shape[1])
-    check_folds(n, cv, counts.sum(axis=1).astype(int).tolist(), name="cv")
-    present = counts.sum(axis=0) > 0
-    for f in range(cv):
-        train = (counts.sum(axis=0) - counts[f]) > 0
-        if train.sum() < 2 <= present.sum():
-            raise InvalidInputError(
-                f"cv={cv}: the training rows of fold {f} (n={n} rows in all) hold only "
-                f"class {names[np.argmax(train)].tolist()!r}; a classifier needs at least two classes "
-                f"in every training fold: use fewer folds or more rows")
-        missing = np.flatnonzero(present & ~train)
-        if missing.size:
-            warnings.warn(f"cv={cv}: the training rows of fold {f} lack class(es) "
-                          f"{names[missing].tolist()} (n={n} rows): those classes are never "
-                          f"predicted in that fold's score", UserWarning, stacklevel=3)
-            return
 
 
 def check_row_width(est, X, *, reset: bool) -> None:

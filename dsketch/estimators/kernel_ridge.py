@@ -3,10 +3,10 @@
 Owns the scikit-learn wiring of ridge regression with a network's exact kernel (no
 intercept): parameters, input dispatch (NumPy, dask, Zarr store), target encoding
 (one-vs-rest for the classifier), the choice of Falkon centres, and the fitted attributes.
-The maths is ``dsketch.engine``'s: :func:`~dsketch.engine.kernel_cg.fit_kernel_ridge`
-(the full ``n × n`` system by preconditioned CG, λ chosen on training rows),
-:func:`~dsketch.engine.falkon.fit_falkon` (Nyström centres, Falkon's CG) and
-:func:`~dsketch.engine.kernel_ops.kernel_predict`.  Must not hold any of that maths.
+The fit is ONE engine call, :func:`~dsketch.engine.fit_ridge_model` on a
+:class:`~dsketch.engine.KernelSystem` (the full ``n × n`` system by preconditioned CG, or
+Falkon's Nyström system; λ chosen on training rows), prediction
+:func:`~dsketch.engine.kernel_predict`.  Must not hold any of that maths.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from .. import engine
 from ..backend import InvalidInputError
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
-from ..engine.falkon import fit_falkon
-from ..engine.kernel_cg import SELECTION_ROWS, fit_kernel_ridge, select_alpha
+from ..engine.kernel_cg import SELECTION_ROWS
 from ..engine.kernel_ops import CHUNK_ROWS, KernelFunction, kernel_predict, make_kernel
+from ..engine.ridge import KernelSystem, check_params
 from ..nets import Relu, fully_connected
 from ..nets.nystroem import sample_landmarks
 from ._data import check_class_labels, draw_seed, is_dask, is_store, open_store, validate_input
@@ -119,31 +119,18 @@ class _KernelRidgeBase(BaseEstimator):
             return self.net
         return fully_connected(2, Relu(), W_std=math.sqrt(2.0), b_std=0.0)
 
-    def _alphas(self) -> np.ndarray:
-        try:
-            a = np.atleast_1d(np.asarray(self.alpha, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"alpha must be a positive number or a 1-D grid of them, "
-                                    f"got {self.alpha!r}") from None
-        if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-            raise InvalidInputError(f"alpha must be a positive number or a 1-D grid of finite "
-                                    f"positive numbers, got {self.alpha!r}")
-        return a
-
-    def _scoring(self) -> str:
-        scoring = self._default_scoring if self.scoring is None else self.scoring
-        if scoring == "accuracy" and not isinstance(self, ClassifierMixin):
-            raise InvalidInputError(f"scoring='accuracy' is for classifiers; {type(self).__name__} "
-                                    f"scores by 'neg_mean_squared_error'")
-        return scoring
+    def _params(self):
+        """``(alphas, scoring)``: the engine's one check of the ridge parameters."""
+        return check_params(self.alpha, solver=self.solver, scoring=self.scoring, kernel=True,
+                            classifier=isinstance(self, ClassifierMixin),
+                            default_scoring=self._default_scoring, who=type(self).__name__)
 
     def _kfn(self) -> KernelFunction:
         return KernelFunction(self._resolved_net(), self.kernel, tuple(self.input_shape_))
 
     # -------------------------------------------------------------------------- fit
     def _fit(self, X, y):
-        alphas = self._alphas()
-        scoring = self._scoring()
+        alphas, scoring = self._params()  # refuse bad parameters before any work
         if is_store(X):
             ds = open_store(X, with_y=y is None)
             X, y = ds.X, (ds.y if y is None else y)
@@ -172,14 +159,17 @@ class _KernelRidgeBase(BaseEstimator):
         op = make_kernel(X, self._kfn(), client=client, cache=self.cache, chunk=self.chunk_rows)
         with track_fit(client, estimator=type(self).__name__, n_rows=n,
                        n_features=n if self.solver == "pcg" else self.n_components) as progress:
-            if self.solver == "pcg":
-                fit = self._fit_pcg(op, X, Y, alphas, scoring, progress)
-                self.X_fit_ = np.asarray(X.compute() if is_dask(X) else X)
-            else:
-                fit = self._fit_falkon(op, X, Y, alphas, scoring, progress)
+            system = self._system(op, X)
+            fit = engine.fit_ridge_model(
+                system, Y, alphas, solver=self.solver, scoring=scoring,
+                preconditioner=self.preconditioner, rank=self.rank, tol=self.tol,
+                maxiter=self.max_iter, selection_rows=self.selection_rows, seed=self.seed_,
+                callback=progress.residual, phase=progress.phase)
             progress.update(residuals=fit.report.residuals,
-                            column_residuals=fit.extra.get("column_residuals"))
+                            column_residuals=fit.report.column_residuals)
         fit.report.seconds = time.perf_counter() - start
+        if self.solver == "pcg":
+            self.X_fit_ = np.asarray(X.compute() if is_dask(X) else X)
         self.alpha_ = float(fit.alpha)
         self.cv_results_ = fit.cv_results
         self.fit_report_ = {**fit.report.to_dict(), **fit.extra}
@@ -187,32 +177,21 @@ class _KernelRidgeBase(BaseEstimator):
         self._set_coef(np.asarray(fit.W, dtype=np.float64))
         return self
 
-    def _fit_pcg(self, op, X, Y, alphas, scoring, progress):
-        features = None
-        if self.preconditioner == "sketch":
-            fmap = self._resolved_net().sketch(tuple(self.input_shape_), self.rank, self.seed_,
-                                               dtype="float64").output(self.kernel)
-            features = (np.asarray(engine.embed(X, fmap).compute()) if is_dask(X)
-                        else np.asarray(fmap(X)))
-        return fit_kernel_ridge(op, Y, alphas, tol=self.tol, maxiter=self.max_iter,
-                                preconditioner=self.preconditioner, rank=self.rank,
-                                features=features, selection_rows=self.selection_rows,
-                                scoring=scoring, seed=self.seed_, callback=progress.residual,
-                                phase=progress.phase)
-
-    def _fit_falkon(self, op, X, Y, alphas, scoring, progress):
+    def _system(self, op, X) -> KernelSystem:
+        """The engine's kernel system: the full kernel (with the net's sketch features for
+        ``preconditioner="sketch"``), or Falkon's centres drawn here (``X_fit_``)."""
+        if self.solver == "pcg":
+            features = None
+            if self.preconditioner == "sketch":
+                fmap = self._resolved_net().sketch(tuple(self.input_shape_), self.rank, self.seed_,
+                                                   dtype="float64").output(self.kernel)
+                features = (np.asarray(engine.embed(X, fmap).compute()) if is_dask(X)
+                            else np.asarray(fmap(X)))
+            return KernelSystem(op, features=features)
         n = int(X.shape[0])
         if self.n_components > n:
             raise InvalidInputError(f"n_components={self.n_components} centres need at least as "
                                     f"many rows, but X has {n}")
-        cv, t0 = None, time.perf_counter()
-        if alphas.size > 1:
-            progress.phase("select")
-            lam, cv = select_alpha(op.submatrix, Y, alphas, rows=self.selection_rows,
-                                   seed=self.seed_, scoring=scoring)
-        else:
-            lam = float(alphas[0])
-        select_s = time.perf_counter() - t0
         scores = None
         if self.landmarks == "leverage":  # ridge leverage of a cheap sketch (as NeuralNystroem)
             cheap = self._resolved_net().sketch(tuple(self.input_shape_), LEVERAGE_FEATURES,
@@ -221,16 +200,10 @@ class _KernelRidgeBase(BaseEstimator):
             scores = engine.leverage_scores(engine.embed(X, cheap) if is_dask(X) else cheap(X))
         idx = sample_landmarks(n, self.n_components, self.seed_, scores)
         C = engine.take_rows(X, idx)
-        fit = fit_falkon(op, C.reshape(len(idx), -1), Y, lam, tol=self.tol,
-                         maxiter=self.max_iter, cache=self.cache, client=op_client(op),
-                         chunk=self.chunk_rows, callback=progress.residual, phase=progress.phase)
-        fit.cv_results = cv
-        fit.report.timings["select_s"] = select_s
-        if cv:
-            fit.report.reason += f"; alpha={lam:g} chosen by {cv['selection']}"
         self.X_fit_ = C.reshape((len(idx),) + tuple(self.input_shape_))
         self.component_indices_ = idx
-        return fit
+        return KernelSystem(op, centres=C.reshape(len(idx), -1), cache=self.cache,
+                            chunk=self.chunk_rows)
 
     def _encode_y(self, y):
         raise NotImplementedError  # pragma: no cover - subclasses
@@ -258,11 +231,6 @@ class _KernelRidgeBase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = False
         return tags
-
-
-def op_client(op):
-    """The distributed client a kernel operator runs on (``None`` in memory)."""
-    return getattr(op, "client", None)
 
 
 class KernelRidge(RegressorMixin, _KernelRidgeBase):
@@ -323,8 +291,9 @@ class KernelRidge(RegressorMixin, _KernelRidgeBase):
     alpha_ : float
     cv_results_ : dict or None
     fit_report_ : dict
-        ``FitReport`` fields plus ``column_residuals`` (final relative residual per target),
-        ``cache`` (whether the kernel blocks were cached, and why), ``cache_bytes``.
+        ``FitReport`` fields (``reason``: which solver ran and why; ``column_residuals``: the
+        final relative residual per target) plus ``cache`` (whether the kernel blocks were
+        cached, and why), ``cache_bytes``.
     n_iter_ : int
     component_indices_ : ndarray (m,), ``"falkon"`` only
     seed_, input_shape_, n_features_in_

@@ -2,12 +2,11 @@
 
 Owns the scikit-learn wiring of ridge regression (no intercept) on the features of a
 transformer of :mod:`.transformers`: parameters, target encoding (one-vs-rest for the
-classifier), the fitted attributes and progress reporting.  The maths — the Gram pass,
-Cholesky, CG, the regularization path (k-fold CV from per-fold Grams, GCV) and the
-posterior factor — is ``dsketch.engine``'s (:func:`~dsketch.engine.gram`,
-:func:`~dsketch.engine.ridge_path`, :func:`~dsketch.engine.fit_ridge`,
-:func:`~dsketch.engine.predict`), which serves NumPy and dask input alike.  Must not hold
-any of that maths itself.
+classifier), the fitted attributes and progress reporting.  The fit is ONE engine call,
+:func:`~dsketch.engine.fit_ridge_model` (the parameter checks, the solver choice and why,
+the Gram pass, Cholesky, CG, the regularization path with k-fold CV or GCV, the posterior
+factor), and prediction :func:`~dsketch.engine.predict`; both serve NumPy and dask input
+alike.  Must not hold any of that maths itself.
 """
 
 from __future__ import annotations
@@ -24,12 +23,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .. import engine
-from ..backend import InvalidInputError, check_floats
-from ..engine.path import AlphaGridWarning
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
-from ._data import (check_class_labels, check_cv, is_dask, is_store,
-                      open_store, rechunk_like_rows, validate_input)
+from ..engine.path import AlphaGridWarning
+from ..engine.ridge import check_params
+from ._data import check_class_labels, is_dask, is_store, open_store, rechunk_like_rows, validate_input
 from .transformers import NTKSketch
 
 __all__ = ["SketchRidge", "SketchRidgeClassifier", "AlphaGridWarning"]
@@ -81,14 +79,12 @@ class _SketchRidgeBase(BaseEstimator):
         self.scoring = scoring
 
     # ---------------------------------------------------------------------- helpers
-    def _alphas(self) -> np.ndarray:
-        a = np.atleast_1d(check_floats(self.alpha, "alpha"))
-        if a.ndim != 1 or a.size == 0:
-            raise InvalidInputError(f"alpha must be a positive number or a 1-D grid, got "
-                                    f"{self.alpha!r}")
-        if not np.all(np.isfinite(a)) or np.any(a <= 0):
-            raise InvalidInputError(f"alpha values must be finite and > 0, got {a.tolist()}")
-        return a
+    def _params(self):
+        """``(alphas, scoring)``: the engine's one check of the ridge parameters."""
+        return check_params(self.alpha, solver=self.solver, scoring=self.scoring,
+                            n_folds=self.cv, posterior=self.posterior_std,
+                            classifier=isinstance(self, ClassifierMixin),
+                            default_scoring=self._default_scoring, who=type(self).__name__)
 
     def _sketch_template(self):
         return NTKSketch() if self.sketch is None else self.sketch
@@ -132,26 +128,8 @@ class _SketchRidgeBase(BaseEstimator):
         return validate_input(self, X, y, reset=reset, sparse=sparse, images=images)
 
     # -------------------------------------------------------------------------- fit
-    def _scoring(self, grid: bool) -> str:
-        scoring = self._default_scoring if self.scoring is None else self.scoring
-        if scoring == "accuracy" and not isinstance(self, ClassifierMixin):
-            raise ValueError(f"scoring='accuracy' is for classifiers; {type(self).__name__} "
-                             f"scores by 'neg_mean_squared_error'")
-        if grid and not self.cv:  # GCV scores the MSE only
-            if self.scoring == "accuracy":
-                raise ValueError("scoring='accuracy' needs cv folds (cv=None selects by GCV, "
-                                 "which scores the mean squared error)")
-            scoring = "neg_mean_squared_error"
-        return scoring
-
     def _fit(self, X, y):
-        alphas = self._alphas()
-        grid = alphas.size > 1
-        self._scoring(grid)
-        if (grid or self.posterior_std) and self.solver == "cg":
-            what = "an alpha grid is selected" if grid else "posterior_std is computed"
-            raise ValueError(f"{what} from the m×m Gram matrix (solver='direct' or 'auto'); "
-                             "with solver='cg' pass a single alpha and posterior_std=False")
+        self._params()  # refuse bad parameters before any work
         if is_store(X):
             ds = open_store(X, with_y=y is None)
             X, y = ds.X, (ds.y if y is None else y)
@@ -160,28 +138,17 @@ class _SketchRidgeBase(BaseEstimator):
             self.sketch_ = clone(self._sketch_template()).fit(X)
             self.n_features_in_ = self.sketch_.n_features_in_
             Y = self._encode_y_dask(rechunk_like_rows(y, X) if y is not None else None)
-            Phi = self.sketch_.transform(X)
-            n = int(X.shape[0])
         else:
             if y is None:
                 raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
             X, y = self._validate_X(X, y, reset=True)
             Y = self._encode_y(y)
             self.sketch_ = clone(self._sketch_template()).fit(X)
-            Phi = self.sketch_.transform(X)
-            n = int(Phi.shape[0])
-        m = int(self.sketch_.n_components)
-        if grid and self.cv:
-            check_cv(n, self.cv, self._fold_seed(), *self._cv_class_counts(Y))
-        self._solve(Phi, Y, alphas, grid, n, m, start)
+        self._solve(self.sketch_.transform(X), Y, start)
         return self
 
     def _fold_seed(self) -> int:
         return int(getattr(self.sketch_, "seed_", 0) or 0)
-
-    def _cv_class_counts(self, Y) -> tuple:
-        """``(class_counts, classes)`` for the CV checks (classifiers), else ``()``."""
-        return ()
 
     def _encode_y_dask(self, y):
         if y is None:
@@ -189,52 +156,31 @@ class _SketchRidgeBase(BaseEstimator):
         y = y.astype(np.float64)
         return y[:, None] if y.ndim == 1 else y
 
-    def _solve(self, Phi, Y, alphas, grid, n, m, start):
+    def _solve(self, Phi, Y, start):
+        """``engine.fit_ridge_model`` with progress; the fitted attributes from its RidgeFit."""
+        alphas, scoring = self._params()
         lazy = is_dask(Phi)
-        self.cv_results_ = None
+        n, m = int(Phi.shape[0]), int(self.sketch_.n_components)
         with track_fit(current_client() if lazy else None, estimator=type(self).__name__,
                        n_rows=n, n_features=m, Phi=Phi if lazy else None) as progress:
             progress.phase("gram")  # the first pass: the Gram, or CG's setup pass
-            if grid or self.posterior_std or self.solver == "direct":
-                W, report = self._solve_path(Phi, Y, alphas, grid, n, progress)
-            else:
-                # in-memory input keeps plain CG (what it always ran); dask input the
-                # engine's default Nyström preconditioner
-                W, report = engine.fit_ridge(Phi, Y, alpha=float(alphas[0]), solver=self.solver,
-                                             tol=self.tol, maxiter=self.max_iter,
-                                             callback=progress.residual,
-                                             preconditioner="nystrom" if lazy else None)
-            report.seconds = time.perf_counter() - start
-            progress.update(residuals=report.residuals)
-        self.alpha_ = report.alpha
-        self.fit_report_ = report.to_dict()
-        self.n_iter_ = int(report.iterations or 1)
-        self._set_coef(np.asarray(W, dtype=np.float64))
-
-    def _solve_path(self, Phi, Y, alphas, grid, n, progress):
-        """``engine.fit_path``: one Gram pass (or the in-memory kernel), the path, the refit."""
-        t0 = time.perf_counter()
-        n_folds = self.cv if (grid and self.cv) else None
-        fold_seed = self._fold_seed()
-        path = engine.fit_path(Phi, Y, alphas, n_folds=n_folds, fold_seed=fold_seed,
-                               scoring=self._scoring(grid), posterior=self.posterior_std,
-                               phase=lambda name: progress.phase(name, rows_done=n))
-        if grid:
-            self.cv_results_ = path.cv_results
-            progress.update(cv=path.cv_results, alpha=path.alpha)
+            fit = engine.fit_ridge_model(
+                Phi, Y, alphas, solver=self.solver, n_folds=self.cv, fold_seed=self._fold_seed(),
+                scoring=scoring, classes=getattr(self, "classes_", None),
+                posterior=self.posterior_std, tol=self.tol, maxiter=self.max_iter,
+                callback=progress.residual, phase=lambda name: progress.phase(name, rows_done=n))
+            fit.report.seconds = time.perf_counter() - start
+            if fit.cv_results is not None:
+                progress.update(cv=fit.cv_results, alpha=fit.alpha)
+            progress.update(residuals=fit.report.residuals,
+                            column_residuals=fit.report.column_residuals)
+        self.alpha_ = fit.alpha
+        self.cv_results_ = fit.cv_results
         if self.posterior_std:
-            self.posterior_factor_ = path.posterior_factor
-        reason = ("alpha grid (regularization path)" if grid
-                  else ("posterior_std" if self.posterior_std else f"solver={self.solver!r}"))
-        passes = 0 if path.form == "sample" else 1 + int("score_pass_s" in path.timings)
-        report = engine.FitReport(solver="direct", reason=f"{reason}; {path.reason}",
-                                  n_samples=n, n_features=int(path.W.shape[0]),
-                                  n_targets=int(path.W.shape[1]), alpha=path.alpha,
-                                  passes=passes,
-                                  timings={**path.timings,
-                                           "solve_s": time.perf_counter() - t0
-                                           - path.timings.get("gram_s", 0.0)})
-        return path.W, report
+            self.posterior_factor_ = fit.extra["posterior_factor"]
+        self.fit_report_ = fit.report.to_dict()
+        self.n_iter_ = int(fit.report.iterations or 1)
+        self._set_coef(np.asarray(fit.W, dtype=np.float64))
 
     def _set_coef(self, W):
         self.coef_ = W
@@ -285,10 +231,12 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
         features uses the n × n kernel ΦΦᵀ instead.  A choice at an end of the grid warns
         (``dsketch.estimators.AlphaGridWarning``).
     solver : {"auto", "direct", "cg"}, default="auto"
-        "direct": form the m × m Gram in one pass and factor it; "cg": conjugate gradients
-        whose matvec is a pass over Φ (for large m; a single alpha only); "auto": the
-        engine's choice (``dsketch.engine.choose_solver``): direct for m ≤ 8192 while the
-        Gram fits the workers' memory, else CG.
+        "direct": the regularization path — the m × m Gram in one pass, factored (or, in
+        memory with fewer rows than features, the n × n kernel), a grid in closed form;
+        "cg": conjugate gradients whose matvec is a pass over Φ (for large m; a single
+        alpha only); "auto": the engine's choice
+        (``dsketch.engine.ridge.choose_ridge_solver``): direct for a grid, and for m ≤ 8192
+        while the Gram fits the workers' memory, else CG.  ``fit_report_["reason"]`` says why.
     cv : int or None, default=5
         Folds for an alpha grid (rows are assigned to folds by
         ``dsketch.engine.fold_ids(n, cv, seed_)``, the same for NumPy and dask input);
@@ -319,7 +267,7 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
     fit_report_ : dict
         ``dsketch.engine.FitReport.to_dict()``: solver, reason, n_samples, n_features,
         n_targets, alpha, iterations, residuals, converged, seconds, persisted,
-        preconditioner, passes, seconds_per_iteration, timings.
+        preconditioner, passes, seconds_per_iteration, timings, column_residuals (CG).
     n_iter_ : int
         CG iterations; 1 for the direct solver (one pass over the data).
     posterior_factor_ : ndarray (m, m)
@@ -469,10 +417,6 @@ class SketchRidgeClassifier(ClassifierMixin, _SketchRidgeBase):
         classes = self.classes_
         return y.map_blocks(lambda b: np.where(b[:, None] == classes[None, :], hi, lo),
                             dtype=np.float64, new_axis=1, chunks=(y.chunks[0], (len(classes),)))
-
-    def _cv_class_counts(self, Y) -> tuple:
-        counts = engine.fold_class_counts(Y, self.cv, self._fold_seed())
-        return counts, self.classes_
 
     def decision_function(self, X):
         """Class scores Φ(X) ``coef_`` (n, n_classes); for two classes the (n,) score of

@@ -32,6 +32,7 @@ from ..backend import InvalidInputError, check_int, get_namespace, rng, to_names
 from ..sketch import RandomSpec, random_signs
 from ..sketch.hadamard import hadamard_blocks, next_pow2
 from .base import Features, FeatureShape, Kernel, Layer, LayerSketch, SketchOptions
+from .conv_shift import shift_features
 from .dense import check_parameterization
 from .readout import WIDTH_FACTOR
 from .spatial import (
@@ -93,6 +94,8 @@ class Conv(Layer):
     disjoint coordinate sets of the same ⌈|F|·k / n⌉ signed Hadamard transforms of each input
     pixel (``_OffsetSRHT``): about one transform of the output width per pixel instead of |F|
     (measured on Myrtle-5, 14×14, m = 1024: same kernel error), cost linear in the pixels.
+    On the host the shifts (and the SRHT gathers) are one compiled pass over the output
+    (``nets.conv_shift``); the exact face of ``Serial.kernel`` runs ``nets.cnn_kernel``.
     The per-pixel variance is exact: var' = W_std²/|F| · (window sum of var) + b_std².
     """
 
@@ -260,6 +263,10 @@ class _OffsetSRHT(RandomSpec):
         """Coordinates ``P_o`` of offset ``o`` in the output of :meth:`transform`."""
         return self._params(xp, dtype)[1][o]
 
+    def indices(self, xp, dtype):
+        """``(offsets, k)``: the coordinates of every offset (row ``o`` is :meth:`index`)."""
+        return self._params(xp, dtype)[1]
+
 
 @dataclass(frozen=True)
 class _ShiftConcat:
@@ -295,6 +302,14 @@ class _ShiftConcat:
         xp = get_namespace(x)
         gh, gw = self.geom
         reduce = self.k < self.d_in
+        if _compiled(x, out):  # host: one pass over the output (nets.conv_shift)
+            if reduce:
+                srht = self._srht()
+                idx = srht.indices(np, x.dtype)
+                shift_features(srht.transform(x), self.geom, self.k, self.scale, out, idx)
+            else:
+                shift_features(x, self.geom, self.k, self.scale, out)
+            return
         if reduce:
             srht = self._srht()
             x = srht.transform(x)
@@ -319,6 +334,12 @@ class _ShiftConcat:
                     out[:, rh[0], rw[0], cols] = src * dt
 
 
+def _compiled(x, out) -> bool:
+    """Whether :func:`.conv_shift.shift_features` writes these host arrays."""
+    return (type(x) is np.ndarray and type(out) is np.ndarray and out.flags.c_contiguous
+            and x.dtype == out.dtype and x.dtype in (np.float32, np.float64))
+
+
 @dataclass(frozen=True)
 class ConvSketch(LayerSketch):
     """Planned sketch face of a ``Conv`` (see ``Conv`` notes)."""
@@ -336,13 +357,16 @@ class ConvSketch(LayerSketch):
         gh, gw = self.geom
         lead = (n, gh.out, gw.out)
         dtype = f.nngp.dtype
-        nngp = xp.zeros(lead + (self.out.nngp,), dtype=dtype)
+        # the compiled shifts write every column they own (zeros in the padding)
+        full = self.nngp.d_in > 0 and _compiled(f.nngp, np.empty((0,), dtype=dtype))
+        nngp = (xp.empty if full else xp.zeros)(lead + (self.out.nngp,), dtype=dtype)
         self.nngp.write(f.nngp, nngp)
         if self.b_std > 0:
             nngp[..., -1] = self.b_std
         ntk = xp.empty(lead + (self.out.ntk,), dtype=dtype)
         if self.ntk.d_out:
-            ntk[..., :self.ntk.d_out] = 0
+            if not (self.ntk.d_in > 0 and _compiled(f.ntk, ntk)):
+                ntk[..., :self.ntk.d_out] = 0
             self.ntk.write(f.ntk, ntk)
         if self.standard is None:
             ntk[..., self.ntk.d_out:] = nngp

@@ -57,14 +57,16 @@ def _swap(a):
 
 
 def blocked_kernel(run: Callable, x1, x2, *, same: bool, diagonal: bool, block_size: int,
-                   kinds: tuple, pair_shape: tuple = (), n_jobs: Optional[int] = None) -> dict:
+                   kinds: tuple, pair_shape: tuple = (), n_jobs: Optional[int] = None,
+                   dtype=None) -> dict:
     """Run ``run(a, b, diagonal) -> Kernel`` over row blocks; ``{kind: array}`` for ``kinds``.
 
     Cross mode fills ``(n1, n2) + P`` outputs (``P = pair_shape``: the pixel-pair axes of
     the network's output, ``()`` for vectors), diagonal mode ``(n1,) + P``; with ``same`` only blocks on or above the
     block diagonal are computed, the others are their mirrors, and diagonal blocks are
     symmetrized (K + Kᵀ)/2 to remove round-off.  ``n_jobs`` threads (default: the usable
-    cores; 1 on CuPy, whose kernels queue on one stream anyway) share the blocks.
+    cores; 1 on CuPy, whose kernels queue on one stream anyway) share the blocks.  The
+    outputs have ``dtype`` (default float64): each block is rounded once as it is written.
     """
     xp = get_namespace(x1, x2)
     n1, n2 = x1.shape[0], x2.shape[0]
@@ -75,7 +77,7 @@ def blocked_kernel(run: Callable, x1, x2, *, same: bool, diagonal: bool, block_s
 
     def alloc(shape_of):
         for kind in kinds:
-            out[kind] = xp.empty(shape_of, dtype=xp.float64)
+            out[kind] = xp.empty(shape_of, dtype=xp.float64 if dtype is None else dtype)
 
     if diagonal:
         jobs = [(i, None) for i in range(0, n1, block_size)]

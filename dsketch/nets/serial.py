@@ -17,10 +17,12 @@ from typing import Any, Optional
 import numpy as np
 
 from ..backend import (InvalidInputError, NonFiniteError, check_array, check_int, check_overflow,
-                       check_seed, get_namespace, overflow_error, pairs_matmul, resolve_dtype)
+                       check_seed, get_namespace, overflow_error, pairs_matmul, resolve_dtype,
+                       usable_cores)
 from .activation_sketch import METHODS
 from .base import Features, FeatureShape, Kernel, Layer, SketchOptions, check_input_shape
 from .chunks import map_row_chunks, run_steps
+from .cnn_kernel import image_step, kernel_threads
 from .exact import blocked_kernel, default_block_size, resolve_get
 from ..execution import one_blas_thread
 from .fc_kernel import chain_block, fc_chain
@@ -90,7 +92,7 @@ class Serial(Layer):
         return shape
 
     def kernel(self, x1, x2=None, get=None, *, diagonal: bool = False,
-               block_size: Optional[int] = None, n_jobs: Optional[int] = None):
+               block_size: Optional[int] = None, n_jobs: Optional[int] = None, dtype=None):
         """Exact NNGP and NTK of the infinitely wide network (neural-tangents 'ntk' param.).
 
         Parameters
@@ -112,7 +114,13 @@ class Serial(Layer):
             images (1 for vectors).  Default: 512 for vectors, chosen so one block pair
             stays under ~64 MB for images (see ``nets.exact``).
         n_jobs : int, optional
-            Threads computing blocks (default: every usable core; 1 on CuPy).
+            Threads computing blocks (default: every usable core; 1 on CuPy).  Image nets
+            on the host run compiled steps (``nets.cnn_kernel``): with a single block they
+            split its entries over these threads instead.
+        dtype : None or a float dtype, optional
+            Of the returned arrays (default float64).  Entries are always computed in
+            float64 and rounded once as each block is written (``float32`` halves the output
+            and skips a separate cast pass).
 
         Returns
         -------
@@ -144,18 +152,26 @@ class Serial(Layer):
         chain = (fc_chain(layers) if x1.ndim == 2 and not is_sparse(x1) and not is_sparse(x2)
                  else None)
 
+        # image blocks: compiled steps (nets.cnn_kernel) on every core when one block runs,
+        # on one thread each when the blocks share the cores
+        n_blocks = -(-x1.shape[0] // block_size) * (1 if diagonal else -(-x2.shape[0] // block_size))
+        inner = 1 if n_blocks > 1 and (n_jobs is None or n_jobs > 1) else (n_jobs or usable_cores())
+
         def run(a, b, diag):
             if chain is not None:
                 return chain_block(chain, a, b, diag, pairs_matmul, kinds)
-            k = _input_kernel(a, b, diag)
-            for layer in layers:
-                k = layer.kernel(k)
+            with kernel_threads(inner):
+                k = _input_kernel(a, b, diag)
+                for layer in layers:
+                    step = image_step(layer, k)
+                    k = layer.kernel(k) if step is None else step
             return k
 
         # compiled chains: the blocks' Gram products run one-thread BLAS on the block threads
         with one_blas_thread() if chain is not None else contextlib.nullcontext():
             out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=block_size,
-                                 kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs)
+                                 kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs,
+                                 dtype=xp.float64 if dtype is None else dtype)
         inputs = {"x1": x1} if same else {"x1": x1, "x2": x2}
         for kind, arr in out.items():  # finite inputs: a NaN/Inf here is an overflow
             check_overflow(arr, f"the exact {kind.upper()} kernel", inputs)

@@ -5,9 +5,12 @@ Owns the NumPy-side compiled forms of :mod:`.hadamard`'s transforms:
 - :func:`fwht_rows` — the unnormalized Walsh–Hadamard butterfly, in place, on every row of a
   C-contiguous 2-D real array (a complex array goes in as its real view with ``step=2``);
 - :func:`signed_blocks` — ``hadamard_blocks`` fused: each row's signed input, zero padded,
-  transformed per sign block and (optionally) gathered to given coordinates, in one pass
-  through a row-sized scratch buffer that stays in L1/L2;
-- :func:`folded_fwht` — ``fwht(fold_signed(x, signs, n))`` fused (and gathered).
+  transformed per sign block and (optionally) gathered to given coordinates — and times
+  another factor (a TensorSRHT's product) — in one pass through a row-sized scratch buffer
+  that stays in L1/L2;
+- :func:`folded_fwht` — ``fwht(fold_signed(x, signs, n))`` fused (and gathered, multiplied);
+- :func:`signed_add` — ``SignedSum.add``: a signed, scaled block added into an accumulator
+  in one pass (the products and sums NumPy does, in its order).
 
 Every kernel computes a row from that row alone, in a fixed order (no reduction across
 rows, no ``fastmath``), so a row's result is bitwise the same whatever batch, position or
@@ -15,7 +18,8 @@ row order it is computed in, on every CPU.  Kernels are compiled once per dtype 
 float64; ``cache=True``), run serially and release the GIL (``nogil``): the callers'
 thread pools (``nets.chunks``, ``nets.exact``, Dask's workers) spread rows over the cores.
 Only real dtypes; complex sign blocks stay on the NumPy path of :mod:`.hadamard`.
-Must not import Dask; holds no random state.  The CuPy mirror is :mod:`.compiled_cupy`.
+Must not import Dask; holds no random state.  The CuPy mirror is :mod:`.compiled_cupy`
+(without the fused product and signed add: on CuPy the callers multiply and add after).
 """
 
 from __future__ import annotations
@@ -23,35 +27,41 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "NUMBA_DTYPES"]
+__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "signed_add", "NUMBA_DTYPES"]
 
 #: Dtypes the kernels are compiled for (one specialization each).
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+# Loops index zero-based views with a counter running from 0 (``for g in range(...)``): an
+# index the compiler cannot prove non-negative (``dst[base + k]``, a stepped range) costs a
+# wraparound select per element and keeps the loop from vectorizing (measured 1.4-5x on
+# these kernels, the same additions in the same order).
 @njit(nogil=True, cache=True, inline="always")
-def _wht8(v, i):
-    """The 8-point transform of ``v[i:i+8]`` in registers (levels 1, 2, 4)."""
-    a0 = v[i]
-    a1 = v[i + 1]
-    a2 = v[i + 2]
-    a3 = v[i + 3]
-    a4 = v[i + 4]
-    a5 = v[i + 5]
-    a6 = v[i + 6]
-    a7 = v[i + 7]
-    b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
-    b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
-    c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
-    c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
-    v[i] = c0 + c4
-    v[i + 1] = c1 + c5
-    v[i + 2] = c2 + c6
-    v[i + 3] = c3 + c7
-    v[i + 4] = c0 - c4
-    v[i + 5] = c1 - c5
-    v[i + 6] = c2 - c6
-    v[i + 7] = c3 - c7
+def _wht8(v, width):
+    """The 8-point transform of every ``v[8g:8g+8]`` in registers (levels 1, 2, 4)."""
+    for g in range(width // 8):
+        i = 8 * g
+        a0 = v[i]
+        a1 = v[i + 1]
+        a2 = v[i + 2]
+        a3 = v[i + 3]
+        a4 = v[i + 4]
+        a5 = v[i + 5]
+        a6 = v[i + 6]
+        a7 = v[i + 7]
+        b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3
+        b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
+        c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3
+        c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
+        v[i] = c0 + c4
+        v[i + 1] = c1 + c5
+        v[i + 2] = c2 + c6
+        v[i + 3] = c3 + c7
+        v[i + 4] = c0 - c4
+        v[i + 5] = c1 - c5
+        v[i + 6] = c2 - c6
+        v[i + 7] = c3 - c7
 
 
 @njit(nogil=True, cache=True)
@@ -96,8 +106,7 @@ def _butterfly(v, lo, width, step):
     """
     w = v[lo:lo + width]
     if step == 1 and width >= 8:
-        for i in range(0, width, 8):
-            _wht8(w, i)
+        _wht8(w, width)
         _levels(w, 8, width)
     else:
         _levels(w, step, width)
@@ -121,30 +130,45 @@ def fwht_rows(y: np.ndarray, step: int = 1) -> np.ndarray:
     return y
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _gather(dst, src, idx, mul):
+    """``dst[k] = src[idx[k]]``, times ``mul[k]`` when ``mul`` is not empty (``idx``
+    non-negative: read as unsigned, no wraparound)."""
+    if mul.shape[0] > 0:
+        for k in range(idx.shape[0]):
+            dst[k] = mul[k] * src[np.uint64(idx[k])]
+    else:
+        for k in range(idx.shape[0]):
+            dst[k] = src[np.uint64(idx[k])]
+
+
 @njit(nogil=True, cache=True)
-def _signed_blocks(x, signs, d, h, idx, out):
+def _signed_blocks(x, signs, d, h, idx, mul, out):
     """Per row: for each block b, ``w = H_n pad(x ⊙ signs[b, :d])`` written to ``buf[b·n:]``;
     the transform is computed at width ``h`` (≥ d, a power of two) and tiled ``n/h`` times
-    (``H_n [a; 0] = [H_h a; H_h a; …]``); then ``out[r] = buf`` or ``buf[idx]``."""
+    (``H_n [a; 0] = [H_h a; H_h a; …]``); then ``out[r] = buf`` or ``buf[idx]`` (times
+    ``mul[r]`` when ``mul`` has columns)."""
     rows = x.shape[0]
     blocks, n = signs.shape
     gather = idx.shape[0] > 0
     buf = np.empty(blocks * n, dtype=out.dtype)
     for r in range(rows):
         dst = buf if gather else out[r]
+        xr = x[r]
         for b in range(blocks):
-            base = b * n
+            blk = dst[b * n:(b + 1) * n]
+            sg = signs[b]
             for k in range(d):
-                dst[base + k] = x[r, k] * signs[b, k]
+                blk[k] = xr[k] * sg[k]
             for k in range(d, h):
-                dst[base + k] = 0
-            _butterfly(dst, base, h, 1)
-            for t in range(h, n, h):
+                blk[k] = 0
+            _butterfly(blk, 0, h, 1)
+            for t in range(1, n // h):
+                tile = blk[t * h:(t + 1) * h]
                 for k in range(h):
-                    dst[base + t + k] = dst[base + k]
+                    tile[k] = blk[k]
         if gather:
-            for k in range(idx.shape[0]):
-                out[r, k] = buf[idx[k]]
+            _gather(out[r], buf, idx, mul[r] if mul.shape[1] > 0 else mul[0])
 
 
 _NO_INDEX = np.zeros(0, dtype=np.int64)
@@ -161,9 +185,19 @@ def _width(d: int) -> int:
     return 1 << max(0, (int(d) - 1).bit_length())
 
 
-def signed_blocks(x2: np.ndarray, signs: np.ndarray, idx=None) -> np.ndarray:
+def _mul(mul, dt, rows: int, cols: int) -> np.ndarray:
+    """The factor of a fused gather-product (``(rows, cols)``), or an empty ``(1, 0)``."""
+    if mul is None:
+        return np.empty((1, 0), dtype=dt)
+    if mul.shape != (rows, cols) or mul.dtype != dt:
+        raise ValueError(f"mul must be a {dt} array of shape {(rows, cols)}, got {mul.dtype} {mul.shape}")
+    return _c(mul, dt)
+
+
+def signed_blocks(x2: np.ndarray, signs: np.ndarray, idx=None, mul=None) -> np.ndarray:
     """``fwht(pad_n(x2 ⊙ signs[b, :d]))`` for each sign block ``b``, concatenated: ``(R, B·n)``;
-    with ``idx``, only those coordinates of the concatenation: ``(R, len(idx))``.
+    with ``idx``, only those coordinates of the concatenation: ``(R, len(idx))``, and with
+    ``mul`` (``(R, len(idx))``, the output dtype) ``mul * that`` (one product per entry).
 
     ``x2`` is real ``(R, d)``, ``signs`` real ``(B, n)`` with ``n ≥ d`` a power of two.  The
     work per block is a width-``next_pow2(d)`` butterfly (the padding's share is a copy).
@@ -174,41 +208,88 @@ def signed_blocks(x2: np.ndarray, signs: np.ndarray, idx=None) -> np.ndarray:
     d = x2.shape[1]
     blocks, n = signs.shape
     idx = _NO_INDEX if idx is None else _c(idx, np.int64)
+    if mul is not None and not idx.shape[0]:
+        raise ValueError("mul needs idx")
     out = np.empty((x2.shape[0], idx.shape[0] if idx.shape[0] else blocks * n), dtype=dt)
-    _signed_blocks(x2, signs, d, min(n, _width(d)), idx, out)
+    _signed_blocks(x2, signs, d, min(n, _width(d)), idx, _mul(mul, dt, *out.shape), out)
     return out
 
 
 @njit(nogil=True, cache=True)
-def _folded_fwht(x, signs, n, idx, out):
+def _folded_fwht(x, signs, n, idx, mul, out):
     """Per row: ``w = H_n Σ_a x[r, a·n:(a+1)·n] ⊙ signs[a·n:(a+1)·n]`` (pieces added in order);
-    ``out[r] = w`` or ``w[idx]``."""
+    ``out[r] = w`` or ``w[idx]`` (times ``mul[r]`` when ``mul`` has columns)."""
     rows, d = x.shape
     gather = idx.shape[0] > 0
     buf = np.empty(n, dtype=out.dtype)
+    first = min(n, d)
     for r in range(rows):
         o = buf if gather else out[r]
-        for k in range(min(n, d)):
-            o[k] = x[r, k] * signs[k]
-        for k in range(min(n, d), n):
+        xr = x[r]
+        for k in range(first):
+            o[k] = xr[k] * signs[k]
+        for k in range(first, n):
             o[k] = 0
-        for a in range(n, d, n):
-            for k in range(min(n, d - a)):
-                o[k] += x[r, a + k] * signs[a + k]
+        for a in range(1, -(-d // n)):
+            piece = xr[a * n:min(d, (a + 1) * n)]
+            sp = signs[a * n:min(d, (a + 1) * n)]
+            for k in range(piece.shape[0]):
+                o[k] += piece[k] * sp[k]
         _butterfly(o, 0, n, 1)
         if gather:
-            for k in range(idx.shape[0]):
-                out[r, k] = buf[idx[k]]
+            _gather(out[r], buf, idx, mul[r] if mul.shape[1] > 0 else mul[0])
 
 
-def folded_fwht(x2: np.ndarray, signs: np.ndarray, n: int, idx=None) -> np.ndarray:
+def folded_fwht(x2: np.ndarray, signs: np.ndarray, n: int, idx=None, mul=None) -> np.ndarray:
     """``fwht(fold_signed(x2, signs, n))``: ``(R, d) → (R, n)``, real, one pass per row; with
-    ``idx`` only those columns, ``(R, len(idx))``."""
+    ``idx`` only those columns, ``(R, len(idx))`` (times ``mul`` as in :func:`signed_blocks`)."""
     dt = np.result_type(x2.dtype, signs.dtype)
     x2 = _c(x2, dt)
     signs = _c(signs[: x2.shape[1]], dt)
     idx = _NO_INDEX if idx is None else _c(idx, np.int64)
+    if mul is not None and not idx.shape[0]:
+        raise ValueError("mul needs idx")
     out = np.empty((x2.shape[0], idx.shape[0] if idx.shape[0] else n), dtype=dt)
-    _folded_fwht(x2, signs, n, idx, out)
+    _folded_fwht(x2, signs, n, idx, _mul(mul, dt, *out.shape), out)
     return out
+
+
+@njit(nogil=True, cache=True)
+def _signed_add(acc, a, signs, scale, fresh):
+    """``acc[r, :w] (+)= (a[r] ⊙ signs[:w]) · scale[r]`` (no scale when ``scale`` has no
+    columns; ``fresh``: written, not added): SignedSum's term, rounded as NumPy rounds it."""
+    rows, w = a.shape
+    scaled = scale.shape[1] > 0
+    for r in range(rows):
+        ar = a[r]
+        dst = acc[r, :w]
+        if scaled:
+            s = scale[r, 0]
+            for k in range(w):
+                v = ar[k] * signs[k]
+                v = v * s
+                dst[k] = v if fresh else dst[k] + v
+        else:
+            for k in range(w):
+                v = ar[k] * signs[k]
+                dst[k] = v if fresh else dst[k] + v
+
+
+def signed_add(acc, a: np.ndarray, signs: np.ndarray, scale=None, width=None) -> np.ndarray:
+    """``acc[:, :w] += (a ⊙ signs[:w]) · scale`` in one pass (``SignedSum.add`` on the host).
+
+    ``a`` real ``(R, w)`` (any strides), ``signs`` its dtype, ``scale`` None or ``(R, 1)`` of
+    that dtype; ``acc`` C-contiguous ``(R, width)`` of that dtype, or None: a new array
+    (``width = w``: the term itself; wider: zeros plus the term in the first ``w`` columns).
+    """
+    dt = a.dtype
+    rows, w = a.shape
+    sc = np.empty((1, 0), dtype=dt) if scale is None else _c(scale, dt)
+    if acc is None:
+        width = w if width is None else width
+        out = np.empty((rows, width), dtype=dt) if width == w else np.zeros((rows, width), dtype=dt)
+        _signed_add(out, a, _c(signs[:w], dt), sc, width == w)
+        return out
+    _signed_add(acc, a, _c(signs[:w], dt), sc, False)
+    return acc
 

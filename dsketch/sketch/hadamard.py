@@ -266,6 +266,11 @@ def _signed_blocks(xp, x2, signs, idx=None):
     return signed_blocks(x2, signs, idx) if xp is np else gpu_signed_blocks(x2, signs, idx)
 
 
+def _fused_mul(xp, out_dtype, mul) -> bool:
+    """Whether a gather's product with ``mul`` is fused into the compiled host kernel."""
+    return xp is np and mul is not None and type(mul) is np.ndarray and mul.dtype == out_dtype
+
+
 def hadamard_blocks(x2, signs):
     """``fwht_padded(x ⊙ D_b)`` for every sign block ``b``: ``(R, d) → (R, B·n)``.
 
@@ -307,15 +312,21 @@ def fold_signed(x2, signs, n: int):
     return z if pieces == 1 else z.reshape(r, pieces, n).sum(axis=1)
 
 
-def fold_fwht(x2, signs, n: int, idx=None):
-    """``fwht(fold_signed(x2, signs, n))`` (then ``[:, idx]`` when given): on the host one
-    compiled pass per row (:func:`.compiled.folded_fwht`: the pieces added in the same order,
-    the butterfly, the gather)."""
+def fold_fwht(x2, signs, n: int, idx=None, mul=None):
+    """``fwht(fold_signed(x2, signs, n))`` (then ``[:, idx]`` when given, and ``mul *`` that
+    when ``mul`` is given): on the host one compiled pass per row
+    (:func:`.compiled.folded_fwht`: the pieces added in the same order, the butterfly, the
+    gather, the product)."""
     xp = get_namespace(x2)
     if USE_COMPILED and xp is np and x2.dtype in NUMBA_DTYPES and signs.dtype in NUMBA_DTYPES:
-        return folded_fwht(x2, signs, n, idx)
-    y = fwht(fold_signed(x2, signs, n))
-    return y if idx is None else xp.take(y, idx, axis=1)
+        dt = np.result_type(x2.dtype, signs.dtype)
+        if idx is not None and _fused_mul(xp, dt, mul):
+            return folded_fwht(x2, signs, n, idx, mul)
+        y = folded_fwht(x2, signs, n, idx)
+    else:
+        y = fwht(fold_signed(x2, signs, n))
+        y = y if idx is None else xp.take(y, idx, axis=1)
+    return y if mul is None else mul * y
 
 
 @functools.lru_cache(maxsize=256)
@@ -341,8 +352,9 @@ def _split(xp, idx, h: int, dtype):
     return hit[1], hit[2]
 
 
-def hadamard_gather(x2, signs, idx):
-    """``hadamard_blocks(x2, signs)[:, idx]`` for one sign block, without the padding work.
+def hadamard_gather(x2, signs, idx, mul=None):
+    """``hadamard_blocks(x2, signs)[:, idx]`` for one sign block, without the padding work
+    (``mul *`` that when ``mul`` is given: fused into the compiled host kernel).
 
     ``signs`` is ``(1, n)``. When the input is wider than ``n/2`` (a width-``n/2`` array plus
     a narrow tail, e.g. a bias column), ``H_n [a; b] = [H a + H b, H a − H b]`` is never
@@ -353,6 +365,11 @@ def hadamard_gather(x2, signs, idx):
     r, d = x2.shape
     n = signs.shape[1]
     h = n // 2
+    if mul is not None:
+        dt = xp.result_type(x2.dtype, signs.dtype)
+        if _compiled(xp, x2, signs) and _fused_mul(xp, dt, mul):
+            return signed_blocks(x2, signs, idx, mul)
+        return mul * hadamard_gather(x2, signs, idx)
     if _compiled(xp, x2, signs):
         return _signed_blocks(xp, x2, signs, idx)
     if signs.shape[0] != 1 or d <= h or d == n or d - h > _TAIL_DENSE:

@@ -34,6 +34,8 @@ from ._base import (
     prepare_input,
     random_signs,
 )
+from . import hadamard
+from .compiled import NUMBA_DTYPES, signed_add
 from .hadamard import fold_fwht, fwht, hadamard_blocks, hadamard_gather, next_pow2
 
 __all__ = ["SRHT", "ComplexSRHT", "GaussianProjection", "CountSketch", "SignedSum", "srht_block_sum",
@@ -257,7 +259,10 @@ class SignedSum(RandomSpec):
         """
         xp = get_namespace(a)
         w = a.shape[-1]
-        term = a * self._params(xp, a.dtype)[t, :w]
+        signs = self._params(xp, a.dtype)[t]
+        if _fused_add(acc, a, scale, self.width):  # host: one compiled pass, same rounding
+            return signed_add(acc, a, signs, scale, self.width)
+        term = a * signs[:w]
         if scale is not None:
             term *= scale
         if acc is None and w == self.width:
@@ -266,6 +271,18 @@ class SignedSum(RandomSpec):
             acc = xp.zeros(a.shape[:-1] + (self.width,), dtype=term.dtype)
         acc[..., :w] += term
         return acc
+
+
+def _fused_add(acc, a, scale, width: int) -> bool:
+    """Whether :func:`.compiled.signed_add` computes ``SignedSum.add`` here: 2-D real NumPy
+    rows, the accumulator and the ``(R, 1)`` scale (if any) in the rows' dtype."""
+    if not hadamard.USE_COMPILED or type(a) is not np.ndarray or a.ndim != 2 or a.dtype not in NUMBA_DTYPES:
+        return False
+    if acc is not None and not (type(acc) is np.ndarray and acc.dtype == a.dtype
+                                and acc.shape == (a.shape[0], width) and acc.flags.c_contiguous):
+        return False
+    return scale is None or (type(scale) is np.ndarray and scale.dtype == a.dtype
+                             and scale.shape == (a.shape[0], 1))
 
 
 def srht_block_sum(x, d_out: int, seed: int, path: tuple, *, check: bool = True):

@@ -192,11 +192,10 @@ class _TreeMixin(RandomSpec):
                     else:  # here r ≥ half; the left transform is shared by every r
                         if full_left is None:
                             full_left = node.transform(values[(2 * j, half)], 1)
-                        right = None
                         if r > half:
-                            right = node.transform(values[(2 * j + 1, r - half)], 2)
-                        v = node.combine(full_left, right)
-                        del right
+                            v = node.transform_product(full_left, values[(2 * j + 1, r - half)])
+                        else:
+                            v = node.combine(full_left, None)
                     if k == top_level:
                         yield r, self._finish(v)
                     else:

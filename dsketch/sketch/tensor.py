@@ -151,12 +151,25 @@ class _TensorSRHTCore(RandomSpec):
             return hadamard_blocks(x, signs)
         return hadamard_gather(x, signs, g.p1 if which == 1 else g.p2ext)
 
+    def transform_product(self, t1, x2):
+        """``combine(t1, transform(x2, 2))``: on the host, for the one-block design with one
+        window (``d_out`` = the first factor's width), the product is fused into the second
+        factor's gather (the same products, one pass less)."""
+        g = self._design(x2)
+        if (t1 is None or g.i1 is not None or g.blocks != 1 or g.rows != 1
+                or g.w1 != self.d_out or t1.shape[1] != self.d_out):
+            return self.combine(t1, self.transform(x2, 2))
+        if g.n2:
+            return fold_fwht(x2, g.s2[0], g.n2, g.p2ext, mul=t1)
+        return hadamard_gather(x2, g.s2, g.p2ext, mul=t1)
+
     def combine(self, t1, t2):
         """``T(x₁, x₂)`` ``(R, d_out)`` from ``t1 = transform(x₁, 1)``, ``t2 = transform(x₂, 2)``.
 
         Either may be None: the factor is then the constant ``e₀`` side (its transform is
         ±1, a sign per block that does not change any inner product), so the result is the
-        other factor spread over the ``d_out`` outputs.
+        other factor spread over the ``d_out`` outputs (``t1`` itself when it already has
+        them: callers never write into either).
         """
         ref = t1 if t1 is not None else t2
         xp = get_namespace(ref)
@@ -167,6 +180,8 @@ class _TensorSRHTCore(RandomSpec):
             return a if b is None else (b if a is None else a * b)
         if g.blocks > 1:
             return self._combine_blocks(g, t1, t2)
+        if t2 is None and g.rows == 1 and g.w1 == self.d_out and t1.shape[1] == self.d_out:
+            return t1  # the first factor alone, one window: the output is t1 (no copy)
         rows, w1, n = ref.shape[0], g.w1, self.d_out
         full = (n // w1) * w1
         out = xp.empty((rows, n), dtype=ref.dtype if t2 is None or t1 is None
@@ -224,8 +239,7 @@ class _TensorSRHTCore(RandomSpec):
             a = get_namespace(x1).broadcast_to(x1, lead + (self.d1,)).reshape(-1, self.d1)
         if x2.shape[:-1] != lead:
             b = get_namespace(x2).broadcast_to(x2, lead + (self.d2,)).reshape(-1, self.d2)
-        return self.combine(self.transform(a, 1), self.transform(b, 2)).reshape(
-            lead + (self.d_out,))
+        return self.transform_product(self.transform(a, 1), b).reshape(lead + (self.d_out,))
 
     def _prep_pair(self, x1, x2, check):
         name = type(self).__name__

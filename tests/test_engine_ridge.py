@@ -1,0 +1,178 @@
+"""The one ridge entry ``engine.fit_ridge_model`` (issue 19, item 3).
+
+It must give the weights the solvers it dispatches to give on their own (direct path, CG,
+full-kernel PCG, Falkon), one report shape whatever chose the solver, the same answer for
+dask input on a real 2-process ``LocalCluster`` as for NumPy, and one set of parameter checks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from dsketch import SketchRidge, SketchRidgeClassifier, engine
+from dsketch.backend import InvalidInputError
+from dsketch.engine.falkon import fit_falkon
+from dsketch.engine.kernel_cg import fit_kernel_ridge
+from dsketch.engine.kernel_ops import KernelFunction, make_kernel
+from dsketch.engine.ridge import KernelSystem, check_params, choose_ridge_solver, fit_ridge_model
+from dsketch.estimators import RandomFourierFeatures
+from dsketch.nets import Relu, fully_connected
+
+pytestmark = pytest.mark.timeout(300)
+
+RNG = np.random.default_rng(7)
+N, M = 240, 24
+P = RNG.standard_normal((N, M))
+W_TRUE = 0.3 * RNG.standard_normal((M, 2))
+Y = P @ W_TRUE + RNG.standard_normal((N, 2))  # noisy: CV picks an inner alpha of GRID
+SCORE = P @ W_TRUE[:, 0] + 0.5 * RNG.standard_normal(N)
+LABELS = np.digitize(SCORE, np.quantile(SCORE, [1 / 3, 2 / 3]))
+ONEHOT = np.where(LABELS[:, None] == np.arange(3)[None, :], 1.0, -1.0)
+GRID = [0.1, 3.0, 30.0, 300.0]
+#: accuracy (argmax of the columns) prefers the most shrinkage here: no grid edge warning
+edge_ok = pytest.mark.filterwarnings("ignore::dsketch.engine.path.AlphaGridWarning")
+
+
+@pytest.fixture(scope="module")
+def client(dashboard_client):
+    return dashboard_client
+
+
+def _dask(a, rows=64):
+    return da.from_array(a, chunks=(rows,) + a.shape[1:])
+
+
+# ============================================================ same W as the solvers alone
+def test_direct_equals_the_direct_solve_and_auto_is_the_same_fit():
+    W_old, _ = engine.fit_ridge(P, Y, alpha=0.3, solver="direct")
+    fit = fit_ridge_model(P, Y, 0.3, solver="direct")
+    np.testing.assert_allclose(fit.W, W_old, rtol=1e-12, atol=1e-14)
+    auto = fit_ridge_model(P, Y, 0.3)
+    np.testing.assert_array_equal(auto.W, fit.W)
+    assert auto.report.solver == fit.report.solver == "direct"
+    assert auto.report.to_dict().keys() == fit.report.to_dict().keys()
+    assert auto.report.reason.startswith("direct: m=24 features") and "feature space" in auto.report.reason
+    assert fit.report.reason.startswith("direct: solver='direct' requested")
+    assert fit.cv_results is None and fit.alpha == 0.3 and fit.report.passes == 1
+
+
+@edge_ok
+def test_grid_equals_the_regularization_path():
+    old = engine.fit_path(P, ONEHOT, GRID, n_folds=3, fold_seed=5, scoring="accuracy")
+    fit = fit_ridge_model(P, ONEHOT, GRID, n_folds=3, fold_seed=5, scoring="accuracy",
+                          classes=np.arange(3))
+    np.testing.assert_array_equal(fit.W, old.W)
+    assert fit.alpha == old.alpha and fit.cv_results == old.cv_results
+    assert fit.report.solver == "direct" and "alpha grid" in fit.report.reason
+    gcv = fit_ridge_model(P, Y, GRID)  # no folds: GCV
+    assert "gcv_mse" in gcv.cv_results
+
+
+def test_cg_equals_the_feature_cg_and_reports_every_column():
+    W_old, rep_old = engine.fit_ridge(P, Y, alpha=0.3, solver="cg", tol=1e-10, preconditioner=None)
+    fit = fit_ridge_model(P, Y, 0.3, solver="cg", tol=1e-10)
+    np.testing.assert_array_equal(fit.W, W_old)
+    assert fit.report.iterations == rep_old.iterations and fit.report.solver == "cg"
+    assert len(fit.report.column_residuals) == 2 and max(fit.report.column_residuals) <= 1e-10
+    assert fit.report.reason.startswith("cg: solver='cg' requested")
+    np.testing.assert_allclose(fit.W, fit_ridge_model(P, Y, 0.3).W, rtol=1e-7)
+
+
+def test_the_choice_says_why():
+    assert choose_ridge_solver(None, 10**6, 20_000, 2)[0] == "cg"
+    solver, why = choose_ridge_solver(None, 10**6, 20_000, 2, grid=True)
+    assert solver == "direct" and "grid" in why
+    assert choose_ridge_solver(None, 100, 10, 1, posterior=True)[1].startswith("direct: posterior")
+
+
+# =================================================================== kernel systems
+NET = fully_connected(2, Relu(), W_std=math.sqrt(2.0), b_std=0.1)
+XK = RNG.standard_normal((150, 5))
+YK = np.sin(XK[:, :1])
+
+
+def _op():
+    return make_kernel(XK, KernelFunction(NET, "ntk", (5,)), chunk=64)
+
+
+def test_kernel_system_equals_the_kernel_solvers():
+    kw = dict(tol=1e-8, maxiter=300, rank=20, seed=1)
+    old = fit_kernel_ridge(_op(), YK, 0.3, **kw)
+    fit = fit_ridge_model(KernelSystem(_op()), YK, 0.3, **kw)
+    np.testing.assert_array_equal(fit.W, old.W)
+    assert fit.report.solver == "kernel-pcg" and fit.report.reason.startswith("pcg: the full 150×150")
+    assert fit.report.column_residuals == old.extra["column_residuals"]
+    assert "column_residuals" not in fit.extra and "cache" in fit.extra
+
+    C = XK[:40]
+    old = fit_falkon(_op(), C, YK, 0.3, tol=1e-8, maxiter=300)
+    fit = fit_ridge_model(KernelSystem(_op(), centres=C), YK, 0.3, solver="falkon", tol=1e-8,
+                          maxiter=300)
+    np.testing.assert_array_equal(fit.W, old.W)
+    assert fit.report.solver == "falkon" and fit.report.reason.startswith("falkon: solver='falkon' requested, m=40")
+    grid = fit_ridge_model(KernelSystem(_op(), centres=C), YK, [0.01, 0.3, 3.0], solver="falkon",
+                           tol=1e-8)
+    assert grid.cv_results and grid.alpha in (0.01, 0.3, 3.0) and "chosen by" in grid.report.reason
+
+
+# ====================================================================== dask = NumPy
+@edge_ok
+def test_dask_input_equals_numpy_input(client):
+    Pd, Yd = _dask(P), _dask(Y)
+    for kw in (dict(alpha=0.3, solver="direct"), dict(alpha=GRID, n_folds=3, fold_seed=2),
+               dict(alpha=0.3, solver="cg", tol=1e-10, preconditioner=None)):
+        mem = fit_ridge_model(P, Y, **kw)
+        dist = fit_ridge_model(Pd, Yd, client=client, **kw)
+        assert dist.alpha == mem.alpha and dist.report.solver == mem.report.solver
+        np.testing.assert_allclose(dist.W, mem.W, rtol=1e-7, atol=1e-9)
+    acc = dict(alpha=GRID, n_folds=3, fold_seed=2, scoring="accuracy", classes=np.arange(3))
+    mem = fit_ridge_model(P, ONEHOT, **acc)
+    dist = fit_ridge_model(Pd, _dask(ONEHOT), client=client, **acc)
+    assert dist.alpha == mem.alpha
+    np.testing.assert_allclose(dist.cv_results["mean_test_score"], mem.cv_results["mean_test_score"])
+
+
+def test_estimators_report_one_shape_for_direct_and_auto(client):
+    sk = RandomFourierFeatures(n_components=32, random_state=0)
+    X = P[:, :4]
+    reps = [SketchRidge(sketch=sk, alpha=0.1, solver=s).fit(X, Y[:, 0]).fit_report_
+            for s in ("direct", "auto")]
+    reps.append(SketchRidge(sketch=sk, alpha=0.1).fit(_dask(X), _dask(Y[:, 0])).fit_report_)
+    assert all(r.keys() == reps[0].keys() and r["solver"] == "direct" for r in reps)
+    cg = SketchRidgeClassifier(sketch=sk, alpha=0.1, solver="cg").fit(_dask(X), _dask(LABELS))
+    assert len(cg.fit_report_["column_residuals"]) == 3
+
+
+# ============================================================== one parameter check
+@pytest.mark.parametrize("kw, match", [
+    (dict(alpha=[0.1, -1.0]), "alpha"),
+    (dict(alpha="big"), "alpha"),
+    (dict(alpha=1.0, solver="pcg"), "solver"),
+    (dict(alpha=1.0, solver="cg", kernel=True), "solver"),
+    (dict(alpha=[0.1, 1.0], solver="cg"), "solver='cg'"),
+    (dict(alpha=1.0, scoring="accuracy", classifier=False), "classifiers"),
+    (dict(alpha=[0.1, 1.0], scoring="accuracy", n_folds=None), "cv folds"),
+    (dict(alpha=1.0, scoring="r2"), "scoring"),
+])
+def test_parameters_are_checked_in_one_place(kw, match):
+    with pytest.raises(InvalidInputError, match=match):
+        check_params(**kw)
+
+
+def test_kernel_solver_must_match_the_system():
+    with pytest.raises(InvalidInputError, match="centres"):
+        fit_ridge_model(KernelSystem(_op()), YK, 0.3, solver="falkon")
+
+
+def test_auto_on_a_kernel_system_asks_the_memory_model():
+    kfn = KernelFunction(NET, "ntk", (5,))
+    C = XK[:40]
+    for cache, chosen in ((True, "pcg"), (False, "falkon")):
+        system = KernelSystem(make_kernel(XK, kfn, chunk=64, cache=cache), centres=C)
+        solver, why = choose_ridge_solver(system, 150, 40, 1)
+        assert solver == chosen and system.op.reason in why
+    assert choose_ridge_solver(system, 150, 40, 1, solver="pcg")[0] == "pcg"
