@@ -220,6 +220,17 @@ def test_falkon_equals_the_nystroem_normal_equations(cache):
     assert m.fit_report_["solver"] == "falkon" and m.n_iter_ < 100
 
 
+def test_auto_solver_is_the_exact_pcg_when_the_kernel_fits_else_falkon():
+    exact = model(solver="auto", n_components=70, cache=True).fit(X, Y)
+    assert exact.fit_report_["solver"] == "kernel-pcg" and "kept in memory" in exact.fit_report_["reason"]
+    assert exact.X_fit_.shape[0] == N and rel(exact.dual_coef_, direct(Y)) < 1e-4
+    nys = model(solver="auto", n_components=70, cache=False).fit(X, Y)
+    assert nys.fit_report_["solver"] == "falkon" and "recomputed" in nys.fit_report_["reason"]
+    falkon = model(solver="falkon", n_components=70, cache=False).fit(X, Y)
+    np.testing.assert_array_equal(nys.X_fit_, falkon.X_fit_)
+    np.testing.assert_allclose(nys.dual_coef_, falkon.dual_coef_, rtol=1e-12, atol=1e-12)
+
+
 def test_falkon_leverage_centres_solve_the_same_equations():
     m = model(solver="falkon", n_components=70, landmarks="leverage").fit(X, Y)
     u = model(solver="falkon", n_components=70).fit(X, Y)

@@ -29,9 +29,9 @@ from .passes import check_folds, fold_class_counts, fold_ids
 from .path import SCORINGS, fit_path
 from .solve import FitReport, RidgeFit, choose_solver, fit_ridge
 
-__all__ = ["fit_ridge_model", "KernelSystem", "choose_ridge_solver", "check_params",
-           "check_alphas", "check_cv", "RidgeFit", "FEATURE_SOLVERS", "KERNEL_SOLVERS",
-           "CV_CHECK_MAX_ROWS"]
+__all__ = ["fit_ridge_model", "KernelSystem", "choose_ridge_solver", "auto_kernel_solver",
+           "check_params", "check_alphas", "check_cv", "RidgeFit", "FEATURE_SOLVERS",
+           "KERNEL_SOLVERS", "CV_CHECK_MAX_ROWS"]
 
 #: ``solver`` values for features and for a :class:`KernelSystem` (besides ``"auto"``).
 FEATURE_SOLVERS = ("direct", "cg")
@@ -159,11 +159,13 @@ def choose_ridge_solver(data, n: int, m: int, k: int, *, solver: str = "auto",
         if data.centres is None:
             if solver == "falkon":
                 raise InvalidInputError("solver='falkon' needs a kernel system with centres")
+            if solver == "auto" and data.op.cached:
+                return "pcg", f"pcg: {full} is kept in memory ({data.op.reason}), so it is solved exactly"
             return "pcg", f"pcg: {full}"
         if solver != "auto":
             return solver, (f"falkon: solver='falkon' requested, m={m} centres" if solver == "falkon"
                             else f"pcg: solver='pcg' requested, {full} (centres unused)")
-        if data.op.cached:
+        if auto_kernel_solver(data.op) == "pcg":
             return "pcg", f"pcg: {full} is kept in memory ({data.op.reason}), so it is solved exactly"
         return "falkon", (f"falkon: {full} would be recomputed every iteration ({data.op.reason}); "
                           f"Falkon's m={m} centres cost n·m per iteration")
@@ -174,6 +176,12 @@ def choose_ridge_solver(data, n: int, m: int, k: int, *, solver: str = "auto",
     if solver != "auto":
         return solver, f"{solver}: solver={solver!r} requested"
     return choose_solver(n, m, k, client)
+
+
+def auto_kernel_solver(op) -> str:
+    """``solver="auto"`` on a kernel operator: "pcg" (the exact answer) when its blocks are
+    kept in memory (:func:`.kernel_ops.plan_cache` decided), else "falkon"."""
+    return "pcg" if op.cached else "falkon"
 
 
 # ============================================================================ entry

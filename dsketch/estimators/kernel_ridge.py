@@ -29,7 +29,7 @@ from ..dashboard import track_fit
 from ..engine.cluster import current_client
 from ..engine.kernel_cg import SELECTION_ROWS
 from ..engine.kernel_ops import CHUNK_ROWS, KernelFunction, kernel_predict, make_kernel
-from ..engine.ridge import KernelSystem, check_params
+from ..engine.ridge import KernelSystem, auto_kernel_solver, check_params
 from ..nets import Relu, fully_connected
 from ..nets.nystroem import sample_landmarks
 from ._data import check_class_labels, draw_seed, is_dask, is_store, open_store, validate_input
@@ -49,7 +49,7 @@ class _KernelRidgeBase(BaseEstimator):
         "net": [None, HasMethods(["sketch", "kernel"])],
         "kernel": [StrOptions({"ntk", "nngp"})],
         "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
-        "solver": [StrOptions({"pcg", "falkon"})],
+        "solver": [StrOptions({"pcg", "falkon", "auto"})],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "landmarks": [StrOptions({"uniform", "leverage"})],
         "preconditioner": [StrOptions({"rpcholesky", "sketch"}), None],
@@ -157,9 +157,10 @@ class _KernelRidgeBase(BaseEstimator):
         n = int(X.shape[0])
         client = current_client() if is_dask(X) else None
         op = make_kernel(X, self._kfn(), client=client, cache=self.cache, chunk=self.chunk_rows)
+        solver = auto_kernel_solver(op) if self.solver == "auto" else self.solver
         with track_fit(client, estimator=type(self).__name__, n_rows=n,
-                       n_features=n if self.solver == "pcg" else self.n_components) as progress:
-            system = self._system(op, X)
+                       n_features=n if solver == "pcg" else self.n_components) as progress:
+            system = self._system(op, X, solver)
             fit = engine.fit_ridge_model(
                 system, Y, alphas, solver=self.solver, scoring=scoring,
                 preconditioner=self.preconditioner, rank=self.rank, tol=self.tol,
@@ -168,7 +169,7 @@ class _KernelRidgeBase(BaseEstimator):
             progress.update(residuals=fit.report.residuals,
                             column_residuals=fit.report.column_residuals)
         fit.report.seconds = time.perf_counter() - start
-        if self.solver == "pcg":
+        if solver == "pcg":
             self.X_fit_ = np.asarray(X.compute() if is_dask(X) else X)
         self.alpha_ = float(fit.alpha)
         self.cv_results_ = fit.cv_results
@@ -177,10 +178,10 @@ class _KernelRidgeBase(BaseEstimator):
         self._set_coef(np.asarray(fit.W, dtype=np.float64))
         return self
 
-    def _system(self, op, X) -> KernelSystem:
+    def _system(self, op, X, solver: str) -> KernelSystem:
         """The engine's kernel system: the full kernel (with the net's sketch features for
         ``preconditioner="sketch"``), or Falkon's centres drawn here (``X_fit_``)."""
-        if self.solver == "pcg":
+        if solver == "pcg":
             features = None
             if self.preconditioner == "sketch":
                 fmap = self._resolved_net().sketch(tuple(self.input_shape_), self.rank, self.seed_,
@@ -251,22 +252,24 @@ class KernelRidge(RegressorMixin, _KernelRidgeBase):
         seeded subsample of ``selection_rows`` training rows is split 4:1, the exact
         kernel of the four fifths is factored (one Cholesky per alpha) and each alpha is
         scored on the held-out fifth (``cv_results_``); ties go to the larger alpha.
-    solver : {"pcg", "falkon"}, default="pcg"
+    solver : {"pcg", "falkon", "auto"}, default="pcg"
         "pcg": the full ``n × n`` system by block preconditioned CG (one CG per target);
         the kernel blocks per pair of row chunks are cached as float32 when they fit
         (``cache``), else recomputed every iteration.  "falkon": Nyström kernel ridge with
         ``n_components`` uniformly drawn centres solved by Falkon's preconditioned CG
         (``K_nm`` streamed in row chunks, no ``n·m²`` Gram); prediction needs only the
-        centres.
+        centres.  "auto": "pcg" when the kernel blocks fit in memory (the exact answer),
+        else "falkon" (the engine's memory model; ``fit_report_["reason"]`` says which).
     n_components : int, default=4096
         Falkon centres (``solver="falkon"`` only).
     landmarks : {"uniform", "leverage"}, default="uniform"
         How the Falkon centres are drawn: uniformly, or with probabilities ∝ half the ridge
         leverage scores of a cheap 512-wide sketch plus half uniform (one extra pass).
     preconditioner : {"rpcholesky", "sketch"} or None, default="rpcholesky"
-        Low-rank preconditioner ``P = FFᵀ + αI`` of ``solver="pcg"``: ``F`` of rank ``rank``
-        from randomly pivoted Cholesky of ``K``, or ``F`` = the net's own sketch features
-        (``net.sketch(..., rank)``); ``None``: plain CG.
+        Low-rank preconditioner ``P = FFᵀ + (α + δ)I`` of ``solver="pcg"``: ``F`` of rank
+        ``rank`` from randomly pivoted Cholesky of ``K``, or ``F`` = the net's own sketch
+        features (``net.sketch(..., rank)``); ``δ = tr(K − FFᵀ)/(n − rank)``, the spectral
+        shift; ``None``: plain CG.
     rank : int, default=1024
     tol : float, default=1e-3
         CG stops when every column's relative residual is at most ``tol``.
