@@ -79,7 +79,8 @@ def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0):
     acc = float(np.mean(clf.predict(Xte) == yte))
     t2 = time.perf_counter()
     out = {"accuracy": acc, "seconds": t2 - t0, "fit_seconds": t1 - t0,
-           "predict_seconds": t2 - t1, "alpha": float(clf.alpha_)}
+           "predict_seconds": t2 - t1, "alpha": float(clf.alpha_),
+           "solver": clf.fit_report_.get("solver")}
     if K is not None:  # fidelity against the exact training kernel (not timed)
         F = CNTKSketch(net=NET, n_components=m, random_state=seed).fit(Xtr).transform(Xtr)
         F = F.astype(np.float64)
@@ -93,7 +94,7 @@ def sketch_seeds(m, Xtr, ytr, Xte, yte, cv, K, seeds: int):
     images is shared with the exact kernel, so the seeds' mean is the fair comparison)."""
     runs = [sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K, seed=s) for s in range(seeds)]
     acc = [r["accuracy"] for r in runs]
-    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k != "alpha"}
+    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("alpha", "solver")}
     out.update(seeds=seeds, accuracies=acc, accuracy_sd=float(np.std(acc)),
                alphas=[r["alpha"] for r in runs])
     return out

@@ -69,6 +69,20 @@ def test_sparse_quick(tmp_path):
     assert (tmp_path / "sparse-quick.png").stat().st_size > 1000
 
 
+@pytest.mark.skipif(not _fashion.available(), reason="Fashion-MNIST not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.timeout(600)
+def test_cntk_scale_quick(tmp_path):
+    """``benchmarks/cntk_scale.py --quick``: the sketch at every width beside the exact CNTK."""
+    result = run_quick("cntk_scale", tmp_path, 600)
+    sketch = [r for r in result["rows"] if r["m"]]
+    assert [r["m"] for r in sketch] == [128, 256] and any(r["m"] is None for r in result["rows"])
+    for r in result["rows"]:
+        assert 0.1 < r["accuracy"] <= 1.0 and r["seconds"] > 0, r
+    assert all(r["solver"] in ("direct", "cg") and r["peak_rss_gib"] > 0 for r in sketch)
+    assert (tmp_path / "cntk_scale-quick.png").stat().st_size > 1000
+
+
 @pytest.mark.timeout(600)
 def test_throughput_quick(tmp_path):
     """``benchmarks/throughput.py --quick``: every map and exact kernel timed beside the GEMM probe."""
