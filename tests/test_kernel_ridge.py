@@ -231,6 +231,45 @@ def test_auto_solver_is_the_exact_pcg_when_the_kernel_fits_else_falkon():
     np.testing.assert_allclose(nys.dual_coef_, falkon.dual_coef_, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_classical_kernels_equal_scikit_learns_kernel_ridge(cache):
+    from sklearn.kernel_ridge import KernelRidge as SkKernelRidge
+
+    from dsketch import PolynomialSketch, RandomFourierFeatures
+
+    for kmap, sk in [(RandomFourierFeatures(gamma=0.2), dict(kernel="rbf", gamma=0.2)),
+                     (PolynomialSketch(degree=2, gamma=0.3, coef0=1.0),
+                      dict(kernel="poly", degree=2, gamma=0.3, coef0=1.0))]:
+        m = model(kernel=kmap, net=None, cache=cache).fit(X, Y)
+        ref = SkKernelRidge(alpha=LAM, **sk).fit(X, Y)  # an independent implementation
+        assert rel(m.dual_coef_, ref.dual_coef_) < (1e-4 if cache else 1e-7)
+        assert rel(m.predict(XT), ref.predict(XT)) < (1e-4 if cache else 1e-7)
+        assert "spectral shift" in m.fit_report_["preconditioner"]
+
+
+def test_classical_kernel_with_its_own_sketch_preconditioner_falkon_and_a_saved_model(tmp_path):
+    from dsketch import ArcCosineFeatures
+
+    kmap = ArcCosineFeatures(order=1)
+    K1 = ArcCosineFeatures(order=1).fit(X).feature_map_.kernel(X)
+    pcg = model(kernel=kmap, net=None, preconditioner="sketch", rank=64, cache=False).fit(X, Y)
+    assert rel(pcg.dual_coef_, direct(Y, Kmat=K1)) < 1e-7
+    nys = model(kernel=kmap, net=None, solver="falkon", n_components=70,
+                landmarks="leverage").fit(X, Y)
+    assert nys.fit_report_["solver"] == "falkon"
+    save_model(pcg, tmp_path / "m")
+    np.testing.assert_array_equal(load_model(tmp_path / "m").predict(XT), pcg.predict(XT))
+
+
+def test_classical_kernel_refuses_a_net_and_images():
+    from dsketch import RandomFourierFeatures
+
+    with pytest.raises(ValueError, match="net= is for kernel='ntk'"):
+        model(kernel=RandomFourierFeatures()).fit(X, Y)  # model() passes net=NET
+    with pytest.raises(ValueError, match="flat rows"):
+        model(kernel=RandomFourierFeatures(), net=None).fit(X[:, :4].reshape(N, 2, 2, 1), Y)
+
+
 def test_falkon_leverage_centres_solve_the_same_equations():
     m = model(solver="falkon", n_components=70, landmarks="leverage").fit(X, Y)
     u = model(solver="falkon", n_components=70).fit(X, Y)

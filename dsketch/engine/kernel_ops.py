@@ -31,7 +31,7 @@ from .graph import token
 from .passes import compute, fmt_bytes
 from .sym_product import symmetric_product
 
-__all__ = ["KernelFunction", "MemoryKernel", "DaskKernel", "make_kernel", "plan_cache",
+__all__ = ["KernelFunction", "MapKernelFunction", "MemoryKernel", "DaskKernel", "make_kernel", "plan_cache",
            "kernel_predict", "CACHE_FRACTION", "CHUNK_ROWS", "PREDICT_ENTRIES"]
 
 #: Cache the kernel blocks when they take at most this share of the memory available.
@@ -63,6 +63,26 @@ class KernelFunction:
 
     def diag(self, a) -> np.ndarray:
         return np.asarray(self.net.kernel(self._rows(a), get=self.kind, diagonal=True))
+
+
+@dataclass(frozen=True)
+class MapKernelFunction:
+    """``k(a, b)`` of flat rows by a classical kernel map's exact face (``kmap.kernel``: the
+    Gaussian, polynomial or arc-cosine kernel of :mod:`dsketch.sketch`), the same interface
+    as :class:`KernelFunction`."""
+
+    kmap: object
+
+    def __call__(self, a, b=None, dtype=None) -> np.ndarray:
+        """``K(a, b)`` (``b`` None: ``K(a, a)``), float64 or rounded once to ``dtype``."""
+        out = np.asarray(self.kmap.kernel(a, b), dtype=np.float64)
+        return out if dtype is None else out.astype(dtype)
+
+    def diag(self, a) -> np.ndarray:
+        """``k(a_i, a_i)``: the diagonals of ``K`` over blocks of ``MATMUL_BLOCK`` rows."""
+        a = np.asarray(a)
+        parts = [np.diag(self(a[s:s + MATMUL_BLOCK])) for s in range(0, a.shape[0], MATMUL_BLOCK)]
+        return np.concatenate(parts) if parts else np.empty(0)
 
 
 def available_memory(client=None) -> tuple[float, str]:

@@ -17,7 +17,7 @@ from numbers import Integral, Real
 
 import dask.array as da
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -28,11 +28,13 @@ from ..backend import InvalidInputError
 from ..dashboard import track_fit
 from ..engine.cluster import current_client
 from ..engine.kernel_cg import SELECTION_ROWS
-from ..engine.kernel_ops import CHUNK_ROWS, KernelFunction, kernel_predict, make_kernel
+from ..engine.kernel_ops import (CHUNK_ROWS, KernelFunction, MapKernelFunction, kernel_predict,
+                                 make_kernel)
 from ..engine.ridge import KernelSystem, auto_kernel_solver, check_params
 from ..nets import Relu, fully_connected
 from ..nets.nystroem import sample_landmarks
 from ._data import check_class_labels, draw_seed, is_dask, is_store, open_store, validate_input
+from .transformers import _KernelSketch
 from .neural_nystroem import NeuralNystroem
 from .ridge import SketchRidge, SketchRidgeClassifier
 
@@ -47,7 +49,7 @@ class _KernelRidgeBase(BaseEstimator):
 
     _parameter_constraints: dict = {
         "net": [None, HasMethods(["sketch", "kernel"])],
-        "kernel": [StrOptions({"ntk", "nngp"})],
+        "kernel": [StrOptions({"ntk", "nngp"}), _KernelSketch],
         "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
         "solver": [StrOptions({"pcg", "falkon", "auto"})],
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -125,8 +127,31 @@ class _KernelRidgeBase(BaseEstimator):
                             classifier=isinstance(self, ClassifierMixin),
                             default_scoring=self._default_scoring, who=type(self).__name__)
 
-    def _kfn(self) -> KernelFunction:
+    def _classical(self) -> bool:
+        """``kernel`` is a classical kernel map (RandomFourierFeatures(gamma=…), …)."""
+        if isinstance(self.kernel, str):
+            return False
+        if self.net is not None:
+            raise InvalidInputError("net= is for kernel='ntk' or 'nngp'; a classical kernel map "
+                                    f"({type(self.kernel).__name__}) brings its own kernel")
+        if len(self.input_shape_) != 1:
+            raise InvalidInputError(f"a classical kernel takes flat rows, got rows of shape "
+                                    f"{tuple(self.input_shape_)}")
+        return True
+
+    def _kfn(self):
+        if self._classical():
+            return MapKernelFunction(self._feature_map(self.kernel.n_components, 0))
         return KernelFunction(self._resolved_net(), self.kernel, tuple(self.input_shape_))
+
+    def _feature_map(self, width: int, seed: int, **net_kw):
+        """A ``width``-wide float64 feature map of the kernel: the net's sketch (``net_kw``
+        passed on) or the classical map (the preconditioner's and the leverage scores' features)."""
+        if self._classical():
+            kmap = clone(self.kernel).set_params(n_components=width, dtype="float64")
+            return kmap._make_map(tuple(self.input_shape_), seed)
+        return self._resolved_net().sketch(tuple(self.input_shape_), width, seed, dtype="float64",
+                                           **net_kw).output(self.kernel)
 
     # -------------------------------------------------------------------------- fit
     def _fit(self, X, y):
@@ -148,8 +173,8 @@ class _KernelRidgeBase(BaseEstimator):
         else:
             X, y = validate_input(self, X, y, reset=True, sparse=False, images=True)
         self.input_shape_ = [int(s) for s in X.shape[1:]]
-        net = self._resolved_net()
-        net.output_shape(tuple(self.input_shape_))
+        if not self._classical():
+            self._resolved_net().output_shape(tuple(self.input_shape_))
         Y = self._encode_y(y)
         if not np.all(np.isfinite(Y)):
             raise InvalidInputError("y contains NaN or Inf")
@@ -184,8 +209,7 @@ class _KernelRidgeBase(BaseEstimator):
         if solver == "pcg":
             features = None
             if self.preconditioner == "sketch":
-                fmap = self._resolved_net().sketch(tuple(self.input_shape_), self.rank, self.seed_,
-                                                   dtype="float64").output(self.kernel)
+                fmap = self._feature_map(self.rank, self.seed_)
                 features = (np.asarray(engine.embed(X, fmap).compute()) if is_dask(X)
                             else np.asarray(fmap(X)))
             return KernelSystem(op, features=features)
@@ -195,9 +219,7 @@ class _KernelRidgeBase(BaseEstimator):
                                     f"many rows, but X has {n}")
         scores = None
         if self.landmarks == "leverage":  # ridge leverage of a cheap sketch (as NeuralNystroem)
-            cheap = self._resolved_net().sketch(tuple(self.input_shape_), LEVERAGE_FEATURES,
-                                                self.seed_, relu_method="random",
-                                                dtype="float64").output(self.kernel)
+            cheap = self._feature_map(LEVERAGE_FEATURES, self.seed_, relu_method="random")
             scores = engine.leverage_scores(engine.embed(X, cheap) if is_dask(X) else cheap(X))
         idx = sample_landmarks(n, self.n_components, self.seed_, scores)
         C = engine.take_rows(X, idx)
@@ -246,7 +268,12 @@ class KernelRidge(RegressorMixin, _KernelRidgeBase):
     net : Serial, default=None
         A network of :mod:`dsketch.nets`; ``None`` means
         ``fully_connected(2, Relu(), W_std=√2, b_std=0)``.
-    kernel : {"ntk", "nngp"}, default="ntk"
+    kernel : {"ntk", "nngp"} or a classical kernel map, default="ntk"
+        The net's exact NTK or NNGP, or the exact kernel of a classical map of
+        :mod:`dsketch` given as its estimator (``RandomFourierFeatures(gamma=…)``: Gaussian,
+        ``PolynomialSketch(degree=…, gamma=…, coef0=…)``, ``ArcCosineFeatures(order=…)``,
+        ``NTKRandomFeatures()``; flat rows, ``net`` left None); its features then serve
+        ``preconditioner="sketch"`` and the leverage scores.
     alpha : float or array-like of floats, default=1.0
         Ridge penalty (> 0).  A grid is decided inside ``fit`` on training rows only: a
         seeded subsample of ``selection_rows`` training rows is split 4:1, the exact
