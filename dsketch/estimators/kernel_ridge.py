@@ -34,7 +34,7 @@ from ..engine.ridge import KernelSystem, auto_kernel_solver, check_params
 from ..nets import Relu, fully_connected
 from ..nets.nystroem import sample_landmarks
 from ._data import check_class_labels, draw_seed, is_dask, is_store, open_store, validate_input
-from .transformers import _KernelSketch
+from .transformers import KernelMapSketch
 from .neural_nystroem import NeuralNystroem
 from .ridge import SketchRidge, SketchRidgeClassifier
 
@@ -49,7 +49,7 @@ class _KernelRidgeBase(BaseEstimator):
 
     _parameter_constraints: dict = {
         "net": [None, HasMethods(["sketch", "kernel"])],
-        "kernel": [StrOptions({"ntk", "nngp"}), _KernelSketch],
+        "kernel": [StrOptions({"ntk", "nngp"}), KernelMapSketch],
         "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
         "solver": [StrOptions({"pcg", "falkon", "auto"})],
         "n_components": [Interval(Integral, 1, None, closed="left")],

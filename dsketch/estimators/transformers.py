@@ -314,7 +314,7 @@ class CNTKSketch(_NetSketch):
         return tags
 
 
-class _KernelSketch(BaseSketch):
+class KernelMapSketch(BaseSketch):
     """A map of :mod:`dsketch.sketch`: ``_map_name`` built with ``_map_params``."""
 
     _map_name = ""
@@ -332,7 +332,7 @@ class _KernelSketch(BaseSketch):
         return self.feature_map_.kernel(X, Y)
 
 
-class NTKRandomFeatures(_KernelSketch):
+class NTKRandomFeatures(KernelMapSketch):
     """Random features of the NTK of a fully connected ReLU network (arc-cosine based).
 
     Parameters
@@ -368,7 +368,7 @@ class NTKRandomFeatures(_KernelSketch):
         self.dtype = dtype
 
 
-class PolynomialSketch(_KernelSketch):
+class PolynomialSketch(KernelMapSketch):
     """Sketch of the polynomial kernel ``(gamma·⟨x, y⟩ + coef0)^degree``.
 
     Parameters
@@ -415,7 +415,7 @@ class PolynomialSketch(_KernelSketch):
         self.dtype = dtype
 
 
-class RandomFourierFeatures(_KernelSketch):
+class RandomFourierFeatures(KernelMapSketch):
     """Random Fourier features of the Gaussian kernel ``exp(-gamma·‖x − y‖²)``.
 
     Parameters
@@ -439,7 +439,7 @@ class RandomFourierFeatures(_KernelSketch):
         self.dtype = dtype
 
 
-class ArcCosineFeatures(_KernelSketch):
+class ArcCosineFeatures(KernelMapSketch):
     """Random features of the arc-cosine kernel of ``order`` 0, 1 or 2 (Cho & Saul).
 
     Parameters
