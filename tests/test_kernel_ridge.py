@@ -20,8 +20,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dsketch import KernelRidge, KernelRidgeClassifier, engine, load_model, save_model
 from dsketch.engine.falkon import gram_lower, tri_solve
-from dsketch.engine.kernel_cg import (LowRankPreconditioner, gram, holdout_split, rpcholesky,
-                                      spectral_shift)
+from dsketch.engine.kernel_cg import (LowRankPreconditioner, holdout_split, rpcholesky,
+                                      spectral_shift, syrk_gram)
 from dsketch.nets import Relu, fully_connected
 
 pytestmark = pytest.mark.timeout(300)
@@ -98,9 +98,9 @@ def test_spectral_shift_is_the_mean_residual_diagonal_and_never_negative():
     assert spectral_shift(np.zeros(N), F) == 0.0
 
 
-def test_gram_by_syrk_equals_ftf():
+def test_syrk_gram_equals_ftf():
     F = RNG.standard_normal((50, 7))
-    np.testing.assert_allclose(gram(F), F.T @ F, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(syrk_gram(F), F.T @ F, rtol=1e-12, atol=1e-12)
 
 
 def _symmetric_product(monkeypatch, cores):

@@ -176,8 +176,9 @@ def pcg_columns(apply_A: Callable, B: np.ndarray, X: np.ndarray, R: np.ndarray,
     still-active columns ``cols``, ``M(R, cols)`` applies the preconditioner.  A column stops
     at relative residual ``‖r_j‖/‖b_j‖ ≤ tol``.  A non-positive or non-finite ``dᵀAd`` raises
     ``breakdown(iteration, dᵀAd)``; ``callback(largest residual, iteration)`` (with
-    ``columns=`` every column's residual when it accepts that keyword) never breaks a fit.  Returns ``(iterations, history of the largest residual, residual per column,
-    seconds per product)``.
+    ``columns=`` every column's residual when it accepts that keyword) never breaks a fit.
+    Returns ``(iterations, history of the largest residual, residual per column, seconds
+    per product)``.
     """
     bnorm = np.linalg.norm(B, axis=0)
     bnorm = np.where(bnorm > 0, bnorm, 1.0)

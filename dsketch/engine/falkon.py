@@ -23,11 +23,11 @@ import numpy as np
 import scipy.linalg
 
 from ..backend import InvalidInputError
-from .kernel_cg import RidgeFit, pcg
+from .kernel_cg import pcg
 from .kernel_ops import DaskKernel, plan_cache
 from .linalg import IllConditionedError, check_weights, cholesky
 from .passes import reduce_rows, slabs
-from .solve import FitReport
+from .solve import FitReport, RidgeFit
 
 __all__ = ["fit_falkon", "falkon_matvec_chunk", "falkon_setup_chunk", "gram_lower", "tri_solve",
            "FACTOR32_MIN", "BLOCK"]

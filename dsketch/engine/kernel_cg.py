@@ -31,7 +31,7 @@ from .linalg import IllConditionedError, RidgeSystem, check_weights, cholesky
 from .solve import FitReport, RidgeFit  # RidgeFit lives in solve; re-exported here
 
 __all__ = ["RidgeFit", "fit_kernel_ridge", "select_alpha", "rpcholesky", "pcg",
-           "LowRankPreconditioner", "gram", "spectral_shift", "SELECTION_ROWS", "PRECONDITIONERS"]
+           "LowRankPreconditioner", "syrk_gram", "spectral_shift", "SELECTION_ROWS", "PRECONDITIONERS"]
 
 #: Training rows (at most) on which λ is chosen by a 4:1 hold-out with the exact kernel.
 SELECTION_ROWS = 10000
@@ -151,7 +151,7 @@ class LowRankPreconditioner:
 
     def __init__(self, F: np.ndarray | None, shift: float = 0.0):
         self.F = None if F is None else np.asarray(F, dtype=np.float64)
-        self.G = None if F is None else gram(self.F)
+        self.G = None if F is None else syrk_gram(self.F)
         self.shift = float(shift) if F is not None else 0.0
         self._chol: dict = {}
 
@@ -188,7 +188,7 @@ def spectral_shift(diag: np.ndarray, F: np.ndarray) -> float:
     return max(0.0, resid) / max(1, n - r)
 
 
-def gram(F: np.ndarray) -> np.ndarray:
+def syrk_gram(F: np.ndarray) -> np.ndarray:
     """``FᵀF`` in float64 by one BLAS ``syrk`` (half the flops of ``F.T @ F``)."""
     F = np.asarray(F, dtype=np.float64)
     G = scipy.linalg.blas.dsyrk(1.0, F, trans=1, lower=0)

@@ -31,8 +31,8 @@ from .graph import token
 from .passes import compute, fmt_bytes
 from .sym_product import symmetric_product
 
-__all__ = ["KernelFunction", "MapKernelFunction", "MemoryKernel", "DaskKernel", "make_kernel", "plan_cache",
-           "kernel_predict", "CACHE_FRACTION", "CHUNK_ROWS", "PREDICT_ENTRIES"]
+__all__ = ["KernelFunction", "MapKernelFunction", "MemoryKernel", "DaskKernel", "make_kernel",
+           "plan_cache", "kernel_predict", "CACHE_FRACTION", "CHUNK_ROWS", "PREDICT_ENTRIES"]
 
 #: Cache the kernel blocks when they take at most this share of the memory available.
 CACHE_FRACTION = 0.6
@@ -198,8 +198,9 @@ class MemoryKernel:
         return self.kfn.diag(self.X)
 
     def submatrix(self, rows) -> np.ndarray:
-        """``K[rows][:, rows]`` float64, computed afresh (a gather from the float32 cache
-        is slower: measured 7.9 s against 1.5 s for 10,000 rows of 20,000)."""
+        """``K[rows][:, rows]`` float64, computed afresh: a gather from the float32 cache
+        took 7.9 s for 10,000 rows of 20,000 (measured), the fresh kernel is ``rows²/2``
+        entries at the kernel's rate (~35 M entries/s for the FC NTK at d = 784)."""
         rows = np.asarray(rows, dtype=np.int64)
         return self.kfn(self.X[rows])
 
