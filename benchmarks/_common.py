@@ -51,3 +51,15 @@ def gemm_gflops(n: int = 4096, d: int = 512, m: int = 4096, dtype=np.float32) ->
     b = rng.standard_normal((d, m)).astype(dtype)
     t = best_time(lambda: a @ b)
     return 2.0 * n * d * m / t / 1e9
+
+
+def update_readme_block(name: str, md: str) -> None:
+    """Replace README.md's text between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+    import re
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    pat = re.compile(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"README.md has no <!-- {name}:begin/end --> markers")
+    readme.write_text(pat.sub(lambda mt: mt.group(1) + md + mt.group(2), text))

@@ -34,7 +34,6 @@ import gc
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from sklearn.pipeline import make_pipeline
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _fashion  # noqa: E402
 import _krr  # noqa: E402
-from _common import RESULTS, write_results  # noqa: E402
+from _common import RESULTS, update_readme_block, write_results  # noqa: E402
 
 from _peak import ProcessPeak  # noqa: E402
 from dsketch import (KernelRidgeClassifier, NeuralNystroem, NTKRandomFeatures,  # noqa: E402
@@ -355,15 +354,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(md: str) -> None:
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    text = readme.read_text()
-    pat = re.compile(r"(<!-- realdata:begin -->\n).*?(\n<!-- realdata:end -->)", re.S)
-    if not pat.search(text):
-        raise SystemExit("README.md has no <!-- realdata:begin/end --> markers")
-    readme.write_text(pat.sub(lambda mt: mt.group(1) + md + mt.group(2), text))
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI-sized run (about a minute)")
@@ -411,7 +401,7 @@ def main(argv=None) -> None:
     print(md)
     print("\n".join(result["targets"]))
     if args.update_readme:
-        update_readme(md)
+        update_readme_block("realdata", md)
 
 
 if __name__ == "__main__":

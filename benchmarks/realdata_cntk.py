@@ -70,9 +70,10 @@ def exact_cntk(Xtr, ytr, Xte, yte, classes):
             "ms_per_entry": 1e3 * ((t1 - t0) + (t3 - t2)) / entries}, K
 
 
-def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0):
-    """``CNTKSketch`` + ``SketchRidgeClassifier`` (alpha grid by k-fold CV on the train rows)."""
-    sketch = CNTKSketch(net=NET, n_components=m, random_state=seed)
+def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0, **sketch_kw):
+    """``CNTKSketch`` + ``SketchRidgeClassifier`` (alpha grid by k-fold CV on the train rows);
+    ``sketch_kw``: more ``CNTKSketch`` parameters (``hidden_components``, ``degree``...)."""
+    sketch = CNTKSketch(net=NET, n_components=m, random_state=seed, **sketch_kw)
     t0 = time.perf_counter()
     clf = SketchRidgeClassifier(sketch=sketch, alpha=LAMBDAS, cv=cv).fit(Xtr, ytr)
     t1 = time.perf_counter()
@@ -80,9 +81,10 @@ def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0):
     t2 = time.perf_counter()
     out = {"accuracy": acc, "seconds": t2 - t0, "fit_seconds": t1 - t0,
            "predict_seconds": t2 - t1, "alpha": float(clf.alpha_),
-           "solver": clf.fit_report_.get("solver")}
+           "solver": clf.fit_report_.get("solver"), "reason": clf.fit_report_.get("reason"),
+           "selection": "hold-out fold" if (clf.cv_results_ or {}).get("holdout") else f"{cv}-fold CV"}
     if K is not None:  # fidelity against the exact training kernel (not timed)
-        F = CNTKSketch(net=NET, n_components=m, random_state=seed).fit(Xtr).transform(Xtr)
+        F = CNTKSketch(net=NET, n_components=m, random_state=seed, **sketch_kw).fit(Xtr).transform(Xtr)
         F = F.astype(np.float64)
         out["rel_fro_error"] = rel_fro(F @ F.T, K)
     return out
@@ -94,7 +96,8 @@ def sketch_seeds(m, Xtr, ytr, Xte, yte, cv, K, seeds: int):
     images is shared with the exact kernel, so the seeds' mean is the fair comparison)."""
     runs = [sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K, seed=s) for s in range(seeds)]
     acc = [r["accuracy"] for r in runs]
-    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("alpha", "solver")}
+    out = {k: float(np.mean([r[k] for r in runs])) for k, v in runs[0].items()
+           if k != "alpha" and isinstance(v, float)}
     out.update(seeds=seeds, accuracies=acc, accuracy_sd=float(np.std(acc)),
                alphas=[r["alpha"] for r in runs])
     return out

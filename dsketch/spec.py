@@ -34,8 +34,9 @@ __all__ = ["to_spec", "from_spec", "spec_classes", "FEATURES_VERSION"]
 #: models record it and :func:`dsketch.load_model` refuses a model fitted on other features.
 #: 1: dsketch 0.1.  2: dsketch 0.2 (block-summed readouts and NTK factors, ``method="auto"``
 #: for bounded activations, sparse-ready first layers).  3: dsketch 0.3 (image activations
-#: of ReLU-like nets sketch their high Hermite degrees at m/4 width).
-FEATURES_VERSION = 3
+#: of ReLU-like nets sketch their high Hermite degrees at m/4 width).  4: ``CNTKSketch``
+#: sketches the larger feature maps at width ≤ 2048 and degree 2 by default.
+FEATURES_VERSION = 4
 
 #: Spec type prefix -> the module whose exported dataclasses may be saved and loaded.
 _FAMILIES = {"nets": nets, "kernels": kernels}

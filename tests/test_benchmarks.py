@@ -80,6 +80,8 @@ def test_cntk_scale_quick(tmp_path):
     for r in result["rows"]:
         assert 0.1 < r["accuracy"] <= 1.0 and r["seconds"] > 0, r
     assert all(r["solver"] in ("direct", "cg") and r["peak_rss_gib"] > 0 for r in sketch)
+    assert sketch[1]["sketch"] == {"n_components": 256, "hidden_components": 64}
+    assert sketch[0]["uniform"] and not sketch[1]["uniform"]
     assert (tmp_path / "cntk_scale-quick.png").stat().st_size > 1000
 
 

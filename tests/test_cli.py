@@ -78,6 +78,13 @@ def test_classification_round_trip(address, digits_files):
     assert minfo["kind"] == "model" and minfo["sketch"] == "NTKSketch"
     dinfo = run("info", tmp / "test.zarr").stdout
     assert "397 rows" in dinfo
+    # the CNTK sketch with a narrow width on the larger maps (8×8 and 4×4 here)
+    runj("fit", "--data", tmp / "train.zarr", "--model", tmp / "cntk", "--kernel", "cntk",
+         "--image-shape", "8,8,1", "--n-components", 128, "--hidden-components", 32,
+         "--hidden-degree", 2, "--alpha", "0.01", "--task", "classify", *sched)
+    cntk = load_model(tmp / "cntk")
+    assert (cntk.sketch_.hidden_components, cntk.sketch_.hidden_degree) == (32, 2)
+    assert runj("evaluate", "--model", tmp / "cntk", "--data", tmp / "test.zarr", *sched)["accuracy"] > 0.8
 
 
 def test_regression_round_trip_and_human_output(address, tmp_path):
@@ -119,6 +126,9 @@ def test_bad_input_is_one_line_exit_2(address, digits_files, tmp_path):
     r = run("fit", "--data", tmp / "train.zarr", "--model", tmp_path / "m", "--alpha", "-1", code=2)
     assert "--alpha must be finite and > 0" in r.stderr
     run("fit", "--bogus", code=2)
+    r = run("fit", "--data", tmp / "train.zarr", "--model", tmp_path / "m", "--hidden-components",
+            "64", code=2)
+    assert "--hidden-components/--hidden-degree are options of --kernel cntk" in r.stderr
     r = run("evaluate", "--model", tmp_path / "missing", "--data", tmp / "test.zarr", code=2)
     assert "model" in r.stderr and "does not exist" in r.stderr
 

@@ -150,6 +150,26 @@ def test_blocked_cholesky_in_place_reuses_the_matrix_and_gives_the_same_factor()
     assert np.array_equal(cholesky(A, block=8, blocked_min=1), ref)  # the default keeps A
 
 
+def test_tiled_syrk_equals_the_gram_and_symmetrizes_in_place():
+    """``syrk_acc`` in tiles (forced small here) accumulates PᵀP like one syrk; the upper
+    triangle copied down gives the full Gram (the path above SYRK_MAX, where one OpenBLAS
+    syrk segfaults)."""
+    from dsketch.engine.linalg import symmetrize_upper, syrk_acc
+
+    rng = np.random.default_rng(4)
+    P1, P2 = rng.normal(size=(30, 23)), rng.normal(size=(11, 23))
+    for tile in (5, 8, 23, 64):
+        G = np.zeros((23, 23), order="F")
+        syrk_acc(G, P1, tile=tile)
+        syrk_acc(G, P2, tile=tile)
+        want = P1.T @ P1 + P2.T @ P2
+        np.testing.assert_allclose(np.triu(G), np.triu(want), rtol=1e-12, atol=1e-12)
+        assert not np.any(np.tril(G, -1))  # the lower triangle is left alone
+        full = symmetrize_upper(G, tile=tile)
+        assert full is G
+        np.testing.assert_allclose(G, want, rtol=1e-12, atol=1e-12)
+
+
 def test_ridge_system_cholesky_and_eigh_agree():
     from dsketch.engine.linalg import RidgeSystem
 

@@ -176,3 +176,37 @@ def test_auto_on_a_kernel_system_asks_the_memory_model():
         solver, why = choose_ridge_solver(system, 150, 40, 1)
         assert solver == chosen and system.op.reason in why
     assert choose_ridge_solver(system, 150, 40, 1, solver="pcg")[0] == "pcg"
+
+
+def test_wide_in_memory_features_select_alpha_on_one_holdout_fold(monkeypatch):
+    """Above HOLDOUT_MIN_FEATURES (lowered here) an in-memory grid is scored on fold 0 only:
+    its accuracies are those of a brute-force hold-out fit, the weights those of the direct
+    solve at the chosen alpha, and the report says why."""
+    import dsketch.engine.path as path_mod
+    from dsketch.engine.passes import fold_ids
+
+    monkeypatch.setattr(path_mod, "HOLDOUT_MIN_FEATURES", 40)
+    rng = np.random.default_rng(3)
+    n, m = 900, 60
+    Phi = rng.normal(size=(n, m)).astype(np.float32)
+    y = np.where(Phi[:, 3] > 0.8, 2, (Phi[:, :3] @ np.array([1.0, -1.0, 0.5]) > 0).astype(int))
+    Y = -np.ones((n, 3))
+    Y[np.arange(n), y] = 1.0
+    alphas = np.array([1e-2, 1.0, 30.0, 3e3])
+    fit = fit_ridge_model(Phi, Y, alphas, n_folds=3, scoring="accuracy", classes=np.arange(3))
+    assert "hold-out fold" in fit.report.reason and fit.cv_results["holdout"] is True
+    P = Phi.astype(np.float64)
+    val = fold_ids(n, 3, 0) == 0
+    for a, got in zip(alphas, fit.cv_results["split0_test_score"]):
+        W = np.linalg.solve(P[~val].T @ P[~val] + a * np.eye(m), P[~val].T @ Y[~val])
+        assert got == np.mean((P[val] @ W).argmax(1) == y[val])
+    score = np.array(fit.cv_results["mean_test_score"])
+    tied = np.flatnonzero(score == score.max())  # ties go to the lower validation MSE
+    best = alphas[tied[np.argmin(np.array(fit.cv_results["mean_test_mse"])[tied])]]
+    assert fit.alpha == best
+    W = np.linalg.solve(P.T @ P + best * np.eye(m), P.T @ Y)
+    np.testing.assert_allclose(fit.W, W, rtol=1e-9, atol=1e-12)
+    # at or below the threshold: the usual 3-fold CV
+    monkeypatch.setattr(path_mod, "HOLDOUT_MIN_FEATURES", m)
+    cv = fit_ridge_model(Phi, Y, alphas, n_folds=3, scoring="accuracy", classes=np.arange(3))
+    assert "holdout" not in cv.cv_results and "split2_test_score" in cv.cv_results

@@ -107,6 +107,34 @@ def test_cntk_images_and_flat_rows_agree():
         CNTKSketch(net=net, n_components=32).fit(imgs.reshape(6, -1))
 
 
+def test_cntk_hidden_components_are_the_nets_hidden_features(tmp_path):
+    """``hidden_components``/``hidden_degree`` are ``net.sketch``'s ``hidden_features`` /
+    ``hidden_degree``, and a saved model keeps them."""
+    from dsketch import SketchRidgeClassifier, load_model, save_model
+    from dsketch.nets import myrtle
+
+    rng = np.random.default_rng(2)
+    imgs = rng.normal(size=(12, 8, 8, 1))
+    y = np.arange(12) % 2
+    sk = CNTKSketch(n_components=128, hidden_components=32, hidden_degree=2, random_state=1)
+    want = myrtle(5).sketch(imgs.shape[1:], 128, seed=1, hidden_features=32, hidden_degree=2)(imgs).ntk
+    np.testing.assert_array_equal(sk.fit_transform(imgs), np.asarray(want))
+    clf = SketchRidgeClassifier(sketch=clone(sk), alpha=1e-2, cv=None).fit(imgs, y)
+    save_model(clf, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert back.sketch_.hidden_components == 32 and back.sketch_.hidden_degree == 2
+    np.testing.assert_array_equal(back.predict(imgs), clf.predict(imgs))
+    with pytest.raises(ValueError, match="hidden_components"):
+        CNTKSketch(hidden_components=1).fit(imgs)
+    # the defaults: hidden width 2048 capped at n_components, degree 2; None: uniform
+    got = CNTKSketch(n_components=64, random_state=1).fit_transform(imgs)
+    want = myrtle(5).sketch(imgs.shape[1:], 64, seed=1, hidden_features=64, hidden_degree=2)(imgs).ntk
+    np.testing.assert_array_equal(got, np.asarray(want))
+    got = CNTKSketch(n_components=64, random_state=1, hidden_components=None,
+                     hidden_degree=None).fit_transform(imgs)
+    np.testing.assert_array_equal(got, np.asarray(myrtle(5).sketch(imgs.shape[1:], 64, seed=1)(imgs).ntk))
+
+
 def test_random_state_semantics():
     X, _ = _data(10, 3)
     a = NTKSketch(n_components=32, random_state=5).fit(X)

@@ -254,3 +254,46 @@ def test_gpu_matches_cpu():
         assert type(b.ntk).__module__.startswith("cupy") and b.ntk.dtype == np.dtype(dtype)
         for u, v in ((a.nngp, b.nngp), (a.ntk, b.ntk), (a.var, b.var)):
             np.testing.assert_allclose(cp.asnumpy(v), u, rtol=tol, atol=tol * float(np.abs(u).max()))
+
+
+# =========================================================================================
+# hidden width / degree: narrow on the large maps, wide on the smallest one
+# =========================================================================================
+def test_hidden_width_and_degree_plan():
+    """Layers whose map is larger than the smallest get the hidden width and degree."""
+    net = myrtle(5)
+    fmap = net.sketch((8, 8, 3), n_features=512, seed=0, hidden_features=128, hidden_degree=2)
+    plan = fmap.plan
+    acts = [s for s in plan if type(s).__name__ == "ActivationSketch"]
+    # Myrtle-5 on 8×8: two activations on 8×8, one on 4×4, one on 2×2 (the smallest map)
+    assert [a.out.nngp for a in acts] == [128, 128, 128, 512]
+    assert [a.degree for a in acts] == [2, 2, 2, 8]
+    assert fmap(_images(3, 8, 8, 3)).ntk.shape == (3, 512)
+    # None, or the same values as n_features/degree: the uniform map, bit for bit
+    x = _images(4, 8, 8, 3, seed=3)
+    same = net.sketch((8, 8, 3), n_features=256, seed=1, hidden_features=256, hidden_degree=8)(x)
+    base = net.sketch((8, 8, 3), n_features=256, seed=1)(x)
+    np.testing.assert_array_equal(same.ntk, base.ntk)
+    np.testing.assert_array_equal(same.nngp, base.nngp)
+
+
+def test_hidden_width_sketch_error_shrinks_with_either_width():
+    """Against the exact CNTK: widening the smallest map's features (hidden fixed) and
+    widening the hidden ones (output fixed) both reduce the error."""
+    net = myrtle(5)
+    x = _images(6, 8, 8, 3, seed=10)
+    narrow = _fidelity(net, x, (256,), seeds=3, hidden_features=256)[256]
+    wide_out = _fidelity(net, x, (2048,), seeds=3, hidden_features=256)[2048]
+    wide_all = _fidelity(net, x, (2048,), seeds=3, hidden_features=2048)[2048]
+    print(narrow, wide_out, wide_all)
+    assert sum(wide_out) < sum(narrow), (narrow, wide_out)
+    assert sum(wide_all) < sum(wide_out), (wide_out, wide_all)
+    assert wide_all[0] < 0.06 and wide_all[1] < 0.08, wide_all
+
+
+def test_hidden_features_are_checked():
+    from dsketch.backend import InvalidInputError
+    with pytest.raises(InvalidInputError, match="hidden_features"):
+        myrtle(5).sketch((8, 8, 3), 256, hidden_features=1.5)
+    with pytest.raises(InvalidInputError, match="hidden_degree"):
+        myrtle(5).sketch((8, 8, 3), 256, hidden_degree=0)

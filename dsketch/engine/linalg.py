@@ -1,6 +1,8 @@
 """Dense symmetric solves on the client: a Cholesky safe at any size, ridge system families.
 
-Owns :func:`cholesky` (LAPACK ``potrf`` up to :data:`BLOCKED_MIN`, above it a blocked
+Owns :func:`syrk_acc` (``G += PᵀP`` in tiles: the bundled multithreaded OpenBLAS
+``dsyrk`` segfaults with an output of order 16k+ here as ``potrf`` does) and
+:func:`cholesky` (LAPACK ``potrf`` up to :data:`BLOCKED_MIN`, above it a blocked
 right-looking factorization whose large work is GEMM and triangular solves: the bundled
 multithreaded OpenBLAS ``potrf`` segfaults on 16k+ matrices on 2-core machines, see
 ``benchmarks/ridge_path.py``), :func:`cho_solve`, :func:`eigh` and :class:`RidgeSystem`, the
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import dsyrk
 from scipy.linalg.lapack import dpotrf
 
 from ..backend import InvalidInputError
 
-__all__ = ["cholesky", "cho_solve", "eigh", "RidgeSystem", "BLOCKED_MIN", "BLOCK",
+__all__ = ["syrk_acc", "symmetrize_upper", "SYRK_MAX", "cholesky", "cho_solve", "eigh", "RidgeSystem", "BLOCKED_MIN", "BLOCK",
            "EIGH_MIN_ALPHAS", "IllConditionedError", "check_weights"]
 
 #: Matrices of at least this order are factored blockwise (no LAPACK ``potrf`` above it):
@@ -31,6 +34,52 @@ BLOCK = 2048
 #: :class:`RidgeSystem` eigendecomposes ``S`` once for grids of more alphas than this
 #: (single-threaded ``eigh`` of 2048 costs ~12 Choleskys here; 3–60 with 2 threads).
 EIGH_MIN_ALPHAS = 12
+
+
+#: Largest output order of one BLAS ``syrk`` (measured here: 12288 ran, 16384 segfaulted on 2
+#: threads); larger Grams are updated in tiles of this order.
+SYRK_MAX = 8192
+
+
+def _syrk_tile(C: np.ndarray, P: np.ndarray) -> np.ndarray:
+    out = dsyrk(1.0, P.T, beta=1.0, c=C, trans=0, lower=0, overwrite_c=1)
+    if out is not C:  # scipy copied a non-contiguous C: write the result back
+        C[...] = out
+    return C
+
+
+def syrk_acc(G: np.ndarray, P: np.ndarray, *, tile: int = SYRK_MAX) -> None:
+    """``G += PᵀP`` on the upper triangle of the float64 ``G`` (F order), in place.
+
+    ``P`` is ``(rows, m)`` float64.  Up to ``tile`` columns one BLAS ``syrk``; above it the
+    upper triangle in ``tile × tile`` tiles: ``syrk`` on the diagonal ones, GEMM above
+    them (the same ``rows·m²/2`` multiply-adds; temporaries: one tile).
+    """
+    m = G.shape[0]
+    if m <= tile:
+        _syrk_tile(G, P)
+        return
+    for j0 in range(0, m, tile):
+        j1 = min(m, j0 + tile)
+        Pj = P[:, j0:j1]
+        G[j0:j1, j0:j1] = _syrk_tile(np.asfortranarray(G[j0:j1, j0:j1]), Pj)
+        for i0 in range(0, j0, tile):
+            i1 = min(j0, i0 + tile)
+            G[i0:i1, j0:j1] += P[:, i0:i1].T @ Pj
+
+
+def symmetrize_upper(G: np.ndarray, *, tile: int = SYRK_MAX) -> np.ndarray:
+    """Copy the upper triangle of square ``G`` onto its lower one, in place, tile by tile."""
+    m = G.shape[0]
+    for j0 in range(0, m, tile):
+        j1 = min(m, j0 + tile)
+        D = G[j0:j1, j0:j1]
+        low = np.tril_indices(j1 - j0, -1)
+        D[low] = D.T[low]
+        for i0 in range(0, j0, tile):
+            i1 = min(j0, i0 + tile)
+            G[j0:j1, i0:i1] = G[i0:i1, j0:j1].T
+    return G
 
 
 class IllConditionedError(InvalidInputError, FloatingPointError):

@@ -28,11 +28,11 @@ from typing import Callable
 import dask
 import dask.array as da
 import numpy as np
-from scipy.linalg.blas import dsyrk
 
 from ..backend import InvalidInputError, asnumpy, check_int, get_namespace, is_cupy, to_namespace
 from .cluster import current_client, show_progress
 from .graph import token
+from .linalg import symmetrize_upper, syrk_acc
 
 __all__ = ["Gram", "gram", "gram_chunk", "fold_ids", "reduce_rows", "per_chunk", "tree_sum",
            "compute", "check_features", "as_targets", "slabs", "fmt_bytes", "SLAB_ROWS",
@@ -300,9 +300,7 @@ def _syrk_acc(G: np.ndarray, P) -> None:
     if is_cupy(P):
         G += asnumpy(P.T @ P)
         return
-    out = dsyrk(1.0, P.T, beta=1.0, c=G, trans=0, lower=0, overwrite_c=1)
-    if out is not G:  # pragma: no cover - scipy copied: keep the result
-        G[...] = out
+    syrk_acc(G, P)
 
 
 def _class_counts_chunk(y, rows, *, n_folds: int, fold_seed: int):
@@ -362,8 +360,7 @@ def gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m:
 
 
 def _unpack_gram(flat: np.ndarray, m: int, k: int):
-    G = flat[:m * m].reshape((m, m), order="F")
-    G = np.triu(G) + np.triu(G, 1).T
+    G = symmetrize_upper(flat[:m * m].reshape((m, m), order="F"))  # in place: no m×m copies
     o = m * m
     B = flat[o:o + m * k].reshape(m, k)
     o += m * k

@@ -25,9 +25,10 @@ import numpy as np
 from ..backend import (InvalidInputError, asnumpy, check_floats, check_int, get_namespace, is_cupy,
                        to_namespace)
 from .cluster import current_client
-from .linalg import EIGH_MIN_ALPHAS, RidgeSystem, check_weights
+from .holdout import HOLDOUT_MIN_FEATURES, holdout_refit, holdout_scores
+from .linalg import EIGH_MIN_ALPHAS, RidgeSystem, check_weights, symmetrize_upper, syrk_acc
 from .passes import (SLAB_ROWS, SPLIT_EVERY, Gram, as_targets, check_features, check_finite_sums,
-                     check_folds, fold_ids, gram, reduce_rows, slabs)
+                     check_folds, fmt_bytes, fold_ids, gram, reduce_rows, slabs)
 
 __all__ = ["AlphaGridWarning", "RidgePath", "ridge_path", "fit_path", "choose_form",
            "score_chunk", "SCORINGS"]
@@ -243,18 +244,20 @@ def choose_form(n: int, m: int, k: int, n_folds: int, n_alphas: int, *, in_memor
     """``("feature" | "sample", reason)`` by counting flops of the two forms.
 
     feature: ``n·m²`` (Gram) + per fold and alpha a Cholesky ``m³/3`` (for long grids one
-    ``eigh`` per fold, counted as :data:`.linalg.EIGH_MIN_ALPHAS` Choleskys) + the refit
-    ``m³/3``.  sample (in-memory ``Φ`` only,
+    ``eigh`` per fold, counted as :data:`.linalg.EIGH_MIN_ALPHAS` Choleskys; one fold above
+    :data:`.holdout.HOLDOUT_MIN_FEATURES` in memory) + the refit ``m³/3``.  sample (in-memory ``Φ`` only,
     no posterior factor): ``n²·m`` (kernel) + the same per fold on ``n_f × n_f`` blocks
     + the refit ``n³/3 + n·m·k``.
     """
     F, A = max(int(n_folds or 0), 1), max(int(n_alphas), 1)
     n_tr = n * (F - 1) / F if n_folds else n
+    # the feature form of an in-memory Φ this wide scores one hold-out fold (:mod:`.holdout`)
+    F_feat = 1 if (in_memory and n_folds and m > HOLDOUT_MIN_FEATURES) else F
 
-    def path(s):
-        return F * min(A, EIGH_MIN_ALPHAS) * s ** 3 / 3.0
+    def path(s, folds=F):
+        return folds * min(A, EIGH_MIN_ALPHAS) * s ** 3 / 3.0
 
-    feat = n * m * m + (path(m) if A > 1 else 0.0) + m ** 3 / 3.0
+    feat = n * m * m + (path(m, F_feat) if A > 1 else 0.0) + m ** 3 / 3.0
     samp = n * n * m + (path(n_tr) if A > 1 else 0.0) + n ** 3 / 3.0 + n * m * k
     if not in_memory:
         return "feature", "feature space: Φ is distributed (one Gram pass)"
@@ -271,7 +274,9 @@ def _sample_path(Phi, Y, alphas, n_folds, fold_seed, scoring) -> RidgePath:
     t0 = time.perf_counter()
     P = np.asarray(Phi, dtype=np.float64)
     check_finite_sums(P, Y, [P], [Y], "the sample-space path")
-    K = P @ P.T
+    K = np.zeros((P.shape[0], P.shape[0]), order="F")
+    syrk_acc(K, P.T)  # ΦΦᵀ, tiled above SYRK_MAX rows (one large syrk segfaults here)
+    K = symmetrize_upper(K)
     check_finite_sums(P, Y, [K], [], "the sample-space kernel ΦΦᵀ")
     n, t = Y.shape
     grid = alphas.size > 1
@@ -306,6 +311,28 @@ def _sample_path(Phi, Y, alphas, n_folds, fold_seed, scoring) -> RidgePath:
                      timings={"path_s": time.perf_counter() - t0})
 
 
+# ===================================================================== hold-out form
+def _holdout(Phi, Y, alphas, F, fold_seed, scoring, slab_rows, reason) -> RidgePath:
+    """The grid on one hold-out fold (:mod:`.holdout`): two ``m × m`` arrays, not ``F + 1``."""
+    m = Phi.shape[1]
+    g, errs, accs, timings = holdout_scores(Phi, Y, alphas, n_folds=F, fold_seed=fold_seed,
+                                            slab_rows=slab_rows)
+    sizes = [len(g.val)]
+    cv_results = (_curve(errs, sizes, alphas, accs, "accuracy") if scoring == "accuracy"
+                  else _curve(errs, sizes, alphas))
+    cv_results["holdout"] = True
+    alpha = _select(cv_results, alphas)
+    t0 = time.perf_counter()
+    W = holdout_refit(g, Phi, Y, alpha, slab_rows=slab_rows)
+    timings["path_s"] += time.perf_counter() - t0
+    why = (f"{reason}; alpha on a hold-out fold (fold 0 of {F}, {len(g.val)} of {Phi.shape[0]} "
+           f"rows): m={m} > {HOLDOUT_MIN_FEATURES} features, so {F}-fold CV's {F + 1} Grams "
+           f"({fmt_bytes((F + 1) * 8.0 * m * m)}) are not formed; one Gram and one factor "
+           f"({fmt_bytes(2 * 8.0 * m * m)})")
+    return RidgePath(W=W, alpha=alpha, cv_results=cv_results, form="feature", reason=why,
+                     timings=timings)
+
+
 # ============================================================================ entry
 def fit_path(Phi, Y, alphas, *, n_folds: int | None = None, fold_seed: int = 0,
              scoring: str | None = None, posterior: bool = False, form: str = "auto",
@@ -325,7 +352,10 @@ def fit_path(Phi, Y, alphas, *, n_folds: int | None = None, fold_seed: int = 0,
         One value (no selection) or a grid.
     n_folds : int, optional
         k-fold CV (rows to folds by :func:`.passes.fold_ids` with ``fold_seed``);
-        None scores a grid by GCV (MSE only).
+        None scores a grid by GCV (MSE only).  An in-memory ``Φ`` of more than
+        :data:`.holdout.HOLDOUT_MIN_FEATURES` features is scored on fold 0 alone
+        (:mod:`.holdout`: two ``m × m`` arrays instead of ``k + 1`` Grams), said in
+        ``reason``; ``cv_results["holdout"]`` is then True.
     scoring : {"neg_mean_squared_error", "accuracy", None}
         None means MSE.  The best mean score over folds (weighted by fold size) wins.
     posterior : bool
@@ -372,6 +402,10 @@ def fit_path(Phi, Y, alphas, *, n_folds: int | None = None, fold_seed: int = 0,
         out.timings = {"gram_s": 0.0, **out.timings}
         out.reason = reason
         return out
+    if F and in_memory and not posterior and m > HOLDOUT_MIN_FEATURES:
+        if phase:
+            phase("solve")
+        return _holdout(Phi, Y2, alphas, F, fold_seed, scoring, slab_rows, reason)
     client = current_client(client) if lazy else None
     g = gram(Phi, Y2, n_folds=F or None, fold_seed=fold_seed, client=client,
              split_every=split_every, slab_rows=slab_rows, progress=progress)

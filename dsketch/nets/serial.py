@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -30,7 +31,7 @@ from .input_layer import (check_sparse_rows, flat_input_features, input_reductio
                      sparse_input_kernel)
 from .readout import plan_readout
 
-__all__ = ["serial", "bind_layers", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
+__all__ = ["serial", "bind_layers", "layer_options", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
            "input_features", "input_feature_shape", "check_net"]
 
 
@@ -187,7 +188,9 @@ class Serial(Layer):
 
     # ------------------------------------------------------------------------ sketch
     def sketch(self, input_shape, n_features: int = 1024, seed: int = 0, *, degree: int = 8,
-               relu_method: str = "poly", dtype: str = "float32", method: str = "auto") -> "FeatureMap":
+               relu_method: str = "poly", dtype: str = "float32", method: str = "auto",
+               hidden_features: Optional[int] = None,
+               hidden_degree: Optional[int] = None) -> "FeatureMap":
         """Plan a random-feature map whose Gram matrices approximate ``self.kernel``.
 
         Parameters
@@ -209,6 +212,16 @@ class Serial(Layer):
             Hermite–PolySketch, Monte-Carlo features of φ and φ', or low Hermite degrees
             by PolySketch plus Monte-Carlo features of the rest; ``"auto"`` picks per
             activation.
+        hidden_features : int, optional
+            Width of the per-pixel features on every feature map larger than the net's
+            smallest one (None: ``n_features``).  The large maps hold most pixels, so they
+            set the cost per image; a narrow width there and a wide one on the smallest map
+            (and the output) buys wide features at little extra cost (see
+            :func:`layer_options`).
+        hidden_degree : int, optional
+            ``degree`` on the same larger maps (None: ``degree``): measured, a low degree
+            there (2, as the seed papers' CNTK sketch) is faster and, at a hidden width
+            of 1024–2048, at least as accurate as 8, while the smallest map gains from 8.
 
         Returns
         -------
@@ -220,7 +233,8 @@ class Serial(Layer):
         seed an explicit non-negative int, ``input_shape`` a tuple of positive ints.
         """
         return FeatureMap(net=self, input_shape=input_shape, n_features=n_features, seed=seed,
-                          degree=degree, relu_method=relu_method, dtype=dtype, method=method)
+                          degree=degree, relu_method=relu_method, dtype=dtype, method=method,
+                          hidden_features=hidden_features, hidden_degree=hidden_degree)
 
 
 def check_net(net, name: str = "net") -> "Serial":
@@ -287,6 +301,8 @@ class FeatureMap:
     relu_method: str = "poly"
     dtype: str = "float32"
     method: str = "auto"
+    hidden_features: Optional[int] = None
+    hidden_degree: Optional[int] = None
     _plan_cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -296,6 +312,10 @@ class FeatureMap:
         put("n_features", check_int(self.n_features, "n_features"))
         put("seed", check_seed(self.seed))
         put("degree", check_int(self.degree, "degree"))
+        if self.hidden_features is not None:
+            put("hidden_features", check_int(self.hidden_features, "hidden_features", minimum=2))
+        if self.hidden_degree is not None:
+            put("hidden_degree", check_int(self.hidden_degree, "hidden_degree"))
         if self.relu_method not in ("poly", "random"):
             raise InvalidInputError(
                 f"relu_method must be 'poly' or 'random', got {self.relu_method!r}")
@@ -327,8 +347,11 @@ class FeatureMap:
                 shape = FeatureShape((), reduction.d_out, 0)
             self._plan_cache["input"] = reduction
             steps = []
-            for i, layer in enumerate(bind_layers(self.net.layers, self.input_shape)):
-                step = layer.sketch(shape, self.options, self.seed, (f"layer{i}", type(layer).__name__))
+            layers = bind_layers(self.net.layers, self.input_shape)
+            per_layer = layer_options(layers, self.input_shape, self.options,
+                                      self.hidden_features, self.hidden_degree)
+            for i, (layer, options) in enumerate(zip(layers, per_layer)):
+                step = layer.sketch(shape, options, self.seed, (f"layer{i}", type(layer).__name__))
                 steps.append(step)
                 shape = step.out
             steps.append(plan_readout(shape, self.options, self.seed, ("readout",)))
@@ -367,6 +390,31 @@ class FeatureMap:
             f = input_features(x, np.dtype(self.dtype))
         f = run_steps(plan, f)
         return f.nngp, f.ntk
+
+
+def layer_options(layers, input_shape: tuple, options: SketchOptions, hidden_features=None,
+                  hidden_degree=None) -> tuple:
+    """Each layer's :class:`SketchOptions`: the hidden width and degree where its map is larger.
+
+    A layer whose output is an image with more pixels than the smallest map any layer
+    outputs is sketched at width ``hidden_features`` and degree ``hidden_degree``; the
+    others (the smallest map, vectors after a global pool or a flatten) at
+    ``options.n_features`` and ``options.degree`` (None: the same everywhere).  Per image a
+    layer costs about pixels × width, so the large maps set the cost, while the smallest
+    map's features (averaged into the output) set the model's width and its polynomial
+    bias.  Measured on Fashion-MNIST 14×14, Myrtle-5 (``benchmarks/cntk_scale.py``).
+    """
+    shapes, shape = [], tuple(input_shape)
+    for layer in layers:
+        shape = layer.output_shape(shape)
+        shapes.append(shape)
+    pixels = [math.prod(s[:-1]) if len(s) == 3 else 0 for s in shapes]
+    smallest = min((p for p in pixels if p), default=0)
+    hidden = dataclasses.replace(
+        options,
+        n_features=options.n_features if hidden_features is None else hidden_features,
+        degree=options.degree if hidden_degree is None else hidden_degree)
+    return tuple(hidden if p > smallest else options for p in pixels)
 
 
 def input_feature_shape(input_shape: tuple) -> FeatureShape:
