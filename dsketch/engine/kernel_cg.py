@@ -26,7 +26,8 @@ import scipy.linalg
 
 from ..backend import InvalidInputError, check_int, rng
 from .cg import pcg_columns
-from .linalg import IllConditionedError, RidgeSystem, check_weights, cholesky, symmetrize_upper, syrk_acc
+from .linalg import (IllConditionedError, RidgeSystem, check_weights, cholesky, symmetrize_upper,
+                     syrk_acc)
 from .solve import FitReport, RidgeFit  # RidgeFit lives in solve; re-exported here
 
 __all__ = ["RidgeFit", "fit_kernel_ridge", "select_alpha", "rpcholesky", "pcg",
@@ -188,7 +189,7 @@ def spectral_shift(diag: np.ndarray, F: np.ndarray) -> float:
 
 
 def syrk_gram(F: np.ndarray) -> np.ndarray:
-    """``FᵀF`` in float64 by one BLAS ``syrk`` (half the flops of ``F.T @ F``)."""
+    """``FᵀF`` in float64 by BLAS ``syrk`` (half the flops of ``F.T @ F``; tiled when wide)."""
     F = np.asarray(F, dtype=np.float64)
     G = np.zeros((F.shape[1], F.shape[1]), order="F")
     syrk_acc(G, F)

@@ -23,8 +23,9 @@ from scipy.linalg.lapack import dpotrf
 
 from ..backend import InvalidInputError
 
-__all__ = ["syrk_acc", "symmetrize_upper", "SYRK_MAX", "cholesky", "cho_solve", "eigh", "RidgeSystem", "BLOCKED_MIN", "BLOCK",
-           "EIGH_MIN_ALPHAS", "IllConditionedError", "check_weights"]
+__all__ = ["syrk_acc", "symmetrize_upper", "SYRK_MAX", "cholesky", "cho_solve", "eigh",
+           "RidgeSystem", "BLOCKED_MIN", "BLOCK", "EIGH_MIN_ALPHAS", "IllConditionedError",
+           "check_weights"]
 
 #: Matrices of at least this order are factored blockwise (no LAPACK ``potrf`` above it):
 #: ``potrf`` ran at 8192 and segfaulted at 16384 here; blocked costs ~1.2× it at 8192.

@@ -5,9 +5,11 @@ accuracy pass when asked, the final refit), :func:`ridge_path` (the same from a
 :class:`.passes.Gram` alone), the choice between the **feature-space** form (the ``m × m``
 Gram, per-fold Grams ``G − G_f``) and the **sample-space** form (for in-memory ``Φ`` with
 fewer rows than features: the ``n × n`` kernel ``ΦΦᵀ``, folds as its sub-blocks,
-``W = Φᵀ(K + αI)⁻¹Y``), CV scoring (``"neg_mean_squared_error"`` in closed form from
-the Grams, ``"accuracy"`` from validation predictions — for a dask ``Φ`` one extra pass,
-tasks ``dsketch-cv-score``), and :class:`AlphaGridWarning` for a choice at the grid's edge.
+``W = Φᵀ(K + αI)⁻¹Y``) or, for in-memory features wider than
+:data:`.holdout.HOLDOUT_MIN_FEATURES`, the grid on one hold-out fold (:mod:`.holdout`), CV
+scoring (``"neg_mean_squared_error"`` in closed form from the Grams, ``"accuracy"`` from
+validation predictions — for a dask ``Φ`` one extra pass, tasks ``dsketch-cv-score``), and
+:class:`AlphaGridWarning` for a choice at the grid's edge.
 
 Must not stream over chunks itself (passes go through :func:`.passes.reduce_rows`) or
 hold kernel maths; factorizations are :mod:`.linalg`'s.
@@ -245,9 +247,9 @@ def choose_form(n: int, m: int, k: int, n_folds: int, n_alphas: int, *, in_memor
 
     feature: ``n·m²`` (Gram) + per fold and alpha a Cholesky ``m³/3`` (for long grids one
     ``eigh`` per fold, counted as :data:`.linalg.EIGH_MIN_ALPHAS` Choleskys; one fold above
-    :data:`.holdout.HOLDOUT_MIN_FEATURES` in memory) + the refit ``m³/3``.  sample (in-memory ``Φ`` only,
-    no posterior factor): ``n²·m`` (kernel) + the same per fold on ``n_f × n_f`` blocks
-    + the refit ``n³/3 + n·m·k``.
+    :data:`.holdout.HOLDOUT_MIN_FEATURES` in memory) + the refit ``m³/3``.  sample
+    (in-memory ``Φ`` only, no posterior factor): ``n²·m`` (kernel) + the same per fold on
+    ``n_f × n_f`` blocks + the refit ``n³/3 + n·m·k``.
     """
     F, A = max(int(n_folds or 0), 1), max(int(n_alphas), 1)
     n_tr = n * (F - 1) / F if n_folds else n

@@ -240,7 +240,10 @@ class SketchRidge(RegressorMixin, _SketchRidgeBase):
     cv : int or None, default=5
         Folds for an alpha grid (rows are assigned to folds by
         ``dsketch.engine.fold_ids(n, cv, seed_)``, the same for NumPy and dask input);
-        ``None`` uses generalized cross-validation (GCV) on the full Gram instead.
+        ``None`` uses generalized cross-validation (GCV) on the full Gram instead.  In-memory
+        features wider than 8,192 score the grid on the first fold only (two ``m × m``
+        arrays instead of ``cv + 1`` Grams; ``fit_report_["reason"]`` says so and
+        ``cv_results_["holdout"]`` is True).
     tol : float, default=1e-6
         Relative residual tolerance of CG.
     max_iter : int, default=200
