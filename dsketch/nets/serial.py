@@ -9,9 +9,9 @@ imports no concrete layer and no Dask.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -31,8 +31,8 @@ from .input_layer import (check_sparse_rows, flat_input_features, input_reductio
                      sparse_input_kernel)
 from .readout import plan_readout
 
-__all__ = ["serial", "bind_layers", "layer_options", "Serial", "FeatureMap", "SelectedFeatures", "SketchOutput", "KernelResult",
-           "input_features", "input_feature_shape", "check_net"]
+__all__ = ["serial", "bind_layers", "layer_options", "Serial", "FeatureMap", "SelectedFeatures",
+           "SketchOutput", "KernelResult", "input_features", "input_feature_shape", "check_net"]
 
 
 @dataclass(frozen=True)
