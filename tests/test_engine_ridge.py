@@ -210,3 +210,22 @@ def test_wide_in_memory_features_select_alpha_on_one_holdout_fold(monkeypatch):
     monkeypatch.setattr(path_mod, "HOLDOUT_MIN_FEATURES", m)
     cv = fit_ridge_model(Phi, Y, alphas, n_folds=3, scoring="accuracy", classes=np.arange(3))
     assert "holdout" not in cv.cv_results and "split2_test_score" in cv.cv_results
+
+
+def test_a_grid_on_dask_features_too_wide_for_the_workers_is_refused_before_any_pass(client):
+    """The per-fold Gram reduction of a grid is sized against the workers' memory: past half
+    of the smallest worker's limit the fit names the remedies instead of running a pass."""
+    from dsketch.engine.cluster import worker_memory_limits
+    from dsketch.engine.passes import SPLIT_EVERY
+
+    _, wmin, _ = worker_memory_limits(client)
+    assert wmin > 0
+    m_big = int(np.sqrt(0.5 * wmin / (8.0 * 3 * (SPLIT_EVERY + 2)))) + 64
+    Phi = da.zeros((32, m_big), chunks=(16, m_big))
+    Y = np.ones((32, 2))
+    with pytest.raises(InvalidInputError, match="needs a Gram reduction of .* pass one alpha"):
+        fit_ridge_model(Phi, Y, [0.1, 1.0], n_folds=3, client=client)
+    assert choose_ridge_solver(Phi[:, :64], 32, 64, 2, grid=True, n_folds=3,
+                               client=client)[0] == "direct"
+    # one alpha needs one Gram (or CG's m×k state): not refused
+    assert choose_ridge_solver(Phi, 32, m_big, 2, client=client)[0] in ("direct", "cg")

@@ -21,16 +21,16 @@ import dask.array as da
 import numpy as np
 
 from ..backend import InvalidInputError, check_floats, check_int
-from .cluster import current_client
+from .cluster import current_client, worker_memory_limits
 from .falkon import fit_falkon
 from .kernel_cg import SELECTION_ROWS, fit_kernel_ridge, select_alpha
 from .kernel_ops import CHUNK_ROWS
-from .passes import check_folds, fold_class_counts, fold_ids
+from .passes import SPLIT_EVERY, check_folds, fmt_bytes, fold_class_counts, fold_ids
 from .path import SCORINGS, fit_path
 from .solve import FitReport, RidgeFit, choose_solver, fit_ridge
 
-__all__ = ["fit_ridge_model", "KernelSystem", "choose_ridge_solver", "auto_kernel_solver",
-           "check_params", "check_alphas", "check_cv", "RidgeFit", "FEATURE_SOLVERS",
+__all__ = ["fit_ridge_model", "KernelSystem", "choose_ridge_solver", "check_grid_memory",
+           "auto_kernel_solver", "check_params", "check_alphas", "check_cv", "RidgeFit", "FEATURE_SOLVERS",
            "KERNEL_SOLVERS", "CV_CHECK_MAX_ROWS"]
 
 #: ``solver`` values for features and for a :class:`KernelSystem` (besides ``"auto"``).
@@ -143,13 +143,14 @@ def check_cv(n: int, cv: int, fold_seed: int, class_counts=None, classes=None) -
 
 # ========================================================================== policy
 def choose_ridge_solver(data, n: int, m: int, k: int, *, solver: str = "auto",
-                        grid: bool = False, posterior: bool = False,
+                        grid: bool = False, posterior: bool = False, n_folds: int | None = None,
                         client=None) -> tuple[str, str]:
     """``(solver, reason)``: which solver a fit runs, and why.
 
     Features: a grid or ``posterior`` needs the direct path (one Gram pass, the grid in
-    closed form); else ``"auto"`` is :func:`.solve.choose_solver` (direct while the ``m × m``
-    Gram fits the workers' memory, else CG).  A :class:`KernelSystem`: the full kernel by
+    closed form; on dask features :func:`check_grid_memory` first); else ``"auto"`` is
+    :func:`.solve.choose_solver` (direct while the ``m × m`` Gram fits the workers'
+    memory, else CG).  A :class:`KernelSystem`: the full kernel by
     PCG, unless it has centres and ``"auto"`` finds by the operator's memory model
     (:func:`.kernel_ops.plan_cache`) that the kernel blocks would not stay in memory: then
     Falkon on the centres.
@@ -170,12 +171,34 @@ def choose_ridge_solver(data, n: int, m: int, k: int, *, solver: str = "auto",
         return "falkon", (f"falkon: {full} would be recomputed every iteration ({data.op.reason}); "
                           f"Falkon's m={m} centres cost n·m per iteration")
     if grid:
+        check_grid_memory(m, n_folds, client)
         return "direct", "direct: an alpha grid is selected on the regularization path"
     if posterior:
         return "direct", "direct: posterior_std needs the m×m factor"
     if solver != "auto":
         return solver, f"{solver}: solver={solver!r} requested"
     return choose_solver(n, m, k, client)
+
+
+def check_grid_memory(m: int, n_folds: int | None, client) -> None:
+    """Refuse a grid on dask features whose per-fold Gram reduction would not fit a worker.
+
+    The Gram pass of a grid carries ``max(1, n_folds)`` float64 ``m × m`` sums per partial
+    and a reduction task holds ``SPLIT_EVERY + 2`` partials; past half of the smallest
+    worker's memory (:func:`.cluster.worker_memory_limits`) that is an out-of-memory worker
+    later, so it is an :class:`InvalidInputError` naming the remedies now.  No client
+    (in-memory features): nothing to check (:mod:`.holdout` takes wide grids).
+    """
+    workers, wmin, _ = worker_memory_limits(client)
+    need = 8.0 * m * m * max(1, int(n_folds or 0)) * (SPLIT_EVERY + 2)
+    if wmin and need > 0.5 * wmin:
+        raise InvalidInputError(
+            f"an alpha grid on dask features of width m={m} needs a Gram reduction of "
+            f"~{fmt_bytes(need)} per task ({max(1, int(n_folds or 0))} fold Gram(s) of "
+            f"{fmt_bytes(8.0 * m * m)}), more than half of the smallest worker's memory "
+            f"({fmt_bytes(wmin)}): pass one alpha (solved by CG), fewer features or folds, "
+            f"workers with more memory, or in-memory features (a wide grid is then scored "
+            f"on one hold-out fold)")
 
 
 def auto_kernel_solver(op) -> str:
@@ -247,7 +270,7 @@ def fit_ridge_model(data, Y, alpha, *, solver: str = "auto", n_folds: int | None
         client = current_client(client) if isinstance(data, da.Array) else None
     k = int(np.shape(Y)[1]) if len(np.shape(Y)) == 2 else 1
     chosen, why = choose_ridge_solver(data, n, m, k, solver=solver, grid=grid,
-                                      posterior=posterior, client=client)
+                                      posterior=posterior, n_folds=n_folds, client=client)
     d_tol, d_maxiter = _CG_DEFAULTS.get(chosen, (None, None))
     cg = dict(tol=d_tol if tol is None else tol, maxiter=d_maxiter if maxiter is None else maxiter,
               callback=callback)
