@@ -63,7 +63,8 @@ _NONE = type(None)
 _ATTR_TYPES = {
     **{k: (np.ndarray, "an array") for k in ("coef_", "classes_",
                                              "component_indices_", "normalization_",
-                                             "X_fit_", "dual_coef_")},
+                                             "X_fit_", "dual_coef_",
+                                             "zca_mean_", "zca_matrix_")},
     "components_": ((np.ndarray, scipy.sparse.csr_matrix), "an array or a CSR matrix"),
     "posterior_factor_": ((np.ndarray, _NONE), "an array or null"),
     "sketch_": (BaseEstimator, "an estimator"),

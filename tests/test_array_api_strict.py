@@ -19,12 +19,13 @@ import pytest
 xps = pytest.importorskip("array_api_strict")
 
 from dsketch import backend  # noqa: E402
+from dsketch.engine import whitening  # noqa: E402
 from dsketch.nets import Relu, hermite_moments, hermite_series, special  # noqa: E402
 from dsketch.nets.activations import relu as relu_module  # noqa: E402
 from dsketch.sketch import arccos  # noqa: E402
 
 #: Modules whose generic functions are checked (each imported ``get_namespace`` by name).
-MODULES = [backend, special, hermite_series, hermite_moments, arccos, relu_module]
+MODULES = [backend, special, hermite_series, hermite_moments, arccos, relu_module, whitening]
 
 
 @pytest.fixture
@@ -65,3 +66,13 @@ def test_generic_function_runs_on_the_strict_namespace(name, strict):
     assert type(got).__module__.startswith("array_api_strict")
     np.testing.assert_allclose(_np(got), want, rtol=1e-14, atol=1e-15)
     assert math.isfinite(float(np.sum(want)))
+
+
+def test_zca_whitening_runs_on_the_strict_namespace(strict):
+    """``apply_zca`` on in-memory blocks (the CuPy path of ``CNTKSketch(zca_regularization=)``)."""
+    host = np.random.default_rng(0).normal(size=(9, 3, 3, 1)).astype(np.float32)
+    mean, W = whitening.fit_zca(host, 1.0)
+    want = whitening.apply_zca(host, mean, W)
+    got = whitening.apply_zca(strict.asarray(host), mean, W)
+    assert type(got).__module__.startswith("array_api_strict") and got.dtype == strict.float32
+    np.testing.assert_array_equal(_np(got), want)

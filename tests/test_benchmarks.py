@@ -19,10 +19,10 @@ sys.path.insert(0, str(BENCH))
 import _fashion  # noqa: E402
 
 
-def run_quick(script: str, out, timeout: int) -> dict:
-    """Run ``benchmarks/<script>.py --quick`` writing into ``out``; its JSON results."""
+def run_quick(script: str, out, timeout: int, *more: str) -> dict:
+    """Run ``benchmarks/<script>.py --quick [more]`` writing into ``out``; its JSON results."""
     env = dict(os.environ, DSKETCH_BENCH_RESULTS=str(out), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick"], env=env,
+    proc = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), "--quick", *more], env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / f"{script}-quick.json").read_text())
@@ -80,9 +80,14 @@ def test_cntk_scale_quick(tmp_path):
     for r in result["rows"]:
         assert 0.1 < r["accuracy"] <= 1.0 and r["seconds"] > 0, r
     assert all(r["solver"] in ("direct", "cg") and r["peak_rss_gib"] > 0 for r in sketch)
-    assert sketch[1]["sketch"] == {"n_components": 256, "hidden_components": 64}
-    assert sketch[0]["uniform"] and not sketch[1]["uniform"]
+    assert sketch[1]["sketch"] == {"n_components": 256, "hidden_components": 64, "zca_regularization": 1.0}
+    assert sketch[0]["uniform"] and not sketch[1]["uniform"] and sketch[1]["zca"] == 1.0
+    exact = [r for r in result["rows"] if r["m"] is None]
+    assert exact[0]["method"].endswith("ZCA ε=1")  # the kernel of the last run's whitened images
     assert (tmp_path / "cntk_scale-quick.png").stat().st_size > 1000
+    # --merge keeps the rows the config still lists (here all: nothing runs again)
+    again = run_quick("cntk_scale", tmp_path, 600, "--merge")
+    assert again["merged"] and again["rows"] == result["rows"]
 
 
 @pytest.mark.timeout(600)

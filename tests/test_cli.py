@@ -81,9 +81,11 @@ def test_classification_round_trip(address, digits_files):
     # the CNTK sketch with a narrow width on the larger maps (8×8 and 4×4 here)
     runj("fit", "--data", tmp / "train.zarr", "--model", tmp / "cntk", "--kernel", "cntk",
          "--image-shape", "8,8,1", "--n-components", 128, "--hidden-components", 32,
-         "--hidden-degree", 2, "--alpha", "0.01", "--task", "classify", *sched)
+         "--hidden-degree", 2, "--zca", "1.0", "--alpha", "0.01", "--task", "classify", *sched)
     cntk = load_model(tmp / "cntk")
     assert (cntk.sketch_.hidden_components, cntk.sketch_.hidden_degree) == (32, 2)
+    # --zca: the whitening learned from the store's training rows (one pass) and saved
+    assert cntk.sketch_.zca_regularization == 1.0 and cntk.sketch_.zca_matrix_.shape == (64, 64)
     assert runj("evaluate", "--model", tmp / "cntk", "--data", tmp / "test.zarr", *sched)["accuracy"] > 0.8
 
 
@@ -128,7 +130,9 @@ def test_bad_input_is_one_line_exit_2(address, digits_files, tmp_path):
     run("fit", "--bogus", code=2)
     r = run("fit", "--data", tmp / "train.zarr", "--model", tmp_path / "m", "--hidden-components",
             "64", code=2)
-    assert "--hidden-components/--hidden-degree are options of --kernel cntk" in r.stderr
+    assert "--hidden-components/--hidden-degree/--zca are options of --kernel cntk" in r.stderr
+    r = run("fit", "--data", tmp / "train.zarr", "--model", tmp_path / "m", "--zca", "1", code=2)
+    assert "--hidden-components/--hidden-degree/--zca are options of --kernel cntk" in r.stderr
     r = run("evaluate", "--model", tmp_path / "missing", "--data", tmp / "test.zarr", code=2)
     assert "model" in r.stderr and "does not exist" in r.stderr
 

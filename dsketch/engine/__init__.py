@@ -4,7 +4,8 @@ Public API: :func:`connect`,
 :func:`dashboard_link`, :class:`Dataset`, :func:`open_dataset`, :func:`ingest`,
 :func:`write_array`, :func:`validate_rows`, :func:`embed`, :class:`FitReport`,
 :class:`Gram`, :func:`gram`, :func:`solve_gram`, :func:`fit_ridge`, :func:`predict`,
-:func:`fold_ids`, :func:`fold_class_counts`, :func:`leverage_scores`, :func:`take_rows`;
+:func:`fold_ids`, :func:`fold_class_counts`, :func:`leverage_scores`, :func:`take_rows`,
+:func:`fit_zca` / :func:`apply_zca` (ZCA whitening of image rows);
 the exact-kernel solvers :func:`fit_kernel_ridge` (full kernel, PCG) and :func:`fit_falkon`
 over :func:`make_kernel` operators, returning :class:`RidgeFit`; and the one ridge entry
 the estimators call, :func:`fit_ridge_model` (features or a :class:`KernelSystem` in, the
@@ -23,6 +24,7 @@ from .kernel_ops import KernelFunction, kernel_predict, make_kernel
 from .landmarks import leverage_scores, take_rows
 from .passes import Gram, fold_class_counts, fold_ids, gram
 from .ridge import KernelSystem, fit_ridge_model
+from .whitening import apply_zca, fit_zca
 from .solve import (AlphaGridWarning, FitReport, RidgeFit, RidgePath, choose_solver, fit_path,
                     fit_ridge, predict, predict_std, ridge_path, solve_gram)
 
@@ -36,4 +38,5 @@ __all__ = [
     "leverage_scores", "take_rows",
     "RidgeFit", "fit_kernel_ridge", "fit_falkon", "select_alpha", "KernelFunction",
     "make_kernel", "kernel_predict", "fit_ridge_model", "KernelSystem",
+    "fit_zca", "apply_zca",
 ]

@@ -3,8 +3,9 @@
 Owns :class:`NTKSketch`, :class:`NNGPSketch`, :class:`CNTKSketch` (a network's features,
 ``net.sketch(...)``) and :class:`NTKRandomFeatures`, :class:`PolynomialSketch`,
 :class:`RandomFourierFeatures`, :class:`ArcCosineFeatures` (maps of
-:mod:`dsketch.sketch.kernels`).  ``fit`` draws the seed and plans the map (no data pass);
-``transform`` runs it in memory, or lazily through ``dsketch.engine.embed`` for dask input.
+:mod:`dsketch.sketch.kernels`).  ``fit`` draws the seed and plans the map (no data pass, but for :class:`CNTKSketch`'s
+optional ZCA whitening, one); ``transform`` runs it in memory, or lazily through
+``dsketch.engine.embed`` for dask input.
 Every transformer but :class:`CNTKSketch` takes SciPy sparse rows (CSR; CSC converted) and
 sparse stores, with the features of their dense copy (see :mod:`dsketch.nets.input_layer`).
 Must not hold kernel maths or Dask graph code: it wires them.
@@ -58,6 +59,13 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _exact_kernel(self, X, Y):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _learn(self, X) -> None:
+        """Hook: learn data-dependent state from the prepared rows of ``fit`` (none here)."""
+
+    def _preprocess(self, X):
+        """Hook: the learned preprocessing of prepared rows before the map (identity here)."""
+        return X
 
     def check_fitted_state(self) -> None:
         """Raise ``ValueError`` naming the attribute when the fitted state contradicts itself.
@@ -125,7 +133,8 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Parameters
         ----------
         X : array-like (n, d), sparse matrix, dask array or Zarr store URL
-            Only its row shape is used (no data pass).
+            Only its row shape is used (no data pass; :class:`CNTKSketch` with
+            ``zca_regularization`` makes one).
         y : ignored
 
         Returns
@@ -136,6 +145,7 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.seed_ = draw_seed(self.random_state)
         self.feature_map_ = self._make_map(tuple(int(s) for s in X.shape[1:]), self.seed_)
         self._n_features_out = self.n_components
+        self._learn(X)
         return self
 
     def transform(self, X):
@@ -147,6 +157,7 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         check_is_fitted(self)
         X = self._input(X, reset=False)
         self._check_row_shape(X.shape[1:])
+        X = self._preprocess(X)
         if is_dask(X):
             return engine.embed(X, self.feature_map_)
         return np.asarray(self.feature_map_(X))
@@ -154,8 +165,8 @@ class BaseSketch(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def exact_kernel(self, X, Y=None):
         """The exact kernel that ``transform(X) @ transform(Y).T`` approximates (NumPy)."""
         check_is_fitted(self)
-        X = self._prepare(self._validate(X, reset=False))
-        Y = X if Y is None else self._prepare(self._validate(Y, reset=False))
+        X = self._preprocess(self._prepare(self._validate(X, reset=False)))
+        Y = X if Y is None else self._preprocess(self._prepare(self._validate(Y, reset=False)))
         return np.asarray(self._exact_kernel(X, Y))
 
     def __sklearn_tags__(self):
@@ -289,6 +300,24 @@ class CNTKSketch(_NetSketch):
         Expansion degree on the same larger maps (None: ``degree``).  Measured there: 2 is
         faster than 8 and at least as accurate; the smallest map keeps ``degree`` (8 gains
         about 0.5 pt over 2 at m = 8,192).
+    zca_regularization : float or None, default=None
+        When given (``ε > 0``), ``fit`` learns a ZCA whitening of the training images (one
+        pass: mean and covariance, ``dsketch.engine.fit_zca``) and every image is whitened,
+        ``W (x − μ)`` with ``W = (C + ε·mean eig(C)·I)^(-1/2)``, before the net: the kernel
+        is the CNTK of whitened images (the kernel literature's image preprocessing).
+        Measured (Fashion-MNIST 14×14, Myrtle-5, m = 16,384, 4,000 training / 2,000 test
+        images): no whitening 0.8625; ε = 0.01, 0.1, 0.3, 1, 3: 0.8675, 0.8705, 0.8795,
+        **0.8870**, 0.8765.
+
+    Attributes
+    ----------
+    feature_map_ : SelectedFeatures
+    seed_ : int
+    n_features_in_ : int
+    zca_mean_ : ndarray (H·W·C,)
+        Training mean of the flattened images (only with ``zca_regularization``).
+    zca_matrix_ : ndarray (H·W·C, H·W·C)
+        The symmetric whitening matrix ``W`` (only with ``zca_regularization``).
 
     Examples
     --------
@@ -296,6 +325,7 @@ class CNTKSketch(_NetSketch):
 
         CNTKSketch(n_components=16384)            # 2,048 wide on the 14×14 and 7×7 maps
         CNTKSketch(n_components=4096, hidden_components=None, hidden_degree=None)  # uniform
+        CNTKSketch(n_components=16384, zca_regularization=1.0)  # whitened images
     """
 
     _output = "ntk"
@@ -306,16 +336,18 @@ class CNTKSketch(_NetSketch):
         "image_shape": [None, tuple],
         "hidden_components": [None, Interval(Integral, 2, None, closed="left")],  # capped at m
         "hidden_degree": [None, Interval(Integral, 1, None, closed="left")],
+        "zca_regularization": [None, Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(self, *, net=None, image_shape=None, n_components=1024, random_state=None,
                  degree=8, relu_method="poly", dtype="float32", method="auto",
-                 hidden_components=2048, hidden_degree=2):
+                 hidden_components=2048, hidden_degree=2, zca_regularization=None):
         super().__init__(net=net, n_components=n_components, random_state=random_state,
                          degree=degree, relu_method=relu_method, dtype=dtype, method=method)
         self.image_shape = image_shape
         self.hidden_components = hidden_components
         self.hidden_degree = hidden_degree
+        self.zca_regularization = zca_regularization
 
     def _hidden(self) -> dict:
         h = self.hidden_components
@@ -325,6 +357,32 @@ class CNTKSketch(_NetSketch):
     @staticmethod
     def _default_net():
         return myrtle(5)
+
+    def _learn(self, X) -> None:
+        for name in ("zca_mean_", "zca_matrix_"):  # a refit without whitening drops the old one
+            self.__dict__.pop(name, None)
+        if self.zca_regularization is not None:
+            self.zca_mean_, self.zca_matrix_ = engine.fit_zca(X, float(self.zca_regularization))
+
+    def _preprocess(self, X):
+        if self.zca_regularization is None:
+            return X
+        return engine.apply_zca(X, self.zca_mean_, self.zca_matrix_)
+
+    def check_fitted_state(self) -> None:
+        """As :meth:`BaseSketch.check_fitted_state`, and the ZCA state matches ``zca_regularization``."""
+        super().check_fitted_state()
+        state = [getattr(self, name, None) for name in ("zca_mean_", "zca_matrix_")]
+        if self.zca_regularization is None:
+            if any(a is not None for a in state):
+                raise ValueError("zca_mean_/zca_matrix_ are set but zca_regularization is None")
+            return
+        d = math.prod(self.feature_map_.input_shape)
+        for name, a, shape in zip(("zca_mean_", "zca_matrix_"), state, ((d,), (d, d))):
+            if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype.kind != "f" \
+                    or not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} must be a finite float array of shape {shape} "
+                                 "(zca_regularization is set)")
 
     def _refuse_sparse(self, width: int):
         """Name the net's first layer that needs images (``check_sparse_rows`` raises)."""
