@@ -54,15 +54,15 @@ def _lambda_on_train(K, y, classes) -> float:
     return _krr.best_lambda(K[:cut, :cut], K[cut:, :cut], y[:cut], y[cut:], classes, LAMBDAS)
 
 
-def exact_cntk(Xtr, ytr, Xte, yte, classes, net=NET):
-    """Exact CNTK kernel ridge (Myrtle-5 unless ``net``); returns the result and the training kernel."""
+def exact_cntk(Xtr, ytr, Xte, yte, classes):
+    """Exact Myrtle-5 CNTK kernel ridge; returns the result and the training kernel."""
     t0 = time.perf_counter()
-    K = net.kernel(Xtr, get="ntk")
+    K = NET.kernel(Xtr, get="ntk")
     t1 = time.perf_counter()
     lam = _lambda_on_train(K, ytr, classes)
     coef = _krr.solve(K.copy(), _krr.signed(ytr, classes), lam)
     t2 = time.perf_counter()
-    acc = _krr.accuracy(net.kernel(Xte, Xtr, get="ntk") @ coef, classes, yte)
+    acc = _krr.accuracy(NET.kernel(Xte, Xtr, get="ntk") @ coef, classes, yte)
     t3 = time.perf_counter()
     entries = len(Xtr) * (len(Xtr) + 1) / 2 + len(Xte) * len(Xtr)
     return {"accuracy": acc, "seconds": t3 - t0, "kernel_seconds": (t1 - t0) + (t3 - t2),
@@ -70,10 +70,10 @@ def exact_cntk(Xtr, ytr, Xte, yte, classes, net=NET):
             "ms_per_entry": 1e3 * ((t1 - t0) + (t3 - t2)) / entries}, K
 
 
-def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0, net=NET, **sketch_kw):
+def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0, **sketch_kw):
     """``CNTKSketch`` + ``SketchRidgeClassifier`` (alpha grid by k-fold CV on the train rows);
     ``sketch_kw``: more ``CNTKSketch`` parameters (``hidden_components``, ``degree``...)."""
-    sketch = CNTKSketch(net=net, n_components=m, random_state=seed, **sketch_kw)
+    sketch = CNTKSketch(net=NET, n_components=m, random_state=seed, **sketch_kw)
     t0 = time.perf_counter()
     clf = SketchRidgeClassifier(sketch=sketch, alpha=LAMBDAS, cv=cv).fit(Xtr, ytr)
     t1 = time.perf_counter()
@@ -84,7 +84,7 @@ def sketch_cntk(m, Xtr, ytr, Xte, yte, cv, K=None, seed=0, net=NET, **sketch_kw)
            "solver": clf.fit_report_.get("solver"), "reason": clf.fit_report_.get("reason"),
            "selection": "hold-out fold" if (clf.cv_results_ or {}).get("holdout") else f"{cv}-fold CV"}
     if K is not None:  # fidelity against the exact training kernel (not timed)
-        F = CNTKSketch(net=net, n_components=m, random_state=seed, **sketch_kw).fit(Xtr).transform(Xtr)
+        F = CNTKSketch(net=NET, n_components=m, random_state=seed, **sketch_kw).fit(Xtr).transform(Xtr)
         F = F.astype(np.float64)
         out["rel_fro_error"] = rel_fro(F @ F.T, K)
     return out

@@ -6,9 +6,9 @@ ZCA ("zero-phase component analysis") whitening maps a row ``x`` (flattened) to
 the pixels, regularized by ``ε`` times the mean eigenvalue (``ε → ∞`` is plain centring up
 to a scale, ``ε → 0`` full whitening).  The kernel literature preprocesses images this way
 before a CNTK/NNGP (Lee et al. 2020, *Finite versus infinite neural networks*; Shankar et
-al. 2020); it flattens the spectrum that a convolutional kernel otherwise spends on the
-mean intensity and the low frequencies.  NumPy, CuPy and dask rows (``(n, ...)``, chunked
-along rows only) are accepted; every output row is bitwise independent of its batch
+al. 2020): it evens out the spectrum of the pixel covariance, so the kernel weighs edges and
+detail more against mean intensity and low frequencies.  NumPy, CuPy and dask rows
+(``(n, ...)``) are accepted; every output row is bitwise independent of its batch
 (:func:`dsketch.backend.rows_matmul`).
 """
 
@@ -83,8 +83,8 @@ def _apply_block(block, mean, matrix):
 def apply_zca(X, mean: np.ndarray, matrix: np.ndarray):
     """``W (x − μ)`` for every row of ``X``, in ``X``'s dtype and shape (lazy for dask).
 
-    A dask ``X`` must be chunked along rows only; ``mean`` and ``matrix`` enter its graph
-    once, as single-chunk arrays shared by every block.
+    A dask ``X`` keeps its row chunks (its other axes become one chunk); ``mean`` and
+    ``matrix`` enter its graph once, as single-chunk arrays shared by every block.
     """
     d = math.prod(int(s) for s in X.shape[1:])
     if mean.shape != (d,) or matrix.shape != (d, d):
