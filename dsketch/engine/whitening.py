@@ -16,33 +16,26 @@ from __future__ import annotations
 
 import math
 
-import dask
 import dask.array as da
 import numpy as np
 
-from ..backend import InvalidInputError, asnumpy, get_namespace, rows_matmul, to_namespace
+from ..backend import InvalidInputError, get_namespace, rows_matmul, to_namespace
+from .passes import gram
 
 __all__ = ["fit_zca", "apply_zca"]
 
-#: Rows per float64 block of the in-memory second-moment pass.
-_BLOCK = 8192
-
 
 def _moments(X) -> tuple[int, np.ndarray, np.ndarray]:
-    """``(n, Σx, Σxxᵀ)`` in float64 over the flattened rows of ``X`` (NumPy, CuPy or dask)."""
+    """``(n, Σx, Σxxᵀ)`` in float64 over the flattened rows of ``X``: one
+    :func:`.passes.gram` pass with a column of ones as the target (NumPy, CuPy or dask)."""
     n, d = int(X.shape[0]), math.prod(int(s) for s in X.shape[1:])
     if isinstance(X, da.Array):
-        flat = X.reshape(n, d).astype(np.float64)
-        total, second = dask.compute(flat.sum(axis=0), flat.T @ flat)
-        return n, asnumpy(total), asnumpy(second)
-    xp = get_namespace(X)
-    flat = xp.reshape(X, (n, d))
-    total, second = np.zeros(d), np.zeros((d, d))
-    for start in range(0, n, _BLOCK):
-        block = _astype(flat[start:start + _BLOCK], xp.float64, xp)
-        total += asnumpy(block.sum(axis=0))
-        second += asnumpy(block.T @ block)
-    return n, total, second
+        flat = X.reshape(n, d)
+        ones = da.ones((n, 1), chunks=(flat.chunks[0], 1))
+    else:
+        flat, ones = get_namespace(X).reshape(X, (n, d)), np.ones((n, 1))
+    sums = gram(flat, ones)
+    return sums.n, sums.B[:, 0], sums.G
 
 
 def fit_zca(X, regularization: float) -> tuple[np.ndarray, np.ndarray]:
