@@ -1,6 +1,7 @@
 """CNTK at scale (issue 22): ``CNTKSketch`` + ``SketchRidgeClassifier`` accuracy against width m and images n.
 
-Fashion-MNIST pooled to 14×14 (the protocol of ``realdata_cntk.py``), ``myrtle(5)``, NTK.
+Fashion-MNIST pooled to 14×14 (the protocol of ``realdata_cntk.py``) or, in the rows that say
+so, the full 28×28 images; ``myrtle(5)``, NTK.
 For each training size n and width m: :func:`realdata_cntk.sketch_cntk` — features, the
 alpha grid chosen on the training rows (k-fold CV; one hold-out fold above 8,192 in-memory
 features), the fit (the engine picks the solver; the row says which) and the prediction of
@@ -21,8 +22,9 @@ same kernel.
 Configs: ``--config quick`` (CI, < 1 min), ``medium`` (2,000 images, m 1,024 uniform and
 4,096 / 16,384 wide, 1,000 test images), ``full`` (the issue's study: 4,000 images at m 1,024
 uniform and 4,096 / 16,384 / 32,768 wide, then all 60,000 at 16,384 wide, 10,000 test images,
-then the same 4,000 and 60,000 with ZCA-whitened images (``zca_regularization=1``), and the
-exact CNTK in that last run's time: about 75 min on 2 cores, peak 8.8 GiB).
+then the same 4,000 and 60,000 with ZCA-whitened images (``zca_regularization=1``), then
+4,000 and 60,000 whitened 28×28 images (``FULL_SIZE``), and the exact CNTK of 28×28 whitened
+images in that last run's time).
 ``--update-readme`` rewrites the README's table; ``--merge`` keeps the rows of the config's
 existing JSON that the config still lists (same n, m and parameters) and runs only the
 others (the exact reference again only when the last run was run again).
@@ -52,26 +54,44 @@ UNIFORM = {"hidden_components": None, "hidden_degree": None}
 #: The defaults on ZCA-whitened images (``zca_regularization=1``: tied with 0.3 for best of
 #: 0.3–3 on 4,000 training images scored on 2,000 other training images, see ``CNTKSketch``).
 ZCA = {"zca_regularization": 1.0}
-#: ``runs``: (training images, m, CNTKSketch parameters beyond m); ``exact_n``: the exact
-#: CNTK's training images, or "match": the most that finish in the time of the last run.
+#: Full-resolution 28×28 images, whitened, 1,024 features per pixel on the 28×28 and 14×14
+#: maps (on 4,000 training images scored on 2,000 other training images, m = 16,384, ZCA
+#: ε = 1: 14×14 0.8715; 28×28 with hidden width 512 0.8810, 1,024 0.8870, 2,048 0.8840 at
+#: 0.7×, 1× and 2× the time of 1,024; ε = 0.3 also 0.8870).
+FULL_SIZE = {"zca_regularization": 1.0, "hidden_components": 1024}
+#: ``runs``: (training images, m, CNTKSketch parameters beyond m[, image side: 14 (pooled,
+#: the default) or 28]); ``exact_n``: the exact CNTK's training images, or "match": the most
+#: that finish in the time of the last run.
 CONFIG = {
-    "quick": {"runs": [(150, 128, UNIFORM), (150, 256, {"hidden_components": 64, **ZCA})],
+    "quick": {"runs": [(150, 128, UNIFORM), (150, 128, {"hidden_components": 32, **ZCA}, 28),
+                       (150, 256, {"hidden_components": 64, **ZCA})],
               "n_test": 60, "cv": 2, "exact_n": 60},
     "medium": {"runs": [(2000, 1024, UNIFORM), (2000, 4096, WIDE), (2000, 16384, WIDE)],
                "n_test": 1000, "cv": 3, "exact_n": "match"},
     "full": {"runs": [(4000, 1024, UNIFORM), (4000, 4096, WIDE), (4000, 16384, WIDE),
                       (4000, 32768, WIDE), (60000, 16384, WIDE), (4000, 16384, ZCA),
-                      (60000, 16384, ZCA)],
+                      (60000, 16384, ZCA), (4000, 16384, FULL_SIZE, 28),
+                      (60000, 16384, FULL_SIZE, 28)],
              "n_test": 10000, "cv": 3, "exact_n": "match"},
 }
 
 
 def _images(n: int, n_test: int):
-    """Seeded pooled training images (the first ``n`` of one permutation) and test images."""
+    """Seeded 28×28 training images (the first ``n`` of one permutation) and test images."""
     Xall, yall, Xtest, ytest = _fashion.load(images=True)
     idx = _fashion.subset(n, seed=0, n_total=len(Xall)) if n < len(Xall) else np.arange(len(Xall))
     te = _fashion.subset(n_test, seed=1, n_total=len(Xtest)) if n_test < len(Xtest) else np.arange(len(Xtest))
-    return _fashion.pool2(Xall[idx]), yall[idx], _fashion.pool2(Xtest[te]), ytest[te]
+    return Xall[idx], yall[idx], Xtest[te], ytest[te]
+
+
+def _runs(cfg: dict) -> list:
+    """The config's runs as (n, m, parameters, image side), side 14 where not given."""
+    return [(*r, 14) if len(r) == 3 else tuple(r) for r in cfg["runs"]]
+
+
+def _sized(X, side: int):
+    """The images at ``side`` pixels: 28 as stored, 14 pooled 2×2."""
+    return X if side == X.shape[1] else _fashion.pool2(X)
 
 
 def matched_exact_n(seconds: float, n_test: int, Xtr, Xte, probe: int = 24) -> int:
@@ -85,8 +105,9 @@ def matched_exact_n(seconds: float, n_test: int, Xtr, Xte, probe: int = 24) -> i
     return max(10, min(n, len(Xtr)))
 
 
-def _label(m, kw) -> str:
+def _label(m, kw, side: int = 14) -> str:
     zca = f", ZCA ε={kw['zca_regularization']:g}" if kw.get("zca_regularization") else ""
+    zca += ", 28×28 images" if side == 28 else ""
     if {k: v for k, v in kw.items() if k != "zca_regularization"} == UNIFORM:
         return f"m={m}, uniform (degree 8 everywhere){zca}"
     h = min(m, kw.get("hidden_components", 2048))
@@ -106,24 +127,26 @@ def run(config: str, kept: list | None = None) -> dict:
     cfg = CONFIG[config]
     rows, reran = [], False
     Xtr, ytr, Xte, yte = _images(max(r[0] for r in cfg["runs"]), cfg["n_test"])
-    old = {(r["n_train"], r["m"], repr(sorted(r["sketch"].items()))): r for r in kept or [] if r["m"]}
-    for n, m, kw in cfg["runs"]:
-        key = (n, m, repr(sorted({"n_components": m, **kw}.items())))
+    old = {(r["n_train"], r["m"], repr(sorted(r["sketch"].items())), r.get("side", 14)): r
+           for r in kept or [] if r["m"]}
+    for n, m, kw, side in _runs(cfg):
+        key = (n, m, repr(sorted({"n_components": m, **kw}.items())), side)
         if key in old:
             rows.append(old[key])
-            print(f"sketch n={n} {_label(m, kw)}: kept from the earlier run", flush=True)
+            print(f"sketch n={n} {_label(m, kw, side)}: kept from the earlier run", flush=True)
             reran = False
             continue
         reran = True
         with ProcessPeak() as peak:
-            res = realdata_cntk.sketch_cntk(m, Xtr[:n], ytr[:n], Xte, yte, cfg["cv"], **kw)
+            res = realdata_cntk.sketch_cntk(m, _sized(Xtr[:n], side), ytr[:n], _sized(Xte, side),
+                                            yte, cfg["cv"], **kw)
         res["peak_rss_gib"] = peak.peak / 2**30
         res["ms_per_image"] = 1e3 * res["seconds"] / (n + len(Xte))
         rows.append({"method": "CNTKSketch + SketchRidgeClassifier", "n_train": n, "m": m,
                      "sketch": {"n_components": m, **kw}, "uniform": kw == UNIFORM,
-                     "zca": kw.get("zca_regularization"),
-                     "label": _label(m, kw), **res})
-        print(f"sketch n={n} {_label(m, kw)}: {res['accuracy']:.4f} in {res['seconds']:.1f} s "
+                     "zca": kw.get("zca_regularization"), "side": side,
+                     "label": _label(m, kw, side), **res})
+        print(f"sketch n={n} {_label(m, kw, side)}: {res['accuracy']:.4f} in {res['seconds']:.1f} s "
               f"({res['solver']}, {res['selection']}, peak {res['peak_rss_gib']:.1f} GiB)", flush=True)
     last = rows[-1]
     old_exact = [r for r in kept or [] if not r["m"]]
@@ -132,14 +155,15 @@ def run(config: str, kept: list | None = None) -> dict:
         rows.append(exact)
         print(f"exact CNTK n={ne}: kept from the earlier run", flush=True)
     else:
-        zca = last["sketch"].get("zca_regularization")
-        Etr, Ete = _whitened(Xtr, Xte, zca) if zca else (Xtr, Xte)
+        zca, side = last["sketch"].get("zca_regularization"), last.get("side", 14)
+        Etr, Ete = _sized(Xtr, side), _sized(Xte, side)
+        Etr, Ete = _whitened(Etr, Ete, zca) if zca else (Etr, Ete)
         ne = cfg["exact_n"]
         if ne == "match":
             ne = matched_exact_n(last["seconds"], len(Xte), Etr, Ete)
         exact, _ = realdata_cntk.exact_cntk(Etr[:ne], ytr[:ne], Ete, yte, np.unique(ytr[:ne]))
-        exact = {"method": "exact CNTK (Myrtle-5) ridge" + (f", ZCA ε={zca:g}" if zca else ""),
-                 "n_train": ne, "m": None, **exact}
+        exact = {"method": f"exact CNTK (Myrtle-5, {side}×{side}) ridge" + (f", ZCA ε={zca:g}" if zca else ""),
+                 "n_train": ne, "m": None, "side": side, **exact}
         rows.append(exact)
         print(f"exact CNTK n={ne}: {exact['accuracy']:.4f} in {exact['seconds']:.1f} s", flush=True)
     targets = [f"largest run: {last['accuracy']:.4f} (n={last['n_train']}, {last['label']}) in "
@@ -148,7 +172,7 @@ def run(config: str, kept: list | None = None) -> dict:
                f"{exact['seconds']:.0f} s (issue 22: ≥ 0.91 on all 60,000 images in ≤ 60 min, "
                f"≤ 12 GiB, above the exact CNTK in the same time and the FC exact NTK on 30k, 0.8957)"]
     return {"protocol": {"net": "myrtle(5), NTK",
-                         "images": "Fashion-MNIST pooled 2x2 to 14x14x1",
+                         "images": "Fashion-MNIST pooled 2x2 to 14x14x1 (rows with side 28: 28x28x1)",
                          "config": config, "n_test": len(Xte), "cv": cfg["cv"],
                          "lambdas": realdata_cntk.LAMBDAS,
                          "exact_n": "the most that finish in the last run's time" if cfg["exact_n"] == "match"
@@ -176,13 +200,15 @@ def plot(result: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     sketch = [r for r in result["rows"] if r["m"]]
-    groups = sorted({(r["n_train"], r["uniform"], r.get("zca") or 0) for r in sketch})
-    for n, uniform, zca in groups:
+    def group(r):
+        return r["n_train"], r["uniform"], r.get("zca") or 0, r.get("side", 14)
+
+    for n, uniform, zca, side in sorted({group(r) for r in sketch}):
         pts = sorted((r["m"], r["accuracy"], r["seconds"]) for r in sketch
-                     if (r["n_train"], r["uniform"], r.get("zca") or 0) == (n, uniform, zca))
+                     if group(r) == (n, uniform, zca, side))
         name = (f"sketch{' (uniform width)' if uniform else ' (narrow hidden maps)'}"
-                f"{', ZCA' if zca else ''}, n={n}")
-        style = "s:" if uniform else ("D-" if zca else "o-")
+                f"{', ZCA' if zca else ''}{', 28×28' if side == 28 else ''}, n={n}")
+        style = "s:" if uniform else ("*" if side == 28 else "D-" if zca else "o-")
         left.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
         right.plot([p[2] for p in pts], [p[1] for p in pts], style, label=name)
     for r in result["rows"]:
@@ -197,7 +223,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Fashion-MNIST 14×14, Myrtle-5 CNTK ({result['protocol']['n_test']} test images)")
+    fig.suptitle(f"Fashion-MNIST 14×14 (★ 28×28), Myrtle-5 CNTK ({result['protocol']['n_test']} test images)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

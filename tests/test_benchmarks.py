@@ -76,14 +76,16 @@ def test_cntk_scale_quick(tmp_path):
     """``benchmarks/cntk_scale.py --quick``: the sketch at every width beside the exact CNTK."""
     result = run_quick("cntk_scale", tmp_path, 600)
     sketch = [r for r in result["rows"] if r["m"]]
-    assert [r["m"] for r in sketch] == [128, 256] and any(r["m"] is None for r in result["rows"])
+    assert [r["m"] for r in sketch] == [128, 128, 256] and any(r["m"] is None for r in result["rows"])
     for r in result["rows"]:
         assert 0.1 < r["accuracy"] <= 1.0 and r["seconds"] > 0, r
     assert all(r["solver"] in ("direct", "cg") and r["peak_rss_gib"] > 0 for r in sketch)
-    assert sketch[1]["sketch"] == {"n_components": 256, "hidden_components": 64, "zca_regularization": 1.0}
-    assert sketch[0]["uniform"] and not sketch[1]["uniform"] and sketch[1]["zca"] == 1.0
+    assert sketch[2]["sketch"] == {"n_components": 256, "hidden_components": 64, "zca_regularization": 1.0}
+    assert sketch[0]["uniform"] and not sketch[2]["uniform"] and sketch[2]["zca"] == 1.0
+    assert [r["side"] for r in sketch] == [14, 28, 14] and "28×28" in sketch[1]["label"]
     exact = [r for r in result["rows"] if r["m"] is None]
-    assert exact[0]["method"].endswith("ZCA ε=1")  # the kernel of the last run's whitened images
+    # the kernel of the last run's images: whitened, pooled to 14×14
+    assert exact[0]["method"].endswith("ZCA ε=1") and exact[0]["side"] == 14
     assert (tmp_path / "cntk_scale-quick.png").stat().st_size > 1000
     # --merge keeps the rows the config still lists (here all: nothing runs again)
     again = run_quick("cntk_scale", tmp_path, 600, "--merge")

@@ -77,7 +77,8 @@ def test_fwht_rows_is_the_hadamard_product(n, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,n,blocks", [(1, 8, 1), (5, 16, 2), (33, 64, 1), (100, 128, 3),
-                                        (300, 1024, 1), (784, 1024, 2), (1024, 1024, 1)])
+                                        (300, 1024, 1), (784, 1024, 2), (1024, 1024, 1),
+                                        (3, 4, 5), (9, 16, 64)])  # many narrow untiled blocks
 def test_signed_blocks_and_gather(d, n, blocks, dtype):
     rng = np.random.default_rng(d)
     x = rng.standard_normal((9, d)).astype(dtype)
