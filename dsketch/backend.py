@@ -36,6 +36,7 @@ __all__ = [
     "resolve_dtype",
     "usable_cores",
     "MATMUL_BLOCK",
+    "PAIRS_BLOCK",
     "rows_matmul",
     "pairs_matmul",
     "one_blas_thread",
@@ -357,9 +358,15 @@ def check_overflow(out: Any, what: str, inputs: dict) -> Any:
 
 
 # ------------------------------------------------------------------ batch-free products
-#: Rows (and, in :func:`pairs_matmul`, columns) of every BLAS call the two products below
-#: make: each call has the same shape whatever the batch, the last block zero-padded.
-MATMUL_BLOCK = 256
+#: Rows of every BLAS call :func:`rows_matmul` makes: each call has the same shape whatever
+#: the batch, the last block zero-padded.  128 rows: the same bits as 256-row blocks under
+#: the Haswell, SkylakeX, Sandybridge and Zen kernels (checked), 93% of their float64 GEMM
+#: rate, and the 128-row chunks of wide maps (``nets.chunks``) no longer pay for 256 (the
+#: GEMM-bound ``relu_method="random"`` at d=784, m=4096: 1.85x the rows/s).
+MATMUL_BLOCK = 128
+#: Rows and columns of every BLAS call :func:`pairs_matmul` makes (exact kernels' Gram
+#: blocks: 256 × k × 256 runs about 7% faster than 128 at d=784).
+PAIRS_BLOCK = 256
 
 
 def _gemm_dtype(*arrays) -> tuple[np.dtype, np.dtype]:
@@ -377,8 +384,9 @@ def rows_matmul(x: Any, w: Any) -> Any:
     row's position inside the call and on the CPU's kernels (OpenBLAS's float32 Haswell
     GEMM adds the two halves of its 12-row tiles in different orders).  So on NumPy the
     product runs in float64 (complex128) GEMMs of exactly ``MATMUL_BLOCK`` rows (the last
-    block zero-padded) — the one case in which OpenBLAS computes every row alike on every
-    core type (tested under Haswell, SkylakeX and Sandybridge kernels, one or two threads) —
+    block zero-padded), each on one BLAS thread — the one case in which OpenBLAS computes
+    every row alike on every core type (tested under Haswell, SkylakeX and Sandybridge
+    kernels; SkylakeX's float64 GEMM rounds a block split over two threads differently) —
     and is rounded once to the output dtype.  ``x`` is 2-D ``(n, k)``, ``w`` is ``(k, m)``
     and fixed (a map's parameters).  CuPy input goes to cuBLAS unchanged; a SciPy sparse
     ``x`` to SciPy's sparse product, which accumulates each row over its stored entries in
@@ -401,7 +409,7 @@ def pairs_matmul(x1: Any, x2: Any) -> Any:
     """``x1 @ x2.T`` whose every entry is bitwise independent of both batches.
 
     The pairwise form of :func:`rows_matmul`: float64 (complex128) GEMMs of exactly
-    ``MATMUL_BLOCK × k × MATMUL_BLOCK`` on zero-padded row blocks of both sides, rounded
+    ``PAIRS_BLOCK × k × PAIRS_BLOCK`` on zero-padded row blocks of both sides, rounded
     once to the output dtype; so ``K(x, y)`` computed inside any two batches is the same
     number (and ``pairs_matmul(x, x)`` is symmetric bit for bit).  CuPy input goes to cuBLAS
     unchanged.
@@ -409,7 +417,7 @@ def pairs_matmul(x1: Any, x2: Any) -> Any:
     if get_namespace(x1, x2) is not np:
         return x1 @ x2.T
     out_dtype, dt = _gemm_dtype(x1, x2)
-    (n1, k), n2, b = x1.shape, x2.shape[0], MATMUL_BLOCK
+    (n1, k), n2, b = x1.shape, x2.shape[0], PAIRS_BLOCK
     out = np.empty((n1, n2), dtype=out_dtype)
     right = np.zeros((-(-n2 // b) * b, k), dt)  # x2 padded once, transposed per block
     right[:n2] = x2
@@ -419,7 +427,7 @@ def pairs_matmul(x1: Any, x2: Any) -> Any:
             end = min(col + b, n2)
             out[start:stop, col:end] = (rows @ right[col:col + b].T)[:stop - start, :end - col]
 
-    _each_block(x1, dt, block, work=k * n2)
+    _each_block(x1, dt, block, work=k * n2, b=b)
     return out
 
 
@@ -445,15 +453,16 @@ def one_blas_thread(gpu: bool = False):
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
-def _each_block(x, dt, fn, *, work: int) -> None:
-    """``fn(start, stop, rows)`` for each ``MATMUL_BLOCK``-row block of ``x``.
+def _each_block(x, dt, fn, *, work: int, b: int = MATMUL_BLOCK) -> None:
+    """``fn(start, stop, rows)`` for each ``b``-row block of ``x``.
 
-    ``rows`` is the block cast to ``dt`` and zero-padded to ``MATMUL_BLOCK`` rows.  On the
+    ``rows`` is the block cast to ``dt`` and zero-padded to ``b`` rows.  On the
     host's main thread, blocks of enough work (``work`` multiply-adds per row) run on a pool
-    of the usable cores with one BLAS thread each (a block's bits do not depend on the
-    thread count); elsewhere (Dask worker threads, pools of the callers) they run in order.
+    of the usable cores, and the others in order, all with one BLAS thread (a block split
+    over BLAS threads may round differently); elsewhere (Dask worker threads, pools of the
+    callers, which run one-thread BLAS) they run in order.
     """
-    n, b = x.shape[0], MATMUL_BLOCK
+    n = x.shape[0]
 
     def run(start):
         stop = min(start + b, n)
@@ -464,8 +473,11 @@ def _each_block(x, dt, fn, *, work: int) -> None:
     starts = range(0, n, b)
     jobs = min(usable_cores(), len(starts))
     if jobs < 2 or b * work < _POOL_WORK or threading.current_thread() is not threading.main_thread():
-        for start in starts:
-            run(start)
+        # one BLAS thread here too: OpenBLAS's SkylakeX float64 GEMM rounds a block
+        # differently on two threads than on one (a row then depended on the batch)
+        with one_blas_thread():
+            for start in starts:
+                run(start)
         return
     with one_blas_thread(), ThreadPoolExecutor(max_workers=jobs) as pool:
         for f in [pool.submit(run, start) for start in starts]:

@@ -76,3 +76,24 @@ def test_zca_whitening_runs_on_the_strict_namespace(strict):
     got = whitening.apply_zca(strict.asarray(host), mean, W)
     assert type(got).__module__.startswith("array_api_strict") and got.dtype == strict.float32
     np.testing.assert_array_equal(_np(got), want)
+
+
+def test_hermite_series_residual_compiled_equals_the_generic_path(strict):
+    """``subtract_series``: the compiled host pass (float64 NumPy) and the whole-array steps
+    (CuPy's path, here on the strict namespace) give the same bits, and both equal
+    ``values − Σ_l coef_l h_l(z)`` with :func:`normalized_hermite`."""
+    rng = np.random.default_rng(4)
+    z, values = rng.normal(size=(2, 6, 11))
+    coef = rng.normal(size=(6, 5))
+    for top in (0, 2, 4):
+        host = hermite_series.subtract_series(values, z, coef, top)
+        got = hermite_series.subtract_series(strict.asarray(values), strict.asarray(z),
+                                             strict.asarray(coef), top)
+        assert type(got).__module__.startswith("array_api_strict")
+        np.testing.assert_array_equal(_np(got), host)
+        h = hermite_series.normalized_hermite(z, top)
+        want = values - np.einsum("rl,rkl->rk", coef[:, :top + 1], h)
+        np.testing.assert_allclose(host, want, rtol=1e-12, atol=1e-12)
+    # a row's values depend on that row alone (any batch, any order)
+    one = hermite_series.subtract_series(values[3:4], z[3:4], coef[3:4], 4)
+    np.testing.assert_array_equal(one[0], hermite_series.subtract_series(values, z, coef, 4)[3])

@@ -3,7 +3,7 @@
 Every feature map (classical kernel maps, FC sketches of every method and activation, the
 CNTK sketch, Nyström), exact kernel entries and a fitted model's predictions must give a
 row the same bits whether it is computed alone, in a slice, after other rows, in reversed
-order, past a ``backend.MATMUL_BLOCK`` boundary, with one or two BLAS threads, or as one
+order, past a ``backend.MATMUL_BLOCK`` / ``PAIRS_BLOCK`` boundary, with one or two BLAS threads, or as one
 chunk of a dask array.  ``.ci/run`` runs this module (and the chunk-invariance tests of the
 map families) three times: default kernels, ``OPENBLAS_CORETYPE=Haswell`` and
 ``OPENBLAS_CORETYPE=Sandybridge``.
@@ -26,15 +26,15 @@ from test_sketch_primitives import ZOO
 from threadpoolctl import threadpool_limits
 
 from dsketch import NeuralNystroem, NTKSketch, SketchRidge, SketchRidgeClassifier
-from dsketch.backend import MATMUL_BLOCK, pairs_matmul, rows_matmul
+from dsketch.backend import MATMUL_BLOCK, PAIRS_BLOCK, pairs_matmul, rows_matmul
 from dsketch.engine import embed, gram
 from dsketch.nets import (AvgPool, Conv, Erf, Flatten, LeakyRelu, Relu, Sin, fully_connected, myrtle,
                           serial)
 
 #: One activation per family (closed forms, Hermite-folded, numerical quadrature).
 FAMILIES = list({str(a): a for a in acts("chunk") + acts("sketch_nan") + [Sin(), LeakyRelu(0.1)]}.values())
-#: Rows in front of the batch in the "after other rows" variant: crosses a GEMM block edge.
-_OFFSET = MATMUL_BLOCK + 37
+#: Rows in front of the batch in the "after other rows" variant: crosses GEMM block edges.
+_OFFSET = max(MATMUL_BLOCK, PAIRS_BLOCK) + 37
 
 
 def _batchings(n: int) -> dict:
@@ -63,7 +63,7 @@ def _assert_batch_free(f, x, *, what: str):
             got = np.empty_like(ref)
             got[order] = np.concatenate([p[k] for p in pieces])
             assert np.array_equal(got, ref), f"{what}: rows differ when batched '{name}'"
-    # after other rows, past a MATMUL_BLOCK boundary
+    # after other rows, past the product blocks' boundaries
     noise = np.random.default_rng(99).standard_normal((_OFFSET,) + x.shape[1:]).astype(x.dtype)
     late = parts(np.concatenate([noise, x]))
     for k, ref in enumerate(whole):
@@ -91,6 +91,22 @@ def test_rows_and_pairs_matmul_are_batch_free(dtype):
     G = pairs_matmul(x, x)
     assert np.array_equal(G, G.T)  # symmetric bit for bit: x·y and y·x take one path
     assert rows_matmul(x[:0], w).shape == (0, 50) and pairs_matmul(x[:0], y).shape == (0, 300)
+
+
+def test_products_of_gemm_sized_blocks_are_batch_free():
+    """Blocks large enough for OpenBLAS to split over two threads: a row alone (one block,
+    computed in the calling thread) gets the bits it gets inside a batch (blocks on a pool).
+    OpenBLAS's SkylakeX float64 GEMM rounds a block differently on two threads than on one,
+    so every block runs on one BLAS thread."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3 * MATMUL_BLOCK + 5, 784)).astype(np.float32)
+    w = rng.standard_normal((784, 2048))
+    with threadpool_limits(2):
+        whole = rows_matmul(x, w)
+        pairs = pairs_matmul(x, x[:600])
+        for i in (0, MATMUL_BLOCK + 3, 3 * MATMUL_BLOCK + 4):
+            assert np.array_equal(rows_matmul(x[i:i + 1], w)[0], whole[i]), i
+            assert np.array_equal(pairs_matmul(x[i:i + 1], x[:600])[0], pairs[i]), i
 
 
 # ======================================================================= classical maps

@@ -247,11 +247,16 @@ def test_wide_maps_run_in_narrower_chunks_with_the_same_features():
     """Host vector chunks shrink with the feature width (cache-sized intermediates); a row's
     features do not depend on the chunk it lands in."""
     from dsketch.estimators import NTKSketch
+    from dsketch.backend import MATMUL_BLOCK
     from dsketch.nets import chunks
 
     assert chunks.chunk_rows((784,)) == chunks.chunk_rows((784,), width=1024) == chunks.PIXEL_ROWS
-    assert chunks.chunk_rows((784,), width=4096) == chunks.VECTOR_CHUNK_ELEMENTS // 4096
-    assert chunks.chunk_rows((784,), width=1 << 20) == 64
+    # wide maps: fewer rows, but whole blocks of backend.rows_matmul (no padded rows)
+    assert chunks.chunk_rows((784,), width=2048) == chunks.VECTOR_CHUNK_ELEMENTS // 2048
+    assert chunks.chunk_rows((784,), width=4096) == MATMUL_BLOCK
+    assert chunks.chunk_rows((784,), width=3000) == MATMUL_BLOCK
+    assert chunks.chunk_rows((784,), width=chunks.WIDE_CHUNK_ELEMENTS // MATMUL_BLOCK) == MATMUL_BLOCK
+    assert chunks.chunk_rows((784,), width=1 << 20) == 64  # very wide: memory first
     assert chunks.chunk_rows((784,), gpu=True, width=4096) == chunks.GPU_PIXEL_ROWS
     assert chunks.chunk_rows((8, 8, 3), width=4096) == chunks.chunk_rows((8, 8, 3))
     x = (np.random.default_rng(3).standard_normal((300, 20)) / 5).astype(np.float32)

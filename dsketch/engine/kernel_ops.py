@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 import psutil
 
-from ..backend import MATMUL_BLOCK, InvalidInputError, check_int, rows_matmul
+from ..backend import MATMUL_BLOCK, PAIRS_BLOCK, InvalidInputError, check_int, rows_matmul
 from .cluster import worker_memory_limits
 from .graph import token
 from .passes import compute, fmt_bytes
@@ -304,8 +304,8 @@ def _predict_rows(x, xf, w, *, kfn):
     """``K(x, X_fit) W`` in row blocks of at most :data:`PREDICT_ENTRIES` kernel entries;
     each row's prediction is independent of the batch (``backend.rows_matmul``)."""
     step = max(1, PREDICT_ENTRIES // max(1, xf.shape[0]))
-    if step > MATMUL_BLOCK:  # whole product blocks: no zero padding computed
-        step -= step % MATMUL_BLOCK
+    if step > PAIRS_BLOCK:  # whole product blocks (of both products): no zero padding computed
+        step -= step % PAIRS_BLOCK
     out = np.empty((x.shape[0], w.shape[1]))
     for a in range(0, x.shape[0], step):
         out[a:a + step] = rows_matmul(kfn(x[a:a + step], xf), w)

@@ -80,6 +80,7 @@ from ..sketch import SRHT, GaussianProjection, PolySketch, TensorSRHT
 from ..sketch.hadamard import next_pow2
 from ..sketch.linear import SignedSum
 from .base import Features, FeatureShape, LayerSketch, SketchOptions
+from .hermite_series import subtract_series
 from .readout import FitWidth
 
 __all__ = ["ActivationSketch", "plan_activation_sketch", "folded_expansion", "resolve_method",
@@ -477,9 +478,4 @@ def _residual(fn, z, var, coef, top: int):
     R_l(v_y) ρ^l: the Hermite tail of the dual, whatever the activation.
     """
     xp = get_namespace(z)
-    out = fn(xp.sqrt(var)[:, None] * z)
-    h_prev, h = xp.zeros_like(z), xp.ones_like(z)
-    for l in range(top + 1):
-        out = out - coef[:, l:l + 1] * h
-        h_prev, h = h, (z * h - math.sqrt(l) * h_prev) / math.sqrt(l + 1)
-    return out
+    return subtract_series(fn(xp.sqrt(var)[:, None] * z), z, coef, top)

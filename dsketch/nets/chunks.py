@@ -20,11 +20,11 @@ import math
 import threading
 from typing import Callable, Optional
 
-from ..backend import get_namespace, is_cupy, usable_cores
+from ..backend import MATMUL_BLOCK, get_namespace, is_cupy, usable_cores
 from ..execution import is_sparse, map_rows, one_blas_thread
 from .base import Features
 
-__all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "IMAGE_PIXEL_ROWS", "IMAGE_CHUNK_PIXELS",
+__all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "WIDE_CHUNK_ELEMENTS", "IMAGE_PIXEL_ROWS", "IMAGE_CHUNK_PIXELS",
            "GPU_PIXEL_ROWS", "chunk_rows",
            "map_row_chunks", "run_steps"]
 
@@ -32,8 +32,15 @@ __all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "IMAGE_PIXEL_ROWS", "IMAGE_CHU
 PIXEL_ROWS = 512
 #: Host vector chunks of a map wider than 1024 features get fewer rows, so that a chunk's
 #: intermediates keep about this many entries (measured, NTK PolySketch d=784, m=4096 on 2
-#: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones; flat at m=1024).
+#: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones; flat at m=1024),
+#: but never less than one product block: ``backend.rows_matmul`` multiplies whole blocks of
+#: ``MATMUL_BLOCK`` rows, so a 128-row chunk paid for 256 (measured at d=784, m=4096: the
+#: GEMM-bound ``relu_method="random"`` 1.85x and erf/GeLU 1.1x faster at 256 rows than at 128;
+#: ReLU PolySketch the same).
 VECTOR_CHUNK_ELEMENTS = PIXEL_ROWS * 1024
+#: Above this many entries per intermediate (64 MiB of float32) a chunk of one product
+#: block is too large: maps wider than 65,536 features keep chunks of down to 64 rows.
+WIDE_CHUNK_ELEMENTS = 1 << 24
 #: Pixel rows per layer call on the host for images: a 14×14 layer runs one image at a time
 #: (196 pixel rows; measured on Myrtle-5, m = 1024: 42 ms of CPU per image against 50 in
 #: pieces of 2 images, the tree's live intermediates then stay near the L2/L3 caches).
@@ -50,12 +57,17 @@ GPU_PIXEL_ROWS = 65536
 def chunk_rows(input_shape: tuple, gpu: bool = False, width: Optional[int] = None) -> int:
     """Rows per chunk for rows of ``input_shape`` (``(d,)`` or ``(H, W, C)``); ``width``: the
     map's feature width (host vector rows: at most :data:`VECTOR_CHUNK_ELEMENTS` / width
-    rows, at least 64)."""
+    rows, rounded down to whole ``MATMUL_BLOCK`` blocks, at least one; down to 64 rows for maps
+    wider than :data:`WIDE_CHUNK_ELEMENTS` / ``MATMUL_BLOCK``)."""
     pixels = math.prod(input_shape[:-1]) if len(input_shape) > 1 else 1
     host = IMAGE_CHUNK_PIXELS if len(input_shape) > 1 else PIXEL_ROWS
     rows = max(1, (GPU_PIXEL_ROWS if gpu else host) // max(1, pixels))
     if width and not gpu and len(input_shape) == 1:
-        rows = max(64, min(rows, VECTOR_CHUNK_ELEMENTS // int(width)))
+        rows = min(rows, VECTOR_CHUNK_ELEMENTS // int(width))
+        if MATMUL_BLOCK * int(width) <= WIDE_CHUNK_ELEMENTS:
+            rows = max(MATMUL_BLOCK, rows - rows % MATMUL_BLOCK)
+        else:  # very wide maps: memory first
+            rows = max(64, rows)
     return rows
 
 

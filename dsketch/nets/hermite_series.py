@@ -1,7 +1,8 @@
 """Hermite series of a function of a Gaussian: normalized Hermite polynomials and radial factors.
 
-Owns :func:`normalized_hermite` (h_l = He_l/√(l!) by the stable recurrence) and
-:func:`hermite_radial`, the factors R_l(v) = E[f(√v z) He_l(z)]/√(l!) with which
+Owns :func:`normalized_hermite` (h_l = He_l/√(l!) by the stable recurrence),
+:func:`subtract_series` (a function's values minus its truncated series, one compiled pass on
+the host) and :func:`hermite_radial`, the factors R_l(v) = E[f(√v z) He_l(z)]/√(l!) with which
 E[f(u) f(v)] = Σ_l R_l(v1) R_l(v2) ρ^l (Mehler), computed by
 :func:`.quadrature.gaussian_expectations` at any variance.  The closed-form moments of
 particular functions live in :mod:`.hermite_moments`.  No Dask, no random state.
@@ -12,10 +13,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
+from numba import njit
+
 from ..backend import get_namespace
 from .quadrature import gaussian_expectations
 
-__all__ = ["normalized_hermite", "hermite_radial"]
+__all__ = ["normalized_hermite", "subtract_series", "hermite_radial"]
 
 
 def normalized_hermite(t, degree: int):
@@ -30,6 +34,48 @@ def normalized_hermite(t, degree: int):
     for l in range(1, degree):
         out.append((t * out[l] - math.sqrt(l) * out[l - 1]) / math.sqrt(l + 1))
     return xp.stack(out, axis=-1)
+
+
+def subtract_series(values, z, coef, top: int):
+    """``values − Σ_{l≤top} coef[:, l] · h_l(z)`` per row (a new array).
+
+    ``values`` and ``z`` are ``(rows, k)``, ``coef`` is ``(rows, ≥ top+1)``.  Float64 NumPy
+    arrays go through one compiled pass (each entry's recurrence in registers); other
+    arrays (CuPy, other namespaces) through whole-array steps.  Both do the same operations
+    in the same order: ``(values − c_0 h_0) − c_1 h_1 …`` and the recurrence of
+    :func:`normalized_hermite`, so an entry depends on its own inputs only.
+    """
+    xp = get_namespace(z)
+    if xp is np and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.ndim == 2
+                        for a in (values, z, coef)):
+        out = np.array(values, dtype=np.float64, order="C", copy=True)
+        _subtract_series(out, np.ascontiguousarray(z), np.ascontiguousarray(coef), int(top))
+        return out
+    out = values
+    h_prev, h = xp.zeros_like(z), xp.ones_like(z)
+    for l in range(top + 1):
+        out = out - coef[:, l:l + 1] * h
+        h_prev, h = h, (z * h - math.sqrt(l) * h_prev) / math.sqrt(l + 1)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _subtract_series(out, z, coef, top):
+    rows, k = z.shape
+    root = np.sqrt(np.arange(top + 2).astype(np.float64))
+    for r in range(rows):
+        c = coef[r]
+        o = out[r]
+        zr = z[r]
+        for j in range(k):
+            t = zr[j]
+            acc = o[j]
+            h_prev = 0.0
+            h = 1.0
+            for l in range(top + 1):
+                acc = acc - c[l] * h
+                h_prev, h = h, (t * h - root[l] * h_prev) / root[l + 1]
+            o[j] = acc
 
 
 def hermite_radial(f: Callable, var, degree: int, quad_degree: int = 128, scale: float = 1.0):
