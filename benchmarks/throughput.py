@@ -216,6 +216,12 @@ def markdown(payload: dict) -> str:
     lines.append("")
     lines.append(f"GEMM probe: float32 {payload['gemm_gflops']:.0f}, float64 "
                  f"{payload['gemm64_gflops']:.0f} GFLOP/s; load {payload['load_before']:.1f}.")
+    for r in rws:
+        if r.get("gemm_share"):
+            lines.append(f"- `{r['map']}` d={r['d']}, m={r['m']}: its matrix products run at "
+                         f"{r['rows_per_s'] * r['gemm_flops_per_row'] / 1e9:.0f} GFLOP/s "
+                         f"({100 * r['gemm_share']:.0f}% of the float32 GEMM probe, "
+                         f"{100 * r['gemm64_share']:.0f}% of the float64 one its products use)")
     for e in payload.get("exact", []):
         if "entries_per_s" in e:
             lines.append(f"- exact {e['kernel']} d={e['d']}: {e['entries_per_s'] / 1e6:.1f} M entries/s "
@@ -298,9 +304,10 @@ def main(argv=None) -> dict:
                "gemm64_cpu_gflops": gemm_cpu_gflops(np.float64),
                "maps": [] if args.cntk else bench_maps(cfg, repeat, min_seconds, args.only)}
     for r in payload["maps"]:
-        r["gemm_share"] = None
+        r["gemm_share"] = r["gemm64_share"] = None
         if "gemm_flops_per_row" in r:
             r["gemm_share"] = r["rows_per_s"] * r["gemm_flops_per_row"] / (gemm * 1e9)
+            r["gemm64_share"] = r["rows_per_s"] * r["gemm_flops_per_row"] / (gemm64 * 1e9)
     if args.cntk:
         payload["cntk_sketch"] = bench_cntk_sketch(cfg, repeat)
         payload["exact"] = bench_exact_cntk(cfg, repeat)

@@ -174,7 +174,7 @@ def test_feature_map_chunks_rows_on_threads_with_batch_invariant_rows():
     from dsketch.nets import chunks
     from dsketch.nets.chunks import chunk_rows, map_row_chunks
 
-    assert chunk_rows((8, 8, 3)) == chunks.IMAGE_CHUNK_PIXELS // 64 and chunk_rows((784,)) == 512
+    assert chunk_rows((8, 8, 3)) == chunks.IMAGE_CHUNK_PIXELS // 64 and chunk_rows((784,)) == chunks.PIXEL_ROWS
     assert chunk_rows((14, 14, 1), gpu=True) > chunk_rows((14, 14, 1))
     x = _images(19, 8, 8, 1, seed=13)
     fmap = myrtle(5).sketch(x.shape[1:], n_features=64, seed=4)

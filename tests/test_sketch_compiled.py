@@ -121,6 +121,44 @@ def test_kernels_are_bitwise_per_row(dtype):
     _batch_invariant(lambda a: fwht(np.ascontiguousarray(a[:, :128]) + 0j), x)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_window_product_is_numpys_broadcast_product(dtype):
+    """``out[t·w + k] = a[k]·b[t + k]`` (or ``a[k]``) for the first ``windows`` windows, the
+    rest of ``out`` untouched; bitwise NumPy's product, per row."""
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((5, 4)).astype(dtype)
+    b = rng.standard_normal((5, 9)).astype(dtype)
+    out = np.full((5, 23), 7, dtype=dtype)
+    compiled.window_product(a, b, 5, out)
+    want = np.stack([a * b[:, t:t + 4] for t in range(5)], axis=1).reshape(5, 20)
+    assert np.array_equal(out[:, :20], want) and (out[:, 20:] == 7).all()
+    compiled.window_product(a, None, 5, out)
+    assert np.array_equal(out[:, :20], np.tile(a, 5))
+    _batch_invariant(lambda r: compiled.window_product(r[:, :4], r[:, 4:], 5, np.empty((len(r), 20), dtype)),
+                     np.concatenate([a, b], axis=1))
+    with pytest.raises(ValueError, match="b must have"):
+        compiled.window_product(a, b[:, :7], 5, out)
+    with pytest.raises(ValueError, match="out must be"):
+        compiled.window_product(a, b, 6, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_srht_windows_through_the_kernel_equal_numpys(dtype, monkeypatch):
+    """A TensorSRHT whose first factor is narrower than its output (windowed pairing, e.g. the
+    first activation of a net on a 32-wide input) gives the same bits with the window kernel
+    as with NumPy's broadcast product."""
+    from dsketch.sketch import TensorSRHT, tensor
+
+    rng = np.random.default_rng(9)
+    x1, x2 = rng.standard_normal((2, 7, 32)).astype(dtype)
+    for d_out in (1024, 1000):  # whole windows, and a partial last one
+        t = TensorSRHT(32, 32, d_out, 3)
+        got, left = t(x1, x2), t.left(x1)
+        with monkeypatch.context() as m:
+            m.setattr(tensor, "_compiled_windows", lambda *a: False)
+            assert np.array_equal(got, t(x1, x2)) and np.array_equal(left, t.left(x1))
+
+
 # ---------------------------------------------------- hadamard.* through the kernels
 @pytest.fixture
 def reference_path(monkeypatch):

@@ -28,16 +28,18 @@ __all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "WIDE_CHUNK_ELEMENTS", "IMAGE_
            "GPU_PIXEL_ROWS", "chunk_rows",
            "map_row_chunks", "run_steps"]
 
-#: Rows per chunk on the host for vector rows: a 1024-wide float32 intermediate is then 2 MiB.
-PIXEL_ROWS = 512
-#: Host vector chunks of a map wider than 1024 features get fewer rows, so that a chunk's
+#: Rows per chunk on the host for vector rows: a 1024-wide float32 intermediate is then 1 MiB,
+#: the tree's live ones near the L2/L3 caches (measured, NTKSketch depth 2, m = 1024, 2 cores,
+#: best of 4: 256-row chunks 1.12-1.27x the rows/s of 512-row ones for ReLU, erf and GeLU
+#: at d = 32 and erf/GeLU at d = 784, ReLU at d = 784 within 3%).
+PIXEL_ROWS = 256
+#: Host vector chunks of a map wider than 2048 features get fewer rows, so that a chunk's
 #: intermediates keep about this many entries (measured, NTK PolySketch d=784, m=4096 on 2
-#: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones; flat at m=1024),
-#: but never less than one product block: ``backend.rows_matmul`` multiplies whole blocks of
-#: ``MATMUL_BLOCK`` rows, so a 128-row chunk paid for 256 (measured at d=784, m=4096: the
-#: GEMM-bound ``relu_method="random"`` 1.85x and erf/GeLU 1.1x faster at 256 rows than at 128;
-#: ReLU PolySketch the same).
-VECTOR_CHUNK_ELEMENTS = PIXEL_ROWS * 1024
+#: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones, 1.25x the rows/s
+#: of 256-row ones; at m = 2048, 256 rows 1.06x 128), but never less than one product block
+#: (``backend.rows_matmul`` multiplies whole blocks of ``MATMUL_BLOCK`` rows: a smaller chunk
+#: would pay for a whole block).
+VECTOR_CHUNK_ELEMENTS = 512 * 1024
 #: Above this many entries per intermediate (64 MiB of float32) a chunk of one product
 #: block is too large: maps wider than 65,536 features keep chunks of down to 64 rows.
 WIDE_CHUNK_ELEMENTS = 1 << 24

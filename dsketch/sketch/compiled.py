@@ -10,7 +10,10 @@ Owns the NumPy-side compiled forms of :mod:`.hadamard`'s transforms:
   that stays in L1/L2;
 - :func:`folded_fwht` — ``fwht(fold_signed(x, signs, n))`` fused (and gathered, multiplied);
 - :func:`signed_add` — ``SignedSum.add``: a signed, scaled block added into an accumulator
-  in one pass (the products and sums NumPy does, in its order).
+  in one pass (the products and sums NumPy does, in its order);
+- :func:`window_product` — a TensorSRHT's windowed pairing of a narrow first factor with
+  consecutive windows of the second (``out[t·w + k] = a[k] · b[t + k]``), or the first factor
+  repeated, written straight into the output.
 
 Every kernel computes a row from that row alone, in a fixed order (no reduction across
 rows, no ``fastmath``), so a row's result is bitwise the same whatever batch, position or
@@ -27,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "signed_add", "NUMBA_DTYPES"]
+__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "signed_add", "window_product", "NUMBA_DTYPES"]
 
 #: Dtypes the kernels are compiled for (one specialization each).
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -293,3 +296,41 @@ def signed_add(acc, a: np.ndarray, signs: np.ndarray, scale=None, width=None) ->
     _signed_add(acc, a, _c(signs[:w], dt), sc, False)
     return acc
 
+
+
+@njit(nogil=True, cache=True)
+def _window_product(a, b, windows, out):
+    """``out[r, t·w:(t+1)·w] = a[r] ⊙ b[r, t:t+w]`` (``a[r]`` when ``b`` has no columns)."""
+    rows, w = a.shape
+    paired = b.shape[1] > 0
+    for r in range(rows):
+        ar = a[r]
+        o = out[r]
+        for t in range(windows):
+            seg = o[t * w:(t + 1) * w]
+            if paired:
+                bw = b[r, t:t + w]
+                for k in range(w):
+                    seg[k] = ar[k] * bw[k]
+            else:
+                for k in range(w):
+                    seg[k] = ar[k]
+
+
+def window_product(a: np.ndarray, b, windows: int, out: np.ndarray) -> np.ndarray:
+    """Write ``a[r] ⊙ b[r, t:t+w]`` (``b`` None: ``a[r]``) into ``out[r, t·w:(t+1)·w]`` for
+    ``t < windows`` (``w = a.shape[1]``); the rest of ``out`` is left alone.
+
+    ``a`` ``(R, w)`` and ``b`` ``(R, ≥ windows + w − 1)`` real, of ``out``'s dtype; ``out``
+    C-contiguous ``(R, ≥ windows·w)``.  One product per entry, as NumPy's broadcast product.
+    """
+    dt = out.dtype
+    rows, w = a.shape
+    if out.shape[0] != rows or out.shape[1] < windows * w or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous ({rows}, >= {windows * w}), got {out.shape}")
+    if b is None:
+        b = np.empty((rows, 0), dtype=dt)
+    elif b.shape[0] != rows or b.shape[1] < windows + w - 1:
+        raise ValueError(f"b must have {rows} rows and >= {windows + w - 1} columns, got {b.shape}")
+    _window_product(_c(a, dt), _c(b, dt), int(windows), out)
+    return out

@@ -30,6 +30,8 @@ from ._base import (
     prepare_input,
     random_signs,
 )
+from . import hadamard
+from .compiled import NUMBA_DTYPES, window_product
 from .hadamard import fold_fwht, hadamard_blocks, hadamard_gather, next_pow2
 from .linear import CountSketch
 
@@ -41,6 +43,13 @@ __all__ = [
     "TensorSketch",
     "TensorSketchPower",
 ]
+
+
+def _compiled_windows(xp, out, t1, t2) -> bool:
+    """Whether :func:`.compiled.window_product` writes a windowed combine here (host,
+    real float32/float64 factors of the output's dtype)."""
+    return (hadamard.USE_COMPILED and xp is np and out.dtype in NUMBA_DTYPES
+            and t1.dtype == out.dtype and (t2 is None or t2.dtype == out.dtype))
 
 
 @dataclass(frozen=True)
@@ -189,7 +198,9 @@ class _TensorSRHTCore(RandomSpec):
         if t2 is not None:  # row t of the outputs sees t2[t : t + w1] (a strided view)
             st = t2.strides
             win = xp.lib.stride_tricks.as_strided(t2, (rows, g.rows, w1), (st[0], st[1], st[1]))
-        if full:
+        if full and t1 is not None and _compiled_windows(xp, out, t1, t2):
+            window_product(t1, t2, full // w1, out)  # the same products, one pass
+        elif full:
             dst = out[:, :full].reshape(rows, full // w1, w1)
             if t1 is None:
                 dst[...] = win[:, : full // w1]
