@@ -8,7 +8,9 @@ Owns the execution helpers shared by ``sketch`` and ``nets`` (and free for any l
 - :func:`map_slabs`, :func:`slab_rows`, :data:`SLAB_ELEMENTS`: the same in cache-sized
   slabs, so the working set stays bounded whatever the batch size;
 - :func:`one_blas_thread` (defined in :mod:`dsketch.backend`, beside the products that use
-  it): BLAS limited to one thread on the host's main thread.
+  it): BLAS limited to one thread on the host's main thread;
+- :func:`map_rows` first calls :func:`dsketch.backend.tune_allocator` (malloc keeps freed
+  chunk intermediates instead of faulting their pages in again).
 
 A row's result never depends on the block it is computed in: every helper here only cuts
 rows apart and puts them back.  Sits beside :mod:`dsketch.backend` at the bottom of the
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from .backend import get_namespace, is_cupy, one_blas_thread
+from .backend import get_namespace, is_cupy, one_blas_thread, tune_allocator
 
 __all__ = ["is_sparse", "SLAB_ELEMENTS", "slab_rows", "one_blas_thread", "map_slabs", "map_rows"]
 
@@ -64,6 +66,7 @@ def map_rows(fn, x, step: int, n_jobs: int = 1):
     the result equals ``fn(x)``.  ``n_jobs > 1`` runs the blocks after the first on a thread
     pool (NumPy/CuPy release the GIL in their kernels; blocks write disjoint rows).
     """
+    tune_allocator()  # blocks free and allocate the same intermediates: no page faults
     n = x.shape[0]
     if n <= step:
         return fn(x)

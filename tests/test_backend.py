@@ -83,3 +83,57 @@ def test_cupy_arrays_dispatch_when_available():
         pytest.skip("CuPy installed but no CUDA device")
     assert backend.get_namespace(x) is cupy
     np.testing.assert_array_equal(backend.asnumpy(x), np.ones(3))
+
+
+_FAULTS = r"""
+import math, resource, sys
+import numpy as np
+from dsketch import backend
+from dsketch.estimators import NTKSketch
+x = (np.random.default_rng(1).standard_normal((4096, 32)) / math.sqrt(32)).astype(np.float32)
+est = NTKSketch(n_components=1024, random_state=0).fit(x[:2])
+est.transform(x)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+est.transform(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, backend.tune_allocator())
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_chunk_memory_is_kept_instead_of_faulted_in_again():
+    """Under Dask's worker malloc setting (MALLOC_TRIM_THRESHOLD_=65536) a second transform of
+    the same rows faults its intermediates' pages in again unless malloc keeps freed memory
+    (``tune_allocator``, on by default; ``DSKETCH_MALLOC_KEEP=0`` turns it off)."""
+    import os
+    import subprocess
+    import sys
+
+    def faults(pad):
+        env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536", DSKETCH_MALLOC_KEEP=pad,
+                   OMP_NUM_THREADS="1")
+        out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True,
+                             text=True, check=True, timeout=300).stdout.split()
+        return int(out[0]), out[1] == "True"
+
+    kept, on = faults("")
+    if not on:
+        pytest.skip("this libc has no mallopt(M_TOP_PAD)")
+    dropped, off = faults("0")
+    assert not off
+    # at most the output's pages (4096 × 1024 float32: 4,096) plus a few; without: ~260,000
+    assert kept < 8000 and 10 * max(kept, 1) < dropped, (kept, dropped)
+
+
+def test_allocator_setting_is_read_from_the_environment(monkeypatch):
+    try:
+        monkeypatch.setenv("DSKETCH_MALLOC_KEEP", "0")
+        backend.tune_allocator.cache_clear()
+        assert backend.tune_allocator() is False
+        monkeypatch.setenv("DSKETCH_MALLOC_KEEP", "64M")
+        backend.tune_allocator.cache_clear()
+        with pytest.raises(backend.InvalidInputError, match="DSKETCH_MALLOC_KEEP.*'64M'"):
+            backend.tune_allocator()
+    finally:
+        monkeypatch.delenv("DSKETCH_MALLOC_KEEP")
+        backend.tune_allocator.cache_clear()
+        backend.tune_allocator()

@@ -110,6 +110,19 @@ def test_throughput_quick(tmp_path):
 
 
 @pytest.mark.timeout(600)
+def test_allocator_quick(tmp_path):
+    """``benchmarks/allocator.py --quick``: every workload in both environments, with and without
+    the allocator setting (which the child processes report as made or not)."""
+    result = run_quick("allocator", tmp_path, 600)
+    seen = {(r["workload"], r["environment"], r["tuned_requested"]) for r in result["rows"]}
+    assert len(seen) == 12
+    for r in result["rows"]:
+        assert r["rate"] > 0 and r["faults"] >= 0, r
+        assert r["tuned"] == r["tuned_requested"], r  # glibc: the setting follows the variable
+    assert (tmp_path / "allocator-quick.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(600)
 def test_krr_scaling_quick(tmp_path):
     """``benchmarks/krr_scaling.py --quick``: every n and configuration measured and converged."""
     result = run_quick("krr_scaling", tmp_path, 600)

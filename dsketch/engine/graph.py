@@ -16,9 +16,6 @@ plus the feature map's own working memory for that chunk.
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
 import warnings
 from typing import Any
 
@@ -28,16 +25,11 @@ import numpy as np
 import scipy.sparse as sp
 from dask.base import tokenize
 
-from ..backend import InvalidInputError, NonFiniteError, asnumpy, get_namespace, is_cupy
+from ..backend import (InvalidInputError, NonFiniteError, asnumpy, get_namespace, is_cupy,
+                       tune_allocator)
 
-__all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token", "tune_allocator",
+__all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token",
            "check_finite_block", "block_rows"]
-
-#: glibc ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD`` set in processes that run with
-#: ``MALLOC_TRIM_THRESHOLD_`` (distributed's nannies set 64 KiB); environment variable
-#: ``DSKETCH_MALLOC_KEEP`` (bytes; ``0``: leave malloc alone).
-MALLOC_KEEP = 256 * 2**20
-_TUNED = False
 
 
 def token(*args) -> str:
@@ -79,33 +71,6 @@ def check_feature_map(fmap: Any) -> None:
     except TypeError:
         raise TypeError(f"{type(fmap).__name__} must be hashable (a frozen spec), so that "
                         f"workers can cache its random matrices") from None
-
-
-def tune_allocator() -> None:
-    """Once per process: reuse freed chunk-sized memory instead of refaulting fresh pages.
-
-    Dask nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins
-    glibc's mmap threshold at 128 KiB: every chunk-sized array is then fresh pages, and a
-    worker spends ~40% of a fit in page faults (30-60× the minor faults of the same loop
-    in one process; ``benchmarks/scaling.py``).  Raising ``M_MMAP_THRESHOLD`` and
-    ``M_TOP_PAD`` to :data:`MALLOC_KEEP` lets each heap keep that much freed memory.
-    Linux/glibc only; a no-op elsewhere, without that variable, or with
-    ``DSKETCH_MALLOC_KEEP=0``.
-    """
-    global _TUNED
-    if _TUNED:
-        return
-    _TUNED = True
-    keep = int(os.environ.get("DSKETCH_MALLOC_KEEP", MALLOC_KEEP))
-    if (keep <= 0 or "MALLOC_TRIM_THRESHOLD_" not in os.environ
-            or not sys.platform.startswith("linux")):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, keep)  # M_MMAP_THRESHOLD
-        libc.mallopt(-2, keep)  # M_TOP_PAD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
 
 
 def _non_finite(name: str, index: int, start: int, stop: int, row: int, where: str | None,

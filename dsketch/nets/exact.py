@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..backend import get_namespace, is_cupy, usable_cores
+from ..backend import get_namespace, is_cupy, tune_allocator, usable_cores
 
 __all__ = ["KINDS", "resolve_get", "default_block_size", "blocked_kernel"]
 
@@ -69,6 +69,7 @@ def blocked_kernel(run: Callable, x1, x2, *, same: bool, diagonal: bool, block_s
     outputs have ``dtype`` (default float64): each block is rounded once as it is written.
     """
     xp = get_namespace(x1, x2)
+    tune_allocator()  # blocks free and allocate the same temporaries: no page faults
     n1, n2 = x1.shape[0], x2.shape[0]
     if n_jobs is None:
         n_jobs = 1 if is_cupy(x1) else usable_cores()
