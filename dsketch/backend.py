@@ -38,6 +38,7 @@ __all__ = [
     "resolve_dtype",
     "usable_cores",
     "MALLOC_KEEP",
+    "MALLOC_PLAIN",
     "tune_allocator",
     "MATMUL_BLOCK",
     "PAIRS_BLOCK",
@@ -489,9 +490,14 @@ def _each_block(x, dt, fn, *, work: int, b: int = MATMUL_BLOCK) -> None:
 
 
 # ------------------------------------------------------------------------------- machine
-#: glibc's ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD`` (bytes) set by :func:`tune_allocator`; the
-#: environment variable ``DSKETCH_MALLOC_KEEP`` sets another size, ``0`` leaves malloc alone.
+#: glibc's ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD`` (bytes) set by :func:`tune_allocator` in
+#: processes started with ``MALLOC_TRIM_THRESHOLD_`` (Dask workers: chunk-sized feature blocks
+#: stay in the heap); the environment variable ``DSKETCH_MALLOC_KEEP`` sets both to another
+#: size anywhere, ``0`` leaves malloc alone.
 MALLOC_KEEP = 256 * 2**20
+#: (``M_MMAP_THRESHOLD``, ``M_TOP_PAD``) in other processes: the ceiling glibc's own dynamic
+#: thresholds can reach (32 MiB, trim at twice that), set from the start.
+MALLOC_PLAIN = (32 * 2**20, 64 * 2**20)
 _M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3  # glibc's mallopt parameter numbers
 
 
@@ -503,31 +509,37 @@ def tune_allocator() -> bool:
     the same intermediates (megabytes each).  When malloc hands freed memory back to the OS,
     every chunk faults its pages in again (about 1.7 µs a page on a virtual machine) —
     always so in Dask workers, whose nannies set ``MALLOC_TRIM_THRESHOLD_=65536`` (which also
-    pins the mmap threshold at 128 KiB), and often in a plain process.  Raising
-    ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD`` to :data:`MALLOC_KEEP` lets each malloc arena keep
-    that much freed memory.  Measured on the 2-core VM: under the nannies' setting
-    ``CNTKSketch`` (Myrtle-5, 14×14, m = 1024) 24–29 ms per image with 9,000 page faults per
-    image, 4.2–4.9 ms and none tuned; ``NTKSketch`` (d = 32, m = 1024) 7,000 against 20,000–
-    24,000 rows/s; in a plain process ``CNTKSketch`` 11–13 ms against 4–7 ms; an engine worker
-    spent ~40% of a fit in page faults (``benchmarks/scaling.py``).  The cost: up to
-    :data:`MALLOC_KEEP` of freed memory kept per arena.  Returns whether the setting was made
+    pins the mmap threshold at 128 KiB), and often in a plain process, where glibc raises its
+    thresholds only after it has freed such blocks.  So ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD``
+    are set to :data:`MALLOC_KEEP` under ``MALLOC_TRIM_THRESHOLD_`` and to
+    :data:`MALLOC_PLAIN` elsewhere.  Measured on the 2-core VM (``benchmarks/allocator.py``):
+    ``CNTKSketch`` (Myrtle-5, 14×14, m = 1024) 27.0 ms per image with 1.15 M page faults per
+    call under the nannies' setting, 4.8 ms and 59 faults tuned; 10.5 → 5.2 ms in a plain
+    process; ``NTKSketch`` (d = 32, m = 1024) 5,900 → 16,600 rows/s under the nannies'
+    setting; the exact FC NTK (d = 784) 15.7 → 34.0 M entries/s there.  The cost: freed
+    memory kept per malloc arena, up to the pad.  Returns whether the setting was made
     (Linux/glibc; elsewhere nothing changes).
     """
     raw = os.environ.get("DSKETCH_MALLOC_KEEP", "").strip()
     try:
-        keep = int(raw) if raw else MALLOC_KEEP
+        keep = int(raw) if raw else None
     except ValueError:
         raise InvalidInputError(
             f"DSKETCH_MALLOC_KEEP must be a whole number of bytes (0: leave malloc alone), "
             f"got {raw!r}") from None
-    if keep <= 0 or not sys.platform.startswith("linux"):
+    if keep is not None:
+        threshold = pad = min(keep, 1 << 30)
+    elif "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        threshold = pad = MALLOC_KEEP
+    else:
+        threshold, pad = MALLOC_PLAIN
+    if pad <= 0 or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # pragma: no cover - a libc without mallopt
         return False
-    keep = min(keep, 1 << 30)
-    return bool(mallopt(_M_MMAP_THRESHOLD, keep)) and bool(mallopt(_M_TOP_PAD, keep))
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TOP_PAD, pad))
 
 
 def usable_cores() -> int:
