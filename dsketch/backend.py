@@ -512,13 +512,14 @@ def tune_allocator() -> bool:
     pins the mmap threshold at 128 KiB), and often in a plain process, where glibc raises its
     thresholds only after it has freed such blocks.  So ``M_MMAP_THRESHOLD`` and ``M_TOP_PAD``
     are set to :data:`MALLOC_KEEP` under ``MALLOC_TRIM_THRESHOLD_`` and to
-    :data:`MALLOC_PLAIN` elsewhere.  Measured on the 2-core VM (``benchmarks/allocator.py``):
-    ``CNTKSketch`` (Myrtle-5, 14×14, m = 1024) 27.0 ms per image with 1.15 M page faults per
-    call under the nannies' setting, 4.8 ms and 59 faults tuned; 10.5 → 5.2 ms in a plain
-    process; ``NTKSketch`` (d = 32, m = 1024) 5,900 → 16,600 rows/s under the nannies'
-    setting; the exact FC NTK (d = 784) 15.7 → 34.0 M entries/s there.  The cost: freed
-    memory kept per malloc arena, up to the pad.  Returns whether the setting was made
-    (Linux/glibc; elsewhere nothing changes).
+    :data:`MALLOC_PLAIN` elsewhere.  Measured on the 2-core VM (``benchmarks/allocator.py``,
+    two runs): ``CNTKSketch`` (Myrtle-5, 14×14, m = 1024) 27.0 ms per image with 1.15 M page
+    faults per call under the nannies' setting, 4.8–6.2 ms and ≤ 59 faults tuned; 9.7–10.5 →
+    4.8–5.2 ms in a plain process; ``NTKSketch`` (d = 32, m = 1024) 5,900–7,900 → 16,600–25,300
+    rows/s under the nannies' setting; the exact FC NTK (d = 784) 15.7–18.6 → 34.0–34.7 M
+    entries/s there.  The cost: freed memory kept per malloc arena, up to the pad (peak RSS
+    of a 20,000 × 784 ``NTKSketch`` m = 4096 ridge fit 2.05 → 2.09 GB).  Returns whether the
+    setting was made (Linux/glibc; elsewhere nothing changes).
     """
     raw = os.environ.get("DSKETCH_MALLOC_KEEP", "").strip()
     try:
