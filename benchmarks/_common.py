@@ -35,6 +35,14 @@ def machine() -> dict:
             "cpus": os.cpu_count(), "numpy": np.__version__}
 
 
+def pyplot():
+    """``matplotlib.pyplot`` on the ``MPLBACKEND`` backend (Agg by default: files only)."""
+    import matplotlib
+    matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def write_results(name: str, payload: dict) -> Path:
     """Write ``results/<name>.json`` and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)

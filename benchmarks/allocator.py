@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_results  # noqa: E402
+from _common import RESULTS, pyplot, write_results  # noqa: E402
 
 #: One workload per entry: (name, unit, code run in the subprocess with N = its size).
 _SETUP = {
@@ -96,38 +96,39 @@ def run_one(name: str, env_extra: dict, tuned: bool, sizes: dict, repeat: int) -
     return {"workload": name, "unit": unit, "n": n, "m": m, "tuned_requested": tuned, **out}
 
 
-def markdown(payload: dict) -> str:
-    lines = ["| workload | environment | tuned | untuned (`DSKETCH_MALLOC_KEEP=0`) | faults per call, tuned / untuned |",
-             "|---|---|---:|---:|---:|"]
-    rows = payload["rows"]
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _pairs(rows: list):
+    """``(workload, environment, tuned row, untuned row)`` for each measured pair, in order."""
     for name in _SETUP:
         for envname in ENVIRONMENTS:
             pair = {r["tuned_requested"]: r for r in rows
                     if r["workload"] == name and r["environment"] == envname}
-            if len(pair) < 2:
-                continue
-            t, u = pair[True], pair[False]
-            lines.append(f"| {name} | {envname} | {t['rate']:,.2f} {t['unit']} | {u['rate']:,.2f} | "
-                         f"{t['faults']:,} / {u['faults']:,} |")
+            if len(pair) == 2:
+                yield name, envname, pair[True], pair[False]
+
+
+def markdown(payload: dict) -> str:
+    lines = ["| workload | environment | tuned | untuned (`DSKETCH_MALLOC_KEEP=0`) | faults per call, tuned / untuned |",
+             "|---|---|---:|---:|---:|"]
+    for name, envname, t, u in _pairs(payload["rows"]):
+        lines.append(f"| {name} | {envname} | {_num(t['rate'])} {t['unit']} | {_num(u['rate'])} | "
+                     f"{t['faults']:,} / {u['faults']:,} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = payload["rows"]
     fig, axes = plt.subplots(1, len(_SETUP), figsize=(4.5 * len(_SETUP), 3.6))
     for ax, name in zip(axes, _SETUP):
         labels, tuned, untuned = [], [], []
-        for envname in ENVIRONMENTS:
-            pair = {r["tuned_requested"]: r for r in rows
-                    if r["workload"] == name and r["environment"] == envname}
-            if len(pair) == 2:
-                labels.append(envname.split(" (")[0])
-                tuned.append(pair[True]["rate"])
-                untuned.append(pair[False]["rate"])
+        for _, envname, t, u in (p for p in _pairs(rows) if p[0] == name):
+            labels.append(envname.split(" (")[0])
+            tuned.append(t["rate"])
+            untuned.append(u["rate"])
         x = range(len(labels))
         ax.bar([i - 0.2 for i in x], tuned, width=0.4, label="tuned (default)")
         ax.bar([i + 0.2 for i in x], untuned, width=0.4, label="DSKETCH_MALLOC_KEEP=0")

@@ -45,7 +45,7 @@ from dsketch.estimators import (ArcCosineFeatures, CNTKSketch, NTKRandomFeatures
 from dsketch.nets import Erf, Gelu, Relu, fully_connected, myrtle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, gemm_gflops, rel_fro, write_results  # noqa: E402
+from _common import RESULTS, gemm_gflops, pyplot, rel_fro, write_results  # noqa: E402
 
 SQRT2 = math.sqrt(2.0)
 
@@ -238,10 +238,7 @@ def markdown(payload: dict) -> str:
 
 
 def plot(payload: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rws = payload["maps"]
     sizes = sorted({(r["d"], r["m"]) for r in rws})
     names = list(dict.fromkeys(r["map"] for r in rws))
