@@ -109,6 +109,18 @@ def test_products_of_gemm_sized_blocks_are_batch_free():
             assert np.array_equal(pairs_matmul(x[i:i + 1], x[:600])[0], pairs[i]), i
 
 
+def test_exact_kernels_of_wide_rows_are_batch_free_on_any_thread():
+    """d = 784 (a width at which OpenBLAS's SkylakeX GEMM rounds differently on two threads):
+    an entry computed alone on the calling thread equals the same entry from blocks on a pool,
+    for a compiled chain (ReLU) and a net on the layers' own faces (Sin)."""
+    x = (np.random.default_rng(3).standard_normal((300, 784)) / 28).astype(np.float32)
+    for net in (fully_connected(2, Relu()), fully_connected(2, Sin())):
+        with threadpool_limits(2):
+            whole = net.kernel(x, x[:280], get="ntk", block_size=64)
+            alone = net.kernel(x[7:8], x[:280], get="ntk", n_jobs=1)
+        assert np.array_equal(alone[0], whole[7]), net
+
+
 # ======================================================================= classical maps
 @pytest.mark.parametrize("name,make,kind", ZOO, ids=[z[0] for z in ZOO])
 def test_sketch_primitives_are_batch_free(name, make, kind):

@@ -8,7 +8,6 @@ imports no concrete layer and no Dask.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -168,8 +167,9 @@ class Serial(Layer):
                     k = layer.kernel(k) if step is None else step
             return k
 
-        # compiled chains: the blocks' Gram products run one-thread BLAS on the block threads
-        with one_blas_thread() if chain is not None else contextlib.nullcontext():
+        # the blocks' Gram products run one-thread BLAS on every thread (OpenBLAS's SkylakeX
+        # GEMM rounds some shapes differently on two threads: an entry would depend on n_jobs)
+        with one_blas_thread():
             out = blocked_kernel(run, x1, x2, same=same, diagonal=diagonal, block_size=block_size,
                                  kinds=kinds, pair_shape=pair_shape, n_jobs=n_jobs,
                                  dtype=xp.float64 if dtype is None else dtype)
