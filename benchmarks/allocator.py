@@ -111,8 +111,8 @@ def _pairs(rows: list):
 
 
 def markdown(payload: dict) -> str:
-    lines = ["| workload | environment | tuned | untuned (`DSKETCH_MALLOC_KEEP=0`) | faults per call, tuned / untuned |",
-             "|---|---|---:|---:|---:|"]
+    lines = ["| workload | environment | tuned | untuned (`DSKETCH_MALLOC_KEEP=0`) "
+             "| faults per call, tuned / untuned |", "|---|---|---:|---:|---:|"]
     for name, envname, t, u in _pairs(payload["rows"]):
         lines.append(f"| {name} | {envname} | {_num(t['rate'])} {t['unit']} | {_num(u['rate'])} | "
                      f"{t['faults']:,} / {u['faults']:,} |")

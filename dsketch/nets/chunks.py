@@ -24,8 +24,8 @@ from ..backend import MATMUL_BLOCK, get_namespace, is_cupy, usable_cores
 from ..execution import is_sparse, map_rows, one_blas_thread
 from .base import Features
 
-__all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "WIDE_CHUNK_ELEMENTS", "IMAGE_PIXEL_ROWS", "IMAGE_CHUNK_PIXELS",
-           "GPU_PIXEL_ROWS", "chunk_rows",
+__all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "WIDE_CHUNK_ELEMENTS", "IMAGE_PIXEL_ROWS",
+           "IMAGE_CHUNK_PIXELS", "GPU_PIXEL_ROWS", "chunk_rows",
            "map_row_chunks", "run_steps"]
 
 #: Rows per chunk on the host for vector rows: a 1024-wide float32 intermediate is then 1 MiB,
@@ -41,7 +41,8 @@ PIXEL_ROWS = 256
 #: would pay for a whole block).
 VECTOR_CHUNK_ELEMENTS = 512 * 1024
 #: Above this many entries per intermediate (64 MiB of float32) a chunk of one product
-#: block is too large: maps wider than 65,536 features keep chunks of down to 64 rows.
+#: block is too large: maps wider than this / ``MATMUL_BLOCK`` (131,072) features keep
+#: chunks of down to 64 rows.
 WIDE_CHUNK_ELEMENTS = 1 << 24
 #: Pixel rows per layer call on the host for images: a 14×14 layer runs one image at a time
 #: (196 pixel rows; measured on Myrtle-5, m = 1024: 42 ms of CPU per image against 50 in

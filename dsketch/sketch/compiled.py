@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "signed_add", "window_product", "NUMBA_DTYPES"]
+__all__ = ["fwht_rows", "signed_blocks", "folded_fwht", "signed_add", "window_product",
+           "NUMBA_DTYPES"]
 
 #: Dtypes the kernels are compiled for (one specialization each).
 NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
