@@ -424,6 +424,15 @@ def pairs_matmul(x1: Any, x2: Any) -> Any:
     out_dtype, dt = _gemm_dtype(x1, x2)
     (n1, k), n2, b = x1.shape, x2.shape[0], PAIRS_BLOCK
     out = np.empty((n1, n2), dtype=out_dtype)
+    if n1 <= b < n2:  # one row block: its column blocks share the cores instead
+        left = np.zeros((b, k), dt)
+        left[:n1] = x1
+
+        def column(start, stop, cols):
+            out[:, start:stop] = (left @ cols.T)[:n1, :stop - start]
+
+        _each_block(x2, dt, column, work=k * b, b=b)
+        return out
     right = np.zeros((-(-n2 // b) * b, k), dt)  # x2 padded once, transposed per block
     right[:n2] = x2
 
