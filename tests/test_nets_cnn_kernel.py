@@ -151,6 +151,14 @@ def test_signed_add_rounds_as_numpy(dtype):
     wide = np.zeros((7, 11), dtype=dtype)
     wide[:, :9] += a * signs[:9]
     assert np.array_equal(compiled.signed_add(None, a, signs, None, 11), wide)
+    # a column prefix is read through its parent's rows; other views are copied first
+    base = rng.standard_normal((9, 14)).astype(dtype)
+    for view in (base[:7, :9], base[2:, :9], base[:7, 3:12], base[:9, :7].T[:7, :9],
+                 base[::2, :9][:4]):
+        r = view.shape[0]
+        want = acc[:r].copy()
+        want[:, :9] += (view * signs[:9]) * scale[:r]
+        assert np.array_equal(compiled.signed_add(acc[:r].copy(), view, signs, scale[:r]), want)
 
 
 @pytest.mark.parametrize("d1,d2,m,fold", [(300, 200, 256, True), (1024, 1024, 1024, False),
