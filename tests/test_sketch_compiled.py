@@ -75,6 +75,35 @@ def test_fwht_rows_is_the_hadamard_product(n, dtype):
     assert np.abs(w - want).max() <= 8 * TOL[dtype] * np.abs(want).max()
 
 
+def _levels_by_numpy(x):
+    """The butterfly level by level, span 1 first: ``(a, b) → (a + b, a − b)``."""
+    y = x.copy()
+    n = y.shape[1]
+    h = 1
+    while h < n:
+        v = y.reshape(y.shape[0], n // (2 * h), 2, h)
+        a, b = v[:, :, 0].copy(), v[:, :, 1].copy()
+        v[:, :, 0], v[:, :, 1] = a + b, a - b
+        h *= 2
+    return y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [8, 16, 32, 256, 1024, 4096])
+def test_fwht_rows_rounds_every_level_as_the_plain_butterfly(n, dtype):
+    """The vector levels (16 entries in registers) and the looped ones give the bits of the
+    plain level-by-level butterfly, signed zeros and infinities included."""
+    rng = np.random.default_rng(n + 1)
+    x = (rng.standard_normal((6, n)) * 10.0 ** rng.integers(-6, 7, (6, n))).astype(dtype)
+    x[0, ::3] = -0.0
+    x[1, :4] = [np.inf, -np.inf, 0.0, -0.0]
+    with np.errstate(invalid="ignore"):  # inf − inf
+        want = _levels_by_numpy(x)
+    got = compiled.fwht_rows(x.copy())
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d,n,blocks", [(1, 8, 1), (5, 16, 2), (33, 64, 1), (100, 128, 3),
                                         (300, 1024, 1), (784, 1024, 2), (1024, 1024, 1),
