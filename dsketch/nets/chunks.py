@@ -28,11 +28,13 @@ __all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "WIDE_CHUNK_ELEMENTS", "IMAGE_
            "IMAGE_CHUNK_PIXELS", "GPU_PIXEL_ROWS", "chunk_rows",
            "map_row_chunks", "run_steps"]
 
-#: Rows per chunk on the host for vector rows: a 1024-wide float32 intermediate is then 1 MiB,
-#: the tree's live ones near the L2/L3 caches (measured, NTKSketch depth 2, m = 1024, 2 cores,
-#: best of 4: 256-row chunks 1.12-1.27x the rows/s of 512-row ones for ReLU, erf and GeLU
-#: at d = 32 and erf/GeLU at d = 784, ReLU at d = 784 within 3%).
-PIXEL_ROWS = 256
+#: Rows per chunk on the host for vector rows (fewer for wide maps: VECTOR_CHUNK_ELEMENTS): a
+#: 1024-wide float32 intermediate is then 2 MiB, the tree's live ones near the L2/L3 caches.
+#: Measured, NTKSketch depth 2, m = 1024, 2 cores, best of 5, with the vector butterflies:
+#: 512-row chunks 1.04-1.13x the rows/s of 256-row ones for ReLU, erf and GeLU at d = 32 and
+#: erf/GeLU at d = 784, ReLU at d = 784 within 1% (the per-chunk Python work holds the GIL;
+#: 1024 and 2048 rows were slower).  Before those butterflies, 256 rows were faster.
+PIXEL_ROWS = 512
 #: Host vector chunks of a map wider than 2048 features get fewer rows, so that a chunk's
 #: intermediates keep about this many entries (measured, NTK PolySketch d=784, m=4096 on 2
 #: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones, 1.25x the rows/s
