@@ -113,7 +113,7 @@ def _wht16_at(typingctx, arr, start):
     """Butterfly levels 1, 2, 4, 8 of ``arr[start:start + 16]`` in place, as one vector.
 
     Written in LLVM IR because neither of Numba's vectorizers turns spans below the vector
-    width into shuffles (its scalar code ran at about a third of this).  Level ``s``:
+    width into shuffles (their scalar code for these levels took 4x as long).  Level ``s``:
     ``v ← swap_s(v) + v ⊙ (±1)`` (``swap_s`` exchanges entries ``s`` apart; the sign is −1
     where bit ``s`` of the position is set), which is ``a + b`` / ``a − b`` of the scalar
     butterfly, rounded alike: the same bits.  ``arr`` must be 1-D C-contiguous, real.
