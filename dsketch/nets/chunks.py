@@ -35,7 +35,7 @@ __all__ = ["PIXEL_ROWS", "VECTOR_CHUNK_ELEMENTS", "WIDE_CHUNK_ELEMENTS", "IMAGE_
 #: erf/GeLU at d = 784, ReLU at d = 784 within 1% (the per-chunk Python work holds the GIL;
 #: 1024 and 2048 rows were slower).  Before those butterflies, 256 rows were faster.
 PIXEL_ROWS = 512
-#: Host vector chunks of a map wider than 2048 features get fewer rows, so that a chunk's
+#: Host vector chunks of a map wider than 1024 features get fewer rows, so that a chunk's
 #: intermediates keep about this many entries (measured, NTK PolySketch d=784, m=4096 on 2
 #: cores: 128-row chunks 1.35-1.4x the rows per CPU second of 512-row ones, 1.25x the rows/s
 #: of 256-row ones; at m = 2048, 256 rows 1.06x 128), but never less than one product block
