@@ -97,3 +97,9 @@ def test_hermite_series_residual_compiled_equals_the_generic_path(strict):
     # a row's values depend on that row alone (any batch, any order)
     one = hermite_series.subtract_series(values[3:4], z[3:4], coef[3:4], 4)
     np.testing.assert_array_equal(one[0], hermite_series.subtract_series(values, z, coef, 4)[3])
+    # overwrite=True: the same numbers, written into (and returned as) ``values`` itself
+    want = hermite_series.subtract_series(values, z, coef, 4)
+    mine = values.copy()
+    got = hermite_series.subtract_series(mine, z, coef, 4, overwrite=True)
+    assert got is mine
+    np.testing.assert_array_equal(got, want)

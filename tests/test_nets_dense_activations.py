@@ -275,6 +275,29 @@ def test_relu_hermite_coefficients_match_reference_formula():
     np.testing.assert_allclose(Rd4, Rd1, rtol=1e-14)
 
 
+def _has_function(act) -> bool:
+    try:
+        act.dual_fn(np.zeros(1))
+    except NotImplementedError:  # kernel-only activations (ExpNormalized)
+        return False
+    return True
+
+
+FUNCTIONAL = [a for a in acts("closed", "numeric") if _has_function(a)]
+
+
+@pytest.mark.parametrize("act", FUNCTIONAL, ids=ids(FUNCTIONAL))
+def test_dual_both_is_the_pair_bit_for_bit(act):
+    """``dual_both`` (one pass where the two share work, e.g. GeLU's Φ) gives exactly
+    ``dual_fn`` and ``dual_deriv``: the sketches' Monte-Carlo blocks use it."""
+    x = np.random.default_rng(5).normal(size=(7, 13)) * 2.0
+    want = (act.dual_fn(x), act.dual_deriv(x))
+    got = act.dual_both(x)
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 # --------------------------------------------------------------------------- Elementwise
 @pytest.mark.parametrize("name", sorted(ACTIVATION_FUNCTIONS))
 def test_registry_derivatives(name):

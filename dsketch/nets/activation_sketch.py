@@ -368,12 +368,12 @@ class ActivationSketch(LayerSketch):
             R, Rdot = folded_expansion(self.act, var, self.degree)
         else:
             R, Rdot = self.act.expansion(var, self.degree)
-        outs = {"nngp": (R, self.active_nngp, self.act.dual_fn)}
+        outs = {"nngp": (R, self.active_nngp)}
         if self.out.ntk:
-            outs["dot"] = (Rdot, self.active_dot, self.act.dual_deriv)
+            outs["dot"] = (Rdot, self.active_dot)
         rows = x2.shape[0]
         res = {}
-        for which, (coef, _, _) in outs.items():
+        for which, (coef, _) in outs.items():
             out = xp.empty((rows, m), dtype=dt)
             out[:, 0] = coef[:, 0]
             if self.linear:
@@ -384,23 +384,27 @@ class ActivationSketch(LayerSketch):
         # Each degree's S_l x̂ leaves the tree once and feeds both outputs: its first
         # ``width`` coordinates (each carries 1/m of ⟨x̂, ŷ⟩ˡ, hence the rescale) are added
         # under independent random signs per degree and output (cross terms have mean zero).
-        needed = sorted(set().union(*(self._poly_degrees(active) for _, active, _ in outs.values())))
+        needed = sorted(set().union(*(self._poly_degrees(active) for _, active in outs.values())))
         if needed:
             for l, s_l in self._poly().iter_degrees(x2, needed):
                 head = s_l[:, :width]
                 cut = math.sqrt(s_l.shape[1] / head.shape[1])
-                for which, (coef, active, _) in outs.items():
+                for which, (coef, active) in outs.items():
                     if l in self._poly_degrees(active):
                         c = (coef[:, l:l + 1] * cut).astype(dt)
                         acc[which] = mixes[which].add(acc[which], l, head, c)
                 del s_l, head
         if self.method != "hermite":
             z = self._gaussian()(x2.astype(np.float64), check=False) * math.sqrt(width)
-            for which, (coef, _, fn) in outs.items():
-                top = max(self._poly_top, int(self.linear))   # degrees not left to the MC block
-                block = _residual(fn, z, var, coef, top) / math.sqrt(width)
+            u = xp.sqrt(var)[:, None] * z
+            values = self.act.dual_both(u) if self.out.ntk else (self.act.dual_fn(u),)
+            del u
+            top = max(self._poly_top, int(self.linear))   # degrees not left to the MC block
+            for (which, (coef, _)), v in zip(outs.items(), values):
+                block = _residual(v, z, coef, top)
+                block /= math.sqrt(width)
                 acc[which] = mixes[which].add(acc[which], self.degree + 1, block.astype(dt))
-            del z
+            del z, values
         for which in outs:
             res[which][:, m - width:] = 0 if acc[which] is None else acc[which]
         if "dot" in res and self.method != "hermite":
@@ -471,11 +475,11 @@ def _rescale_rows(f, target):
     return f * xp.where(got > 0, scale, 1).astype(f.dtype)[:, None]
 
 
-def _residual(fn, z, var, coef, top: int):
-    """``φ(√v z) − Σ_{l≤top} R_l(v) He_l(z)/√(l!)`` per row (``z``: rows × k, ``v``: rows).
+def _residual(values, z, coef, top: int):
+    """``φ(√v z) − Σ_{l≤top} R_l(v) He_l(z)/√(l!)`` per row from ``values = φ(√v z)``
+    (``z``: rows × k, ``v``: rows; ``values`` may be overwritten).
 
     For unit rows ``z = x̂·g`` is N(0, 1) and E[r_x(z_x) r_y(z_y)] = Σ_{l>top} R_l(v_x)
     R_l(v_y) ρ^l: the Hermite tail of the dual, whatever the activation.
     """
-    xp = get_namespace(z)
-    return subtract_series(fn(xp.sqrt(var)[:, None] * z), z, coef, top)
+    return subtract_series(values, z, coef, top, overwrite=True)

@@ -36,8 +36,9 @@ def normalized_hermite(t, degree: int):
     return xp.stack(out, axis=-1)
 
 
-def subtract_series(values, z, coef, top: int):
-    """``values − Σ_{l≤top} coef[:, l] · h_l(z)`` per row (a new array).
+def subtract_series(values, z, coef, top: int, overwrite: bool = False):
+    """``values − Σ_{l≤top} coef[:, l] · h_l(z)`` per row (a new array; with ``overwrite``,
+    float64 C-contiguous host ``values`` are updated in place and returned).
 
     ``values`` and ``z`` are ``(rows, k)``, ``coef`` is ``(rows, ≥ top+1)``.  Float64 NumPy
     arrays go through one compiled pass (each entry's recurrence in registers); other
@@ -48,7 +49,8 @@ def subtract_series(values, z, coef, top: int):
     xp = get_namespace(z)
     if xp is np and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.ndim == 2
                         for a in (values, z, coef)):
-        out = np.array(values, dtype=np.float64, order="C", copy=True)
+        inplace = overwrite and values.flags.c_contiguous and values.flags.writeable
+        out = values if inplace else np.array(values, dtype=np.float64, order="C", copy=True)
         _subtract_series(out, np.ascontiguousarray(z), np.ascontiguousarray(coef), int(top))
         return out
     out = values
@@ -61,21 +63,26 @@ def subtract_series(values, z, coef, top: int):
 
 @njit(nogil=True, cache=True)
 def _subtract_series(out, z, coef, top):
+    """Degree by degree over a whole row (the entries' loop innermost, so it vectorizes);
+    each entry sees the same operations in the same order as the whole-array steps."""
     rows, k = z.shape
     root = np.sqrt(np.arange(top + 2).astype(np.float64))
+    h_prev = np.empty(k, dtype=np.float64)
+    h = np.empty(k, dtype=np.float64)
     for r in range(rows):
         c = coef[r]
         o = out[r]
         zr = z[r]
         for j in range(k):
-            t = zr[j]
-            acc = o[j]
-            h_prev = 0.0
-            h = 1.0
-            for l in range(top + 1):
-                acc = acc - c[l] * h
-                h_prev, h = h, (t * h - root[l] * h_prev) / root[l + 1]
-            o[j] = acc
+            h_prev[j] = 0.0
+            h[j] = 1.0
+        for l in range(top + 1):
+            cl, a, b = c[l], root[l], root[l + 1]
+            for j in range(k):
+                o[j] = o[j] - cl * h[j]
+                nxt = (zr[j] * h[j] - a * h_prev[j]) / b
+                h_prev[j] = h[j]
+                h[j] = nxt
 
 
 def hermite_radial(f: Callable, var, degree: int, quad_degree: int = 128, scale: float = 1.0):

@@ -119,6 +119,11 @@ class Activation(Layer):
         """Derivative of :meth:`dual_fn` (``deriv`` unless overridden)."""
         return self.deriv(x)
 
+    def dual_both(self, x):
+        """``(dual_fn(x), dual_deriv(x))``, the same numbers; activations whose two share a
+        costly part (GeLU's Φ) compute it once."""
+        return self.dual_fn(x), self.dual_deriv(x)
+
     # ------------------------------------------------------------- hooks: the two faces
     def dual_moments(self, m: D.Moments, need_dot: bool = True):
         """Exact face: ``(E[φ(u)φ(v)], E[φ'(u)φ'(v)] or None)`` for sanitized moments ``m``.
@@ -314,6 +319,9 @@ class AliasActivation(Activation):
 
     def dual_deriv(self, x):
         return self.target.dual_deriv(x)
+
+    def dual_both(self, x):
+        return self.target.dual_both(x)
 
     def dual_moments(self, m: D.Moments, need_dot: bool = True):
         return self.target.dual_moments(m, need_dot)

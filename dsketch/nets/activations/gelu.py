@@ -1,8 +1,8 @@
 """``Gelu``: x·Φ(x) (neural-tangents ``Gelu``), exact dual and Hermite factors in closed form.
 
 Owns the one implementation of the GeLU function, its tanh approximation and their
-derivatives (:func:`gelu`, :func:`gelu_deriv`, :func:`gelu_tanh`, :func:`gelu_tanh_deriv`;
-``Elementwise("gelu")`` uses them too).  Must not import Dask.
+derivatives (:func:`gelu`, :func:`gelu_deriv`, :func:`gelu_both`, :func:`gelu_tanh`,
+:func:`gelu_tanh_deriv`; ``Elementwise("gelu")`` uses them too).  Must not import Dask.
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ def gelu(x):
 def gelu_deriv(x):
     """Φ(x) + x·φ_N(x)."""
     return D.norm_cdf(x) + x * D.norm_pdf(x)
+
+
+def gelu_both(x):
+    """``(gelu(x), gelu_deriv(x))`` with Φ(x) computed once (the same numbers)."""
+    cdf = D.norm_cdf(x)
+    return x * cdf, cdf + x * D.norm_pdf(x)
 
 
 def gelu_tanh(x):
@@ -77,6 +83,9 @@ class Gelu(Activation):
 
     def dual_deriv(self, x):
         return gelu_deriv(x)
+
+    def dual_both(self, x):
+        return gelu_both(x)
 
     def dual_moments(self, m: D.Moments, need_dot: bool = True):
         xp = get_namespace(m.rho)
