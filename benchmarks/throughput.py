@@ -103,6 +103,7 @@ def rate_rows(est, d: int, repeat: int, min_seconds: float, n0: int, n_max: int)
     n = n0
     X = rows(n, d, 1)
     est.fit(X[:2])
+    est.transform(X)  # warm-up: builds the random matrices, loads compiled kernels
     while True:
         t0 = time.perf_counter()
         est.transform(X)

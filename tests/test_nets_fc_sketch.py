@@ -202,6 +202,25 @@ def test_batches_larger_than_a_chunk_give_the_rows_features(monkeypatch):
         np.testing.assert_allclose(getattr(whole, which), got, rtol=2e-6, atol=2e-6)
 
 
+def test_one_output_is_that_output_of_both(monkeypatch):
+    """``FeatureMap.features(x, which)`` (what estimators and the engine call) is exactly
+    ``fm(x).ntk`` / ``.nngp``, over many chunks on the thread pool, without the other
+    output; ``output(which)`` goes through it; a bad ``which`` is refused."""
+    from dsketch.nets import chunks
+
+    x = spread_inputs(37, 7)
+    fm = fully_connected(2, Erf(), 1.2, 0.1).sketch((7,), n_features=64, seed=5)
+    monkeypatch.setattr(chunks, "PIXEL_ROWS", 4)
+    both = fm(x)
+    for which in ("ntk", "nngp"):
+        one = fm.features(x, which)
+        assert isinstance(one, np.ndarray) and one.shape == (37, 64)
+        np.testing.assert_array_equal(one, getattr(both, which))
+        np.testing.assert_array_equal(fm.output(which)(x), one)
+    with pytest.raises(ValueError, match="which"):
+        fm.features(x, "both")
+
+
 @pytest.mark.parametrize("act", acts("sketch_nan"), ids=ids(acts("sketch_nan")))
 def test_feature_maps_never_nan(act):
     x = spread_inputs(8, 5, lo=1e-3, hi=1e3).astype(np.float32)

@@ -363,6 +363,17 @@ class FeatureMap:
         return SelectedFeatures(self, which)
 
     def __call__(self, x) -> SketchOutput:
+        return SketchOutput(*self._map(x, ("nngp", "ntk")))
+
+    def features(self, x, which: str = "ntk"):
+        """``self(x).ntk`` (or ``.nngp``), the same numbers, without computing into or
+        allocating the other output for all rows (it is dropped chunk by chunk)."""
+        if which not in ("ntk", "nngp"):
+            raise ValueError(f"which must be 'ntk' or 'nngp', got {which!r}")
+        return self._map(x, (which,))[0]
+
+    def _map(self, x, kinds: tuple) -> tuple:
+        """The ``kinds`` outputs (of ``("nngp", "ntk")``) of validated rows ``x``."""
         if is_sparse(x):  # 2-D sparse rows (CSC converted); image nets name their layer
             x = check_sparse_rows(x, self.net.layers, self.input_shape)
         else:
@@ -370,14 +381,18 @@ class FeatureMap:
         if tuple(x.shape[1:]) != self.input_shape:
             raise InvalidInputError(f"X rows have shape {tuple(x.shape[1:])}, the feature map "
                                     f"expects {self.input_shape}")
+        run = self._run
+        if kinds != ("nngp", "ntk"):
+            pick = [("nngp", "ntk").index(k) for k in kinds]
+            run = lambda chunk: tuple(self._run(chunk)[i] for i in pick)  # noqa: E731
         try:
             # bounded memory (chunks sized by the feature width), every core
-            out = SketchOutput(*map_row_chunks(self._run, x, width=self.n_features))
+            out = map_row_chunks(run, x, width=self.n_features)
         except NonFiniteError:  # an intermediate array of finite rows: an overflow
             raise overflow_error("an intermediate array of the features", {"X": x},
                                  dtype=self.dtype) from None
-        for kind in ("nngp", "ntk"):
-            check_overflow(getattr(out, kind), f"the {kind.upper()} features", {"X": x})
+        for kind, arr in zip(kinds, out):
+            check_overflow(arr, f"the {kind.upper()} features", {"X": x})
         return out
 
     def _run(self, x) -> tuple:
@@ -460,4 +475,4 @@ class SelectedFeatures:
         return self.fmap.input_shape
 
     def __call__(self, x):
-        return getattr(self.fmap(x), self.which)
+        return self.fmap.features(x, self.which)
