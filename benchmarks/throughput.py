@@ -9,8 +9,10 @@ Measures, in one process and one run (so that the ratios cancel most of the mach
   connected net with PolySketch (ReLU with ``W_std=√2``, erf, GeLU), ``NTKSketch`` with
   ``relu_method="random"``, ``PolynomialSketch`` (degree 2), ``ArcCosineFeatures`` (order 1),
   ``NTKRandomFeatures`` (depth 1) — at (d, m) = (32, 1024), (784, 1024), (784, 4096) on rows
-  ``x ~ N(0, I/d)``; each also as a ratio to RFF at the same (d, m), and the kernel error
-  (relative Frobenius norm of ``ΦΦᵀ`` against the exact kernel on 256 rows, seed 0);
+  ``x ~ N(0, I/d)``; each also as a ratio to RFF at the same (d, m) — RFF transforms the
+  same rows, timed alternately with the map (a paired ratio: this VM's speed drifts by up
+  to 1.5× within a run) — and the kernel error (relative Frobenius norm of ``ΦΦᵀ`` against
+  the exact kernel on 256 rows, seed 0);
 - ms per image of ``CNTKSketch`` (``myrtle(5)``, 14×14×1 images, m=1024);
 - **entries/s** of the exact FC NTK and NNGP (depth 2; ReLU, erf, GeLU) at d=32 and d=784,
   and the GEMM-only share ``entries/s · 2d / GEMM rate`` (float32 and float64 probes); ms per entry of the exact CNTK
@@ -72,9 +74,11 @@ def maps(m: int) -> dict:
     }
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:
-    """(best wall seconds, process CPU seconds of that call) over ``repeat`` calls after a warm-up."""
-    fn()
+def timed(fn, repeat: int, warm: bool = True) -> tuple[float, float]:
+    """(best wall seconds, process CPU seconds of that call) over ``repeat`` calls after a
+    warm-up call (``warm=False``: none)."""
+    if warm:
+        fn()
     best = (math.inf, math.inf)
     for _ in range(repeat):
         c0, t0 = time.process_time(), time.perf_counter()
@@ -98,8 +102,14 @@ def rows(n: int, d: int, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal((n, d)) / math.sqrt(d)).astype(np.float32)
 
 
-def rate_rows(est, d: int, repeat: int, min_seconds: float, n0: int, n_max: int) -> dict:
-    """rows/s of ``est.transform`` with the row count grown until one call takes ``min_seconds``."""
+def rate_rows(est, d: int, repeat: int, min_seconds: float, n0: int, n_max: int,
+              rff=None) -> dict:
+    """rows/s of ``est.transform`` with the row count grown until one call takes ``min_seconds``.
+
+    With a fitted ``rff``, RFF's ``transform`` of the same rows is timed alternately with
+    ``est``'s (best of ``repeat`` each): ``ratio_to_rff`` then compares two timings taken
+    seconds apart, not minutes, on a machine whose speed drifts.
+    """
     n = n0
     X = rows(n, d, 1)
     est.fit(X[:2])
@@ -112,9 +122,22 @@ def rate_rows(est, d: int, repeat: int, min_seconds: float, n0: int, n_max: int)
             break
         n = min(n_max, n * max(2, int(min_seconds / max(t, 1e-4)) // 2 * 2 or 2))
         X = rows(n, d, 1)
-    wall, cpu = timed(lambda: est.transform(X), repeat)
-    return {"rows": n, "seconds": wall, "cpu_seconds": cpu, "rows_per_s": n / wall,
-            "rows_per_cpu_s": n / max(cpu, 1e-9)}
+    fns = {"est": lambda: est.transform(X)}
+    if rff is not None:
+        fns["rff"] = lambda: rff.transform(X)
+    best = {k: (math.inf, math.inf) for k in fns}
+    for k in fns:
+        fns[k]()
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            best[k] = min(best[k], timed(fn, 1, warm=False))
+    wall, cpu = best["est"]
+    out = {"rows": n, "seconds": wall, "cpu_seconds": cpu, "rows_per_s": n / wall,
+           "rows_per_cpu_s": n / max(cpu, 1e-9)}
+    if rff is not None:
+        out["ratio_to_rff"] = best["rff"][0] / wall
+        out["ratio_to_rff_cpu"] = best["rff"][1] / max(cpu, 1e-9)
+    return out
 
 
 def kernel_error(est, d: int, n: int) -> float:
@@ -130,12 +153,13 @@ def bench_maps(cfg, repeat, min_seconds, only) -> list:
         for name, est in maps(m).items():
             if only and not any(o in name for o in only):
                 continue
-            r = rate_rows(est, d, repeat, min_seconds, cfg["n0"], cfg["n_max"])
+            r = rate_rows(est, d, repeat, min_seconds, cfg["n0"], cfg["n_max"], rff)
             r.update(map=name, d=d, m=m, kernel_error=kernel_error(est, d, cfg["error_rows"]))
             if name == "RandomFourierFeatures":
-                rff = (r["rows_per_s"], r["rows_per_cpu_s"])
-            r["ratio_to_rff"] = r["rows_per_s"] / rff[0] if rff else None
-            r["ratio_to_rff_cpu"] = r["rows_per_cpu_s"] / rff[1] if rff else None
+                rff = est  # fitted: the later maps time it beside themselves
+                r["ratio_to_rff"] = r["ratio_to_rff_cpu"] = 1.0
+            r.setdefault("ratio_to_rff", None)
+            r.setdefault("ratio_to_rff_cpu", None)
             if name == "NTKSketch relu random":  # its hidden layer is an m×m product per row
                 r["gemm_flops_per_row"] = 2.0 * (d * m + 2 * m * m)
             ratio = f"1/{1 / r['ratio_to_rff']:.1f} of RFF" if r["ratio_to_rff"] else ""

@@ -352,9 +352,17 @@ def check_overflow(out: Any, what: str, inputs: dict) -> Any:
     """Return ``out``; raise :func:`overflow_error` when it holds NaN/Inf.
 
     For results computed from validated (finite) ``inputs`` a non-finite value is an
-    overflow, never "bad input": the message says so rather than "contains NaN".
+    overflow, never "bad input": the message says so rather than "contains NaN".  A NaN or
+    Inf makes the sum of all entries non-finite, so a finite sum (one pass, no temporary
+    as large as ``out``: a fresh array that size costs page faults) settles it; only a sum
+    that is not finite (a bad entry, or finite entries whose sum overflows) is looked at
+    entry by entry.
     """
     xp = get_namespace(out)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = xp.sum(out)
+    if bool(xp.isfinite(total)):
+        return out
     bad = ~xp.isfinite(out)
     if not bool(bad.any()):
         return out

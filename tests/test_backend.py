@@ -137,3 +137,24 @@ def test_allocator_setting_is_read_from_the_environment(monkeypatch):
         monkeypatch.delenv("DSKETCH_MALLOC_KEEP")
         backend.tune_allocator.cache_clear()
         backend.tune_allocator()
+
+
+def test_check_overflow_finds_the_first_bad_row_and_passes_huge_finite_values():
+    """``check_overflow``: a finite result is returned as is — also one whose entries are
+    finite but sum past the float range (the one-pass sum check falls back to entries) —
+    and a NaN or Inf raises naming the first bad row and the inputs."""
+    from dsketch.backend import InvalidInputError, check_overflow
+
+    x = np.ones((4, 2), dtype=np.float32)
+    out = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    assert check_overflow(out, "the features", {"X": x}) is out
+    huge = np.full((6, 5), 3e38, dtype=np.float32)          # finite; the sum overflows
+    with np.errstate(over="ignore"):
+        assert np.isinf(huge.sum())
+    assert check_overflow(huge, "the features", {"X": x}) is huge
+    for bad in (np.nan, np.inf, -np.inf):
+        out2 = out.copy()
+        out2[3, 1] = bad
+        out2[5, 0] = bad
+        with pytest.raises(InvalidInputError, match=r"overflow: the features is not finite \(first in result row 3\)"):
+            check_overflow(out2, "the features", {"X": x})
