@@ -229,3 +229,53 @@ def test_a_grid_on_dask_features_too_wide_for_the_workers_is_refused_before_any_
                                client=client)[0] == "direct"
     # one alpha needs one Gram (or CG's m×k state): not refused
     assert choose_ridge_solver(Phi, 32, m_big, 2, client=client)[0] in ("direct", "cg")
+
+
+def test_gram_of_embedded_features_runs_slab_by_slab_with_the_same_sums(client, tmp_path,
+                                                                       monkeypatch):
+    """The Gram pass over ``Φ = embed(X, fmap)`` computes each chunk's features slab by slab
+    inside its task (no ``dsketch-embed`` task, no chunk-sized feature block): the sums
+    equal, bit for bit, those of the same pass over Φ's chunks, with and without folds, on a
+    Zarr store and a real 2-process cluster; an unvalidated NaN is reported alike."""
+    from dask.utils import key_split
+
+    from dsketch.engine import ingest, open_dataset, passes
+    from dsketch.engine.graph import embedded_source
+    from dsketch.engine.passes import gram
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3000, 12)).astype(np.float32)
+    y = rng.standard_normal(3000).astype(np.float32)
+    url = str(tmp_path / "rows.zarr")
+    ingest(x, url, y=y, chunk_rows=700)
+    ds = open_dataset(url)
+    fm = fully_connected(2, Relu(), W_std=1.4).sketch((12,), n_features=96, seed=2).output("ntk")
+    Phi = engine.embed(ds.X, fm)
+    assert embedded_source(Phi) is not None
+    for derived in (Phi.copy(), Phi[:, :50], Phi.rechunk({0: 1000})):
+        assert embedded_source(derived) is None
+    for folds in (None, 3):
+        fused = gram(Phi, ds.y, n_folds=folds, slab_rows=256, client=client)
+        whole = gram(Phi.copy(), ds.y, n_folds=folds, slab_rows=256, client=client)
+        for a, b in [(fused.G, whole.G), (fused.B, whole.B), (fused.yy, whole.yy),
+                     *zip(fused.G_folds or [], whole.G_folds or [])]:
+            np.testing.assert_array_equal(a, b)
+        assert fused.n == whole.n == 3000
+    P = fm(x).astype(np.float64)
+    np.testing.assert_allclose(fused.G, P.T @ P, rtol=1e-10, atol=1e-8)
+    seen = []
+    real = passes.compute
+
+    def spy(arr, c, progress=None):
+        seen.extend(key_split(k) for k in arr.__dask_graph__())
+        return real(arr, c, progress)
+
+    monkeypatch.setattr(passes, "compute", spy)
+    gram(Phi, ds.y, client=client)
+    assert "dsketch-gram-chunk" in seen and not any(s.startswith("dsketch-embed") for s in seen)
+    bad = x.copy()
+    bad[1500, 3] = np.nan
+    Xb = da.from_array(bad, chunks=(700, 12))
+    for Phib in (engine.embed(Xb, fm), engine.embed(Xb, fm).copy()):
+        with pytest.raises(InvalidInputError, match=r"chunk 2 \(rows 1400-2099\); first at row 1500"):
+            gram(Phib, da.from_array(y, chunks=700), slab_rows=256, client=client)

@@ -11,7 +11,9 @@ when a map refuses unvalidated input (a map only sees chunk-local rows) and
 ``dsketch.nets`` / ``dsketch.sketch``) and must never compute anything.
 
 Memory: a task holds one input chunk and its features, ``rows × (d + m) × itemsize``
-plus the feature map's own working memory for that chunk.
+plus the feature map's own working memory for that chunk.  A pass that only reduces the
+features (the Gram pass) can ask :func:`embedded_source` for ``X`` and the map and compute
+them slab by slab instead (:func:`embed_rows` per slab), never holding a chunk's features.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from dask.base import tokenize
 from ..backend import (InvalidInputError, NonFiniteError, asnumpy, get_namespace, is_cupy,
                        tune_allocator)
 
-__all__ = ["embed", "task_word", "word", "check_feature_map", "to_gpu", "token",
-           "check_finite_block", "block_rows"]
+__all__ = ["embed", "embed_rows", "embedded_source", "task_word", "word", "check_feature_map",
+           "to_gpu", "token", "check_finite_block", "block_rows"]
+
+#: Attribute of an :func:`embed` result: ``(its name, X, fmap, m, dtype)``.
+_SOURCE = "_dsketch_embed_source"
 
 
 def token(*args) -> str:
@@ -118,6 +123,18 @@ def block_rows(block, block_info=None) -> tuple[int, int]:
     return int(idx), int(loc[0][0])
 
 
+def embed_rows(chunk, sl: slice, fmap, m: int, dtype, index: int, start: int):
+    """Features of rows ``sl`` of ``chunk`` — chunk ``index`` of ``X``, first row ``start`` —
+    as that chunk's embed task computes them: the same numbers, and a NaN/Inf in the chunk
+    reported as that task reports it (the chunk's index and global rows)."""
+    tune_allocator()
+    try:
+        return _features(chunk[sl], fmap, m, dtype)
+    except NonFiniteError:
+        check_finite_block(chunk, "X", start, index)
+        raise
+
+
 def _apply(block, fmap, m: int, dtype, block_info=None):
     """One task: features of one row chunk (NumPy/CuPy in, same device out).
 
@@ -127,11 +144,16 @@ def _apply(block, fmap, m: int, dtype, block_info=None):
     """
     tune_allocator()
     try:
-        out = fmap(block)
+        return _features(block, fmap, m, dtype)
     except NonFiniteError:
         index, start = block_rows(block, block_info)
         check_finite_block(block, "X", start, index)
         raise
+
+
+def _features(block, fmap, m: int, dtype):
+    """``fmap(block)`` checked to be ``(rows, m)`` and cast to ``dtype``."""
+    out = fmap(block)
     if out.ndim != 2 or out.shape[0] != block.shape[0] or out.shape[1] != m:
         raise ValueError(f"{type(fmap).__name__} returned shape {tuple(out.shape)} for a "
                          f"block of {block.shape[0]} rows; expected ({block.shape[0]}, {m})")
@@ -233,5 +255,24 @@ def embed(X, fmap, *, name: str | None = None, device: str | None = None):
     if getattr(fmap, "carries_data", False):  # e.g. Nyström landmarks: ship them once
         spec = dask.delayed(fmap, name=f"dsketch-map-{task_word(fmap, name)}-{_spec_token(fmap)}",
                             pure=True)
-    return da.map_blocks(_apply, X, spec, m, dtype, chunks=(X.chunks[0], (m,)), dtype=dtype,
-                         meta=meta, name=key, **kw)
+    Phi = da.map_blocks(_apply, X, spec, m, dtype, chunks=(X.chunks[0], (m,)), dtype=dtype,
+                        meta=meta, name=key, **kw)
+    if X.ndim == 2 and spec is fmap and not is_cupy(X._meta):
+        setattr(Phi, _SOURCE, (Phi.name, X, fmap, m, dtype))
+    return Phi
+
+
+def embedded_source(Phi):
+    """``(X, fmap, m, dtype)`` when ``Phi`` is (still) the array :func:`embed` returned for
+    host rows ``(n, d)`` and a map without data of its own, else None.
+
+    A pass that reduces ``Φ`` chunk by chunk may then compute each chunk's features slab by
+    slab (:func:`embed_rows`) from ``X``'s chunks — the same rows, the same numbers — rather
+    than hold a whole chunk's ``rows × m`` features (a gigabyte for 250,000 rows at
+    m = 1024, faulted in afresh by every task).  Any array derived from ``Φ`` (sliced,
+    rechunked, persisted) is not an embed result: None.
+    """
+    src = getattr(Phi, _SOURCE, None)
+    if src is None or src[0] != getattr(Phi, "name", None):
+        return None
+    return src[1:]

@@ -15,13 +15,16 @@ anything ``n × m`` (or ``n × anything``) on the client: per-chunk results are 
 partials of size ``m × m`` or ``m × k``.
 
 Memory bounds (per worker task, ``r`` = rows of a chunk, ``m`` features, ``k`` targets,
-``s`` = ``slab_rows`` ≤ r, ``F`` folds, ``e`` = ``split_every``): an embed + gram task
-holds ``r·(d + m)`` input/feature elements, an ``s × m`` float64 slab and ``F·(m² + m·k)``
-float64 partials; a reduction task holds ``e + 1`` partials.
+``s`` = ``slab_rows`` ≤ r, ``F`` folds, ``e`` = ``split_every``): a gram task over
+``Φ = embed(X, fmap)`` computes the features slab by slab from ``X``'s chunk
+(:func:`.graph.embedded_source`) and holds ``r·d`` input elements, ``s × m`` features and
+their float64 copy, and ``F·(m² + m·k)`` float64 partials; over any other lazy ``Φ`` it
+holds that chunk's ``r·m`` features instead; a reduction task holds ``e + 1`` partials.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from ..backend import InvalidInputError, asnumpy, check_int, get_namespace, is_cupy, to_namespace
 from .cluster import current_client, show_progress
-from .graph import token
+from .graph import embed_rows, embedded_source, token
 from .linalg import symmetrize_upper, syrk_acc
 
 __all__ = ["Gram", "gram", "gram_chunk", "fold_ids", "reduce_rows", "per_chunk", "tree_sum",
@@ -158,16 +161,18 @@ def fmt_bytes(b: float) -> str:
 
 # ====================================================================== the pass
 def per_chunk(func: Callable, name: str, Phi, *, Y=None, V=None, rows: bool = False, P: int,
-              **kw):
+              key_parts: tuple = (), **kw):
     """Blockwise ``func(phi, [y], [v], [row0], **kw) -> (1, P)`` float64 per row chunk.
 
     Built so that dask's blockwise optimization fuses it with the embed (and read and
     validate) tasks of ``Phi``: ``Y`` shares ``Phi``'s index (no contraction), the small
     client array ``V`` enters as ONE delayed key (not copied into every task, and not a
     contracted blockwise input, which would stop the fusion), and the chunk's first row
-    index comes from a tiny per-chunk array.  Tasks are named ``<name>-chunk``.
+    index comes from a tiny per-chunk array.  Tasks are named ``<name>-chunk``; their keys
+    tokenize ``name``, ``Phi``, ``Y``, ``V``, ``kw`` and ``key_parts`` (what ``func``
+    carries that ``kw`` does not show).
     """
-    parts_id: list = [name, Phi.name, kw]
+    parts_id: list = [name, Phi.name, kw, *key_parts]
     args: list = [Phi, "ij"]
     if Y is not None:
         parts_id.append(Y.name)
@@ -232,14 +237,14 @@ def compute(arr, client, progress: bool | None = None) -> np.ndarray:
 
 def reduce_rows(func: Callable, name: str, Phi, *, Y=None, V=None, rows: bool = False, P: int,
                 client=None, split_every: int = SPLIT_EVERY, progress: bool | None = None,
-                **kw) -> np.ndarray:
+                key_parts: tuple = (), **kw) -> np.ndarray:
     """One pass: ``Σ_c func(Φc, [Yc], [V], [row0_c], **kw)`` over the row chunks, ``(P,)``.
 
     A dask ``Φ`` runs :func:`per_chunk` + :func:`tree_sum` (tasks ``name``) on ``client``;
     an in-memory ``Φ`` is one chunk starting at row 0, summed by a direct call.
     """
     if isinstance(Phi, da.Array):
-        parts = per_chunk(func, name, Phi, Y=Y, V=V, rows=rows, P=P, **kw)
+        parts = per_chunk(func, name, Phi, Y=Y, V=V, rows=rows, P=P, key_parts=key_parts, **kw)
         return compute(tree_sum(parts, name, split_every), client, progress)
     args = [a for a in (Y, V) if a is not None]
     if rows:
@@ -329,6 +334,29 @@ def gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m:
     ``rows`` holds the chunk's first row index (needed only with ``n_folds``).
     """
     xp = get_namespace(phi)
+    return _gram_slabs(phi.shape[0], lambda sl: phi[sl].astype(xp.float64, copy=False), xp, y,
+                       rows, n_folds=n_folds, fold_seed=fold_seed, slab=slab, m=m, k=k)
+
+
+def gram_rows_chunk(x, y, rows, *, fmap, dtype, starts: tuple, n_folds: int, fold_seed: int,
+                    slab: int, m: int, k: int):
+    """:func:`gram_chunk` of ``fmap``'s features of the chunk ``x`` of ``X`` (rows from
+    ``rows[0]``), computed slab by slab: the same slabs, numbers and sums, while the task
+    holds ``slab × m`` features, never the chunk's."""
+    start = int(np.asarray(rows).ravel()[0])
+    index = starts.index(start)
+
+    def features(sl):
+        return embed_rows(x, sl, fmap, m, dtype, index, start).astype(np.float64, copy=False)
+
+    return _gram_slabs(x.shape[0], features, np, y, rows, n_folds=n_folds, fold_seed=fold_seed,
+                       slab=slab, m=m, k=k)
+
+
+def _gram_slabs(n_rows: int, slab_of: Callable, xp, y, rows, *, n_folds: int, fold_seed: int,
+                slab: int, m: int, k: int):
+    """The packed per-fold sums over a chunk of ``n_rows`` rows whose float64 features, slab
+    ``sl`` at a time, are ``slab_of(sl)`` (``xp`` arrays)."""
     F = max(1, n_folds)
     Gs = [np.zeros((m, m), dtype=np.float64, order="F") for _ in range(F)]
     Bs = [np.zeros((m, k)) for _ in range(F)]
@@ -336,9 +364,9 @@ def gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m:
     cnt = [0] * F
     fid = None
     if n_folds:
-        fid = fold_ids(phi.shape[0], n_folds, fold_seed, int(np.asarray(rows).ravel()[0]))
-    for sl in slabs(phi.shape[0], slab):
-        P = phi[sl].astype(xp.float64, copy=False)
+        fid = fold_ids(n_rows, n_folds, fold_seed, int(np.asarray(rows).ravel()[0]))
+    for sl in slabs(n_rows, slab):
+        P = slab_of(sl)
         Yh = np.asarray(y[sl], dtype=np.float64)
         if fid is None:
             groups = [(0, None)]
@@ -355,6 +383,7 @@ def gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m:
             Bs[f] += asnumpy(Pf.T @ to_namespace(Yfh, xp))
             yys[f] += np.einsum("ij,ij->j", Yfh, Yfh)
             cnt[f] += Yfh.shape[0]
+        del P
     return np.concatenate([np.concatenate([Gs[f].ravel(order="F"), Bs[f].ravel(), yys[f],
                                            [float(cnt[f])]]) for f in range(F)])[None, :]
 
@@ -399,8 +428,10 @@ def gram(Phi, Y, *, n_folds: int | None = None, fold_seed: int = 0, client=None,
 
     Notes
     -----
-    Per-task memory: one chunk of ``Φ`` (``r × m``), an ``slab_rows × m`` float64 slab and
-    ``F × (m² + m·k)`` float64 partials; reduction tasks hold ``split_every + 1`` partials.
+    Per-task memory: one chunk of ``Φ`` (``r × m``) — for ``Φ = embed(X, fmap)`` itself only
+    a chunk of ``X`` and one slab's features, computed slab by slab in the task — an
+    ``slab_rows × m`` float64 slab and ``F × (m² + m·k)`` float64 partials; reduction tasks
+    hold ``split_every + 1`` partials.
     The client receives only the final ``F × (m² + m·k + k + 1)`` floats.  In-memory input
     runs the same per-chunk kernel once over all rows.
     """
@@ -414,10 +445,18 @@ def gram(Phi, Y, *, n_folds: int | None = None, fold_seed: int = 0, client=None,
     split_every = check_int(split_every, "split_every", minimum=2)
     P1 = m * m + m * k + k + 1
     lazy = isinstance(Phi, da.Array)
-    flat = reduce_rows(gram_chunk, "dsketch-gram", Phi, Y=Y2, rows=bool(F), P=max(F, 1) * P1,
-                       client=current_client(client) if lazy else None, split_every=split_every,
-                       progress=progress, n_folds=F, fold_seed=int(fold_seed),
-                       slab=int(slab_rows), m=m, k=k)
+    source = embedded_source(Phi) if lazy else None
+    common = dict(P=max(F, 1) * P1, client=current_client(client) if lazy else None,
+                  split_every=split_every, progress=progress, n_folds=F,
+                  fold_seed=int(fold_seed), slab=int(slab_rows), m=m, k=k)
+    if source is None:
+        flat = reduce_rows(gram_chunk, "dsketch-gram", Phi, Y=Y2, rows=bool(F), **common)
+    else:  # Φ = embed(X, fmap): each task computes its features slab by slab
+        X, fmap, _, dtype = source
+        starts = tuple(int(s) for s in np.cumsum((0,) + X.chunks[0][:-1]))
+        chunk = functools.partial(gram_rows_chunk, fmap=fmap, dtype=dtype, starts=starts)
+        flat = reduce_rows(chunk, "dsketch-gram", X, Y=Y2, rows=True, key_parts=(Phi.name,),
+                           **common)
     check_finite_sums(Phi, Y2, [flat[p * P1:p * P1 + m * m] for p in range(max(F, 1))],
                       [flat], "the Gram pass")
     if not F:
