@@ -231,12 +231,14 @@ def test_a_grid_on_dask_features_too_wide_for_the_workers_is_refused_before_any_
     assert choose_ridge_solver(Phi, 32, m_big, 2, client=client)[0] in ("direct", "cg")
 
 
-def test_gram_of_embedded_features_runs_slab_by_slab_with_the_same_sums(client, tmp_path,
-                                                                       monkeypatch):
-    """The Gram pass over ``Φ = embed(X, fmap)`` computes each chunk's features slab by slab
-    inside its task (no ``dsketch-embed`` task, no chunk-sized feature block): the sums
-    equal, bit for bit, those of the same pass over Φ's chunks, with and without folds, on a
-    Zarr store and a real 2-process cluster; an unvalidated NaN is reported alike."""
+@edge_ok
+def test_passes_over_embedded_features_run_slab_by_slab_with_the_same_sums(client, tmp_path,
+                                                                          monkeypatch):
+    """The Gram, CG and CV-accuracy passes over ``Φ = embed(X, fmap)`` compute each chunk's
+    features slab by slab inside their tasks (no ``dsketch-embed`` task, no chunk-sized
+    feature block): the results equal, bit for bit, those of the same passes over Φ's
+    chunks, on a Zarr store and a real 2-process cluster; an unvalidated NaN is reported
+    alike."""
     from dask.utils import key_split
 
     from dsketch.engine import ingest, open_dataset, passes
@@ -263,6 +265,20 @@ def test_gram_of_embedded_features_runs_slab_by_slab_with_the_same_sums(client, 
         assert fused.n == whole.n == 3000
     P = fm(x).astype(np.float64)
     np.testing.assert_allclose(fused.G, P.T @ P, rtol=1e-10, atol=1e-8)
+    Wf, rf = engine.fit_ridge(Phi, ds.y, alpha=0.5, solver="cg", tol=1e-10, slab_rows=256,
+                              persist=False, client=client)
+    Ww, rw = engine.fit_ridge(Phi.copy(), ds.y, alpha=0.5, solver="cg", tol=1e-10,
+                              slab_rows=256, persist=False, client=client)
+    np.testing.assert_array_equal(Wf, Ww)
+    assert rf.iterations == rw.iterations > 1
+    Yc = da.from_array(np.where(y[:, None] > 0, [[1.0, -1.0]], [[-1.0, 1.0]]), chunks=(700, 2))
+    grid = [0.1, 1.0, 10.0]
+    pf = engine.fit_path(Phi, Yc, grid, n_folds=3, scoring="accuracy", client=client)
+    pw = engine.fit_path(Phi.copy(), Yc, grid, n_folds=3, scoring="accuracy", client=client)
+    assert set(pf.cv_results) == set(pw.cv_results)
+    for key in pf.cv_results:
+        np.testing.assert_array_equal(pf.cv_results[key], pw.cv_results[key])
+    np.testing.assert_array_equal(pf.W, pw.W)
     seen = []
     real = passes.compute
 
@@ -272,7 +288,14 @@ def test_gram_of_embedded_features_runs_slab_by_slab_with_the_same_sums(client, 
 
     monkeypatch.setattr(passes, "compute", spy)
     gram(Phi, ds.y, client=client)
-    assert "dsketch-gram-chunk" in seen and not any(s.startswith("dsketch-embed") for s in seen)
+    engine.fit_path(Phi, Yc, grid, n_folds=3, scoring="accuracy", client=client)
+    with pytest.warns(RuntimeWarning, match="did not reach"):
+        engine.fit_ridge(Phi, ds.y, alpha=0.5, solver="cg", maxiter=2, persist=False,
+                         client=client)
+    for name in ("dsketch-gram-chunk", "dsketch-cv-score-chunk", "dsketch-cg-setup-chunk",
+                 "dsketch-cg-matvec-chunk"):
+        assert name in seen
+    assert not any(s.startswith("dsketch-embed") for s in seen)
     bad = x.copy()
     bad[1500, 3] = np.nan
     Xb = da.from_array(bad, chunks=(700, 12))

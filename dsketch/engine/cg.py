@@ -266,8 +266,8 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
     w = ell + (k if x0 is not None else 0)
     flat = reduce_rows(setup_chunk, "dsketch-cg-setup", Phi_run, Y=Y2,
                        V=X if x0 is not None else None, P=m * k + m + m * w + k + 1,
-                       progress=progress, slab=int(slab_rows), m=m, k=k, rank=ell,
-                       seed=int(seed), **run)
+                       progress=progress, by_slabs=True, slab=int(slab_rows), m=m, k=k,
+                       rank=ell, seed=int(seed), **run)
     B = flat[:m * k].reshape(m, k)
     diag = flat[m * k:m * k + m]
     AV = flat[m * k + m:m * k + m + m * w].reshape(m, w)
@@ -287,7 +287,8 @@ def block_cg(Phi, Y2, *, alpha: float, tol: float, maxiter: int,
 
     def apply_A(Da, act):  # no progress bar per iteration (the residual callback reports it)
         AD = reduce_rows(matvec_chunk, "dsketch-cg-matvec", Phi_run, V=Da, P=m * len(act),
-                         progress=False, slab=int(slab_rows), **run).reshape(m, len(act))
+                         progress=False, by_slabs=True, slab=int(slab_rows),
+                         **run).reshape(m, len(act))
         return AD + alpha * Da
 
     def breakdown(it, pAp):

@@ -12,8 +12,9 @@ when a map refuses unvalidated input (a map only sees chunk-local rows) and
 
 Memory: a task holds one input chunk and its features, ``rows × (d + m) × itemsize``
 plus the feature map's own working memory for that chunk.  A pass that only reduces the
-features (the Gram pass) can ask :func:`embedded_source` for ``X`` and the map and compute
-them slab by slab instead (:func:`embed_rows` per slab), never holding a chunk's features.
+features slab by slab (the Gram and CG passes) can ask :func:`embedded_source` for ``X`` and
+the map and read a chunk's features as :class:`EmbeddedRows`, computed slab by slab on
+demand, never holding a chunk's features.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dask.base import tokenize
 from ..backend import (InvalidInputError, NonFiniteError, asnumpy, get_namespace, is_cupy,
                        tune_allocator)
 
-__all__ = ["embed", "embed_rows", "embedded_source", "task_word", "word", "check_feature_map",
-           "to_gpu", "token", "check_finite_block", "block_rows"]
+__all__ = ["embed", "EmbeddedRows", "embedded_source", "task_word", "word",
+           "check_feature_map", "to_gpu", "token", "check_finite_block", "block_rows"]
 
 #: Attribute of an :func:`embed` result: ``(its name, X, fmap, m, dtype)``.
 _SOURCE = "_dsketch_embed_source"
@@ -123,16 +124,34 @@ def block_rows(block, block_info=None) -> tuple[int, int]:
     return int(idx), int(loc[0][0])
 
 
-def embed_rows(chunk, sl: slice, fmap, m: int, dtype, index: int, start: int):
-    """Features of rows ``sl`` of ``chunk`` — chunk ``index`` of ``X``, first row ``start`` —
-    as that chunk's embed task computes them: the same numbers, and a NaN/Inf in the chunk
-    reported as that task reports it (the chunk's index and global rows)."""
-    tune_allocator()
-    try:
-        return _features(chunk[sl], fmap, m, dtype)
-    except NonFiniteError:
-        check_finite_block(chunk, "X", start, index)
-        raise
+class EmbeddedRows:
+    """One chunk's features ``fmap(chunk)``, computed when read: ``rows[a:b]`` are the
+    features of rows ``a:b`` — the numbers that chunk's embed task computes, and a NaN/Inf in
+    the chunk reported as that task reports it (chunk ``index``, global rows from ``start``).
+
+    Only row slices can be read (``shape`` and ``dtype`` are the feature chunk's), so a
+    reduction that reads its chunk slab by slab holds one slab's features, never the
+    chunk's ``rows × m``.
+    """
+
+    def __init__(self, chunk, fmap, m: int, dtype, index: int, start: int):
+        self.chunk, self.fmap, self.m, self.dtype = chunk, fmap, int(m), np.dtype(dtype)
+        self.index, self.start = int(index), int(start)
+
+    @property
+    def shape(self) -> tuple:
+        return (self.chunk.shape[0], self.m)
+
+    def __getitem__(self, sl):
+        if not isinstance(sl, slice) or sl.step not in (None, 1):
+            raise TypeError(f"EmbeddedRows reads row slices a:b only, got {sl!r}")
+        a, b, _ = sl.indices(self.chunk.shape[0])
+        tune_allocator()
+        try:
+            return _features(self.chunk[a:b], self.fmap, self.m, self.dtype)
+        except NonFiniteError:
+            check_finite_block(self.chunk, "X", self.start, self.index)
+            raise
 
 
 def _apply(block, fmap, m: int, dtype, block_info=None):
@@ -266,9 +285,9 @@ def embedded_source(Phi):
     """``(X, fmap, m, dtype)`` when ``Phi`` is (still) the array :func:`embed` returned for
     host rows ``(n, d)`` and a map without data of its own, else None.
 
-    A pass that reduces ``Φ`` chunk by chunk may then compute each chunk's features slab by
-    slab (:func:`embed_rows`) from ``X``'s chunks — the same rows, the same numbers — rather
-    than hold a whole chunk's ``rows × m`` features (a gigabyte for 250,000 rows at
+    A pass that reduces ``Φ`` chunk by chunk may then read each chunk's features slab by
+    slab (:class:`EmbeddedRows`) from ``X``'s chunks — the same rows, the same numbers —
+    rather than hold a whole chunk's ``rows × m`` features (a gigabyte for 250,000 rows at
     m = 1024, faulted in afresh by every task).  Any array derived from ``Φ`` (sliced,
     rechunked, persisted) is not an embed result: None.
     """

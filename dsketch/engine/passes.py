@@ -15,9 +15,9 @@ anything ``n × m`` (or ``n × anything``) on the client: per-chunk results are 
 partials of size ``m × m`` or ``m × k``.
 
 Memory bounds (per worker task, ``r`` = rows of a chunk, ``m`` features, ``k`` targets,
-``s`` = ``slab_rows`` ≤ r, ``F`` folds, ``e`` = ``split_every``): a gram task over
-``Φ = embed(X, fmap)`` computes the features slab by slab from ``X``'s chunk
-(:func:`.graph.embedded_source`) and holds ``r·d`` input elements, ``s × m`` features and
+``s`` = ``slab_rows`` ≤ r, ``F`` folds, ``e`` = ``split_every``): a gram (or CG, CV-score)
+task over ``Φ = embed(X, fmap)`` computes the features slab by slab from ``X``'s chunk
+(``reduce_rows(by_slabs=True)``) and holds ``r·d`` input elements, ``s × m`` features and
 their float64 copy, and ``F·(m² + m·k)`` float64 partials; over any other lazy ``Φ`` it
 holds that chunk's ``r·m`` features instead; a reduction task holds ``e + 1`` partials.
 """
@@ -34,7 +34,7 @@ import numpy as np
 
 from ..backend import InvalidInputError, asnumpy, check_int, get_namespace, is_cupy, to_namespace
 from .cluster import current_client, show_progress
-from .graph import embed_rows, embedded_source, token
+from .graph import EmbeddedRows, embedded_source, token
 from .linalg import symmetrize_upper, syrk_acc
 
 __all__ = ["Gram", "gram", "gram_chunk", "fold_ids", "reduce_rows", "per_chunk", "tree_sum",
@@ -237,19 +237,40 @@ def compute(arr, client, progress: bool | None = None) -> np.ndarray:
 
 def reduce_rows(func: Callable, name: str, Phi, *, Y=None, V=None, rows: bool = False, P: int,
                 client=None, split_every: int = SPLIT_EVERY, progress: bool | None = None,
-                key_parts: tuple = (), **kw) -> np.ndarray:
+                by_slabs: bool = False, **kw) -> np.ndarray:
     """One pass: ``Σ_c func(Φc, [Yc], [V], [row0_c], **kw)`` over the row chunks, ``(P,)``.
 
     A dask ``Φ`` runs :func:`per_chunk` + :func:`tree_sum` (tasks ``name``) on ``client``;
     an in-memory ``Φ`` is one chunk starting at row 0, summed by a direct call.
+    ``by_slabs``: ``func`` reads ``Φc`` only as ``Φc.shape`` and row slices ``Φc[a:b]``; then
+    for ``Φ = embed(X, fmap)`` (:func:`.graph.embedded_source`) the tasks run over ``X``'s
+    chunks and ``func`` reads :class:`.graph.EmbeddedRows`: each slab's features computed
+    when read (the same numbers), no chunk-sized feature block.
     """
     if isinstance(Phi, da.Array):
-        parts = per_chunk(func, name, Phi, Y=Y, V=V, rows=rows, P=P, key_parts=key_parts, **kw)
+        source = embedded_source(Phi) if by_slabs else None
+        if source is None:
+            parts = per_chunk(func, name, Phi, Y=Y, V=V, rows=rows, P=P, **kw)
+        else:
+            X, fmap, m, dtype = source
+            starts = tuple(int(s) for s in np.cumsum((0,) + X.chunks[0][:-1]))
+            on_rows = functools.partial(_on_embedded_rows, func, rows, (fmap, m, dtype), starts)
+            parts = per_chunk(on_rows, name, X, Y=Y, V=V, rows=True, P=P,
+                              key_parts=(Phi.name,), **kw)
         return compute(tree_sum(parts, name, split_every), client, progress)
     args = [a for a in (Y, V) if a is not None]
     if rows:
         args.append(np.zeros(1, dtype=np.int64))
     return np.asarray(func(Phi, *args, **kw))[0]
+
+
+def _on_embedded_rows(func, pass_rows: bool, source: tuple, starts: tuple, x, *args, **kw):
+    """``func`` of the chunk ``x``'s features read as :class:`.graph.EmbeddedRows` of
+    ``source = (fmap, m, dtype)`` (``args`` end with the chunk's first row, one of
+    ``starts``, passed on to ``func`` when ``pass_rows``)."""
+    start = int(np.asarray(args[-1]).ravel()[0])
+    phi = EmbeddedRows(x, *source, starts.index(start), start)
+    return func(phi, *(args if pass_rows else args[:-1]), **kw)
 
 
 # ============================================================================= folds
@@ -331,32 +352,10 @@ def fold_class_counts(Y, n_folds: int, fold_seed: int, client=None) -> np.ndarra
 def gram_chunk(phi, y, rows=None, *, n_folds: int, fold_seed: int, slab: int, m: int, k: int):
     """One row chunk's [G (upper), B, yy, n] per fold, packed in a (1, F·P) float64 row.
 
-    ``rows`` holds the chunk's first row index (needed only with ``n_folds``).
+    ``rows`` holds the chunk's first row index (needed only with ``n_folds``).  Reads
+    ``phi`` slab by slab (``by_slabs``).
     """
     xp = get_namespace(phi)
-    return _gram_slabs(phi.shape[0], lambda sl: phi[sl].astype(xp.float64, copy=False), xp, y,
-                       rows, n_folds=n_folds, fold_seed=fold_seed, slab=slab, m=m, k=k)
-
-
-def gram_rows_chunk(x, y, rows, *, fmap, dtype, starts: tuple, n_folds: int, fold_seed: int,
-                    slab: int, m: int, k: int):
-    """:func:`gram_chunk` of ``fmap``'s features of the chunk ``x`` of ``X`` (rows from
-    ``rows[0]``), computed slab by slab: the same slabs, numbers and sums, while the task
-    holds ``slab × m`` features, never the chunk's."""
-    start = int(np.asarray(rows).ravel()[0])
-    index = starts.index(start)
-
-    def features(sl):
-        return embed_rows(x, sl, fmap, m, dtype, index, start).astype(np.float64, copy=False)
-
-    return _gram_slabs(x.shape[0], features, np, y, rows, n_folds=n_folds, fold_seed=fold_seed,
-                       slab=slab, m=m, k=k)
-
-
-def _gram_slabs(n_rows: int, slab_of: Callable, xp, y, rows, *, n_folds: int, fold_seed: int,
-                slab: int, m: int, k: int):
-    """The packed per-fold sums over a chunk of ``n_rows`` rows whose float64 features, slab
-    ``sl`` at a time, are ``slab_of(sl)`` (``xp`` arrays)."""
     F = max(1, n_folds)
     Gs = [np.zeros((m, m), dtype=np.float64, order="F") for _ in range(F)]
     Bs = [np.zeros((m, k)) for _ in range(F)]
@@ -364,9 +363,9 @@ def _gram_slabs(n_rows: int, slab_of: Callable, xp, y, rows, *, n_folds: int, fo
     cnt = [0] * F
     fid = None
     if n_folds:
-        fid = fold_ids(n_rows, n_folds, fold_seed, int(np.asarray(rows).ravel()[0]))
-    for sl in slabs(n_rows, slab):
-        P = slab_of(sl)
+        fid = fold_ids(phi.shape[0], n_folds, fold_seed, int(np.asarray(rows).ravel()[0]))
+    for sl in slabs(phi.shape[0], slab):
+        P = phi[sl].astype(xp.float64, copy=False)
         Yh = np.asarray(y[sl], dtype=np.float64)
         if fid is None:
             groups = [(0, None)]
@@ -445,18 +444,10 @@ def gram(Phi, Y, *, n_folds: int | None = None, fold_seed: int = 0, client=None,
     split_every = check_int(split_every, "split_every", minimum=2)
     P1 = m * m + m * k + k + 1
     lazy = isinstance(Phi, da.Array)
-    source = embedded_source(Phi) if lazy else None
-    common = dict(P=max(F, 1) * P1, client=current_client(client) if lazy else None,
-                  split_every=split_every, progress=progress, n_folds=F,
-                  fold_seed=int(fold_seed), slab=int(slab_rows), m=m, k=k)
-    if source is None:
-        flat = reduce_rows(gram_chunk, "dsketch-gram", Phi, Y=Y2, rows=bool(F), **common)
-    else:  # Φ = embed(X, fmap): each task computes its features slab by slab
-        X, fmap, _, dtype = source
-        starts = tuple(int(s) for s in np.cumsum((0,) + X.chunks[0][:-1]))
-        chunk = functools.partial(gram_rows_chunk, fmap=fmap, dtype=dtype, starts=starts)
-        flat = reduce_rows(chunk, "dsketch-gram", X, Y=Y2, rows=True, key_parts=(Phi.name,),
-                           **common)
+    flat = reduce_rows(gram_chunk, "dsketch-gram", Phi, Y=Y2, rows=bool(F), P=max(F, 1) * P1,
+                       client=current_client(client) if lazy else None, split_every=split_every,
+                       progress=progress, by_slabs=True, n_folds=F, fold_seed=int(fold_seed),
+                       slab=int(slab_rows), m=m, k=k)
     check_finite_sums(Phi, Y2, [flat[p * P1:p * P1 + m * m] for p in range(max(F, 1))],
                       [flat], "the Gram pass")
     if not F:

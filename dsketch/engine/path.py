@@ -177,8 +177,8 @@ def score_chunk(phi, y, w, rows, *, n_folds: int, fold_seed: int, n_alphas: int,
 def _accuracy_pass(Phi, Y2, Ws, F, A, fold_seed, client, split_every, slab_rows, progress):
     Wst = np.concatenate(Ws, axis=1)
     hits = reduce_rows(score_chunk, "dsketch-cv-score", Phi, Y=Y2, V=Wst, rows=True, P=F * A,
-                       client=client, split_every=split_every, progress=progress, n_folds=F,
-                       fold_seed=int(fold_seed), n_alphas=A, slab=int(slab_rows))
+                       client=client, split_every=split_every, progress=progress, by_slabs=True,
+                       n_folds=F, fold_seed=int(fold_seed), n_alphas=A, slab=int(slab_rows))
     return hits.reshape(F, A)
 
 
