@@ -221,6 +221,25 @@ def test_one_output_is_that_output_of_both(monkeypatch):
         fm.features(x, "both")
 
 
+def test_monte_carlo_block_keeps_a_shared_dual_array_apart(monkeypatch):
+    """``dual_both`` may hand back one array for both branches (exp is its own derivative);
+    the Monte-Carlo block subtracts each branch's series in place, so the second branch
+    must not see the first's: the features equal those from two separate arrays."""
+    from dsketch.nets import Exp
+
+    x = np.random.default_rng(4).normal(size=(9, 7)) / 3
+
+    def features():
+        return fully_connected(2, Exp(), 1.0, 0.0).sketch((7,), n_features=256, seed=1,
+                                                          method="mix")(x)
+
+    apart = features()
+    monkeypatch.setattr(Exp, "dual_both", lambda self, u: (lambda v: (v, v))(self.dual_fn(u)))
+    shared = features()
+    np.testing.assert_array_equal(shared.ntk, apart.ntk)
+    np.testing.assert_array_equal(shared.nngp, apart.nngp)
+
+
 @pytest.mark.parametrize("act", acts("sketch_nan"), ids=ids(acts("sketch_nan")))
 def test_feature_maps_never_nan(act):
     x = spread_inputs(8, 5, lo=1e-3, hi=1e3).astype(np.float32)

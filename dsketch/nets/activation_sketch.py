@@ -398,6 +398,8 @@ class ActivationSketch(LayerSketch):
             z = self._gaussian()(x2.astype(np.float64), check=False) * math.sqrt(width)
             u = xp.sqrt(var)[:, None] * z
             values = self.act.dual_both(u) if self.out.ntk else (self.act.dual_fn(u),)
+            if len(values) == 2 and values[0] is values[1]:  # each residual overwrites its own
+                values = (values[0], values[1].copy())
             del u
             top = max(self._poly_top, int(self.linear))   # degrees not left to the MC block
             for (which, (coef, _)), v in zip(outs.items(), values):
