@@ -41,7 +41,7 @@ def subtract_series(values, z, coef, top: int, overwrite: bool = False):
     float64 C-contiguous host ``values`` are updated in place and returned).
 
     ``values`` and ``z`` are ``(rows, k)``, ``coef`` is ``(rows, ≥ top+1)``.  Float64 NumPy
-    arrays go through one compiled pass (each entry's recurrence in registers); other
+    arrays go through one compiled pass (per row, degree by degree, vectorized); other
     arrays (CuPy, other namespaces) through whole-array steps.  Both do the same operations
     in the same order: ``(values − c_0 h_0) − c_1 h_1 …`` and the recurrence of
     :func:`normalized_hermite`, so an entry depends on its own inputs only.
